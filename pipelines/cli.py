@@ -1,0 +1,181 @@
+"""Command line: one command per pipeline stage (called by `dvc.yaml`), plus helpers.
+
+Every stage command runs its Prefect flow against a local server started on demand (see
+`pipelines.orchestration`); set PIPELINES_PREFECT=off to run the plain functions instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Raw data to a validated, registered model.")
+server_app = typer.Typer(no_args_is_help=True, help="The on-demand local Prefect server.")
+app.add_typer(server_app, name="prefect-server")
+
+@app.callback()
+def _quiet_native_logs() -> None:
+    # TensorFlow's C++ start-up chatter hides the pipeline's own output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+Params = Annotated[Path, typer.Option("--params", help="Params file.")]
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+def _run_flow(name: str, **kwargs: Any) -> Any:
+    """Run a stage flow through Prefect (or its plain function when Prefect is off), turning
+    the pipeline's own errors into one clear message and exit code 1."""
+    from pipelines.config import ConfigError
+    from pipelines.datasets import DataError
+    from pipelines.orchestration import OrchestrationError, ensure_api
+    from pipelines.training import TrainingDiverged
+    from pipelines.validation import ValidationFailed
+
+    expected = (ConfigError, DataError, ValidationFailed, TrainingDiverged, OrchestrationError,
+                FileNotFoundError)
+    try:
+        api = ensure_api()
+        from pipelines import flows
+
+        flow = getattr(flows, name)
+        return flow(**kwargs) if api else flow.fn(**kwargs)
+    except expected as err:
+        _fail(str(err))
+
+
+@app.command()
+def ingest(dataset: str, out: Path = typer.Option(..., help="Parquet file to write."),
+           params: Params = Path("params.yaml")) -> None:
+    """Materialize DATASET (built-in source or CSV/Parquet path from params) as Parquet."""
+    _run_flow("ingest_flow", dataset=dataset, out=str(out), params=str(params))
+
+
+@app.command()
+def validate(dataset: str, data: Path = typer.Option(...), suite: Path = typer.Option(...),
+             report_dir: Path = typer.Option(..., help="Where the Data Docs go.")) -> None:
+    """Check DATA against its Great Expectations suite; exit 1 naming each failure."""
+    _run_flow("validate_flow", dataset=dataset, data=str(data), suite=str(suite),
+              report_dir=str(report_dir))
+
+
+@app.command()
+def split(dataset: str, data: Path = typer.Option(...), out_dir: Path = typer.Option(...),
+          params: Params = Path("params.yaml")) -> None:
+    """Seeded stratified split; fit normalization on the training split only."""
+    _run_flow("split_flow", dataset=dataset, data=str(data), out_dir=str(out_dir),
+              params=str(params))
+
+
+@app.command()
+def train(task: str, data_dir: Path = typer.Option(...), out_dir: Path = typer.Option(...),
+          params: Params = Path("params.yaml")) -> None:
+    """Train TASK's model with early stopping; save it with its preprocessing inside."""
+    _run_flow("train_flow", task_name=task, data_dir=str(data_dir), out_dir=str(out_dir),
+              params=str(params))
+
+
+@app.command()
+def evaluate(task: str, model: Path = typer.Option(...), data_dir: Path = typer.Option(...),
+             out_dir: Path = typer.Option(...)) -> None:
+    """Test metrics beside the majority baseline, predictions and a confusion matrix."""
+    _run_flow("evaluate_flow", task_name=task, model=str(model), data_dir=str(data_dir),
+              out_dir=str(out_dir))
+
+
+@app.command()
+def register(task: str, model_dir: Path = typer.Option(...), eval_dir: Path = typer.Option(...),
+             data_dir: Path = typer.Option(...), raw_data: Path = typer.Option(...),
+             docs_dir: Path = typer.Option(...), out: Path = typer.Option(...),
+             params: Params = Path("params.yaml")) -> None:
+    """Log the run to MLflow; register a `champion` version if the quality gate passes."""
+    _run_flow("register_flow", task_name=task, model_dir=str(model_dir),
+              eval_dir=str(eval_dir), data_dir=str(data_dir), raw_data=str(raw_data),
+              docs_dir=str(docs_dir), out=str(out), params=str(params))
+
+
+@app.command("check-params")
+def check_params(params: Params = Path("params.yaml")) -> None:
+    """Validate the params file and say what it defines."""
+    from pipelines.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(params)
+    except ConfigError as err:
+        _fail(str(err))
+    typer.echo(f"{params}: ok; datasets {list(cfg.datasets)}, tasks {list(cfg.tasks)}")
+
+
+@app.command("propose-suite")
+def propose_suite(dataset: str, data: Path = typer.Option(..., help="Trusted reference file."),
+                  out: Path = typer.Option(..., help="Suite JSON to write."),
+                  label: str = typer.Option("target"),
+                  force: bool = typer.Option(False, help="Overwrite an existing suite.")) -> None:
+    """Draft an expectation suite by profiling a trusted file. Review it, then commit it."""
+    from pipelines.datasets import DataError, read_table
+    from pipelines.validation import propose_suite as draft
+
+    if out.exists() and not force:
+        _fail(f"{out} exists; review changes by hand or pass --force")
+    try:
+        suite = draft(read_table(data), dataset, label, str(data))
+    except (DataError, ValueError) as err:
+        _fail(str(err))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(suite, indent=2) + "\n")
+    typer.echo(f"wrote a DRAFT suite with {len(suite['expectations'])} expectations to {out}; "
+               "review every bound, then commit it")
+
+
+@app.command()
+def parity(model_uri: str, data: Path = typer.Option(..., help="Raw test rows (Parquet)."),
+           expected: Path = typer.Option(..., help="Pipeline predictions (.npy)."),
+           tolerance: float = 1e-6) -> None:
+    """Load MODEL_URI (e.g. models:/tabular-dnn@champion) in this fresh process and check that
+    it reproduces the pipeline's predictions on raw rows."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.tracking import load_pyfunc
+
+    model = load_pyfunc(model_uri)
+    features = model.metadata.metadata["features"]
+    x_raw = pd.read_parquet(data)[features].to_numpy(dtype="float64")
+    diff = float(np.max(np.abs(np.asarray(model.predict(x_raw)) - np.load(expected))))
+    typer.echo(f"{model_uri}: {len(x_raw)} raw rows, max abs difference {diff:.3g}")
+    if not diff <= tolerance:
+        _fail(f"predictions differ by {diff:.3g} > {tolerance}")
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start the local Prefect server (or reuse a running one) and print its API URL."""
+    from pipelines.orchestration import ensure_api
+
+    typer.echo(ensure_api() or "PIPELINES_PREFECT=off: no server needed")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server started by this package."""
+    from pipelines.orchestration import stop_local_server
+
+    typer.echo("stopped" if stop_local_server() else "no server started by pipelines")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

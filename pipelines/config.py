@@ -1,0 +1,184 @@
+"""`params.yaml`, parsed once into validated objects.
+
+Every error names the offending key as a dotted path (``tasks.tabular.train.learning_rate``),
+so a typo in the params file is found without reading a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipelines.builders import FAMILIES, MODALITIES, family_spec
+from pipelines.metrics import METRIC_DIRECTIONS
+
+
+class ConfigError(ValueError):
+    """`params.yaml` is missing, malformed or names something that does not exist."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class BaseConfig(_Strict):
+    seed: int = Field(42, ge=0)
+    experiment: str = Field("mlops-pipelines", min_length=1)
+
+
+class PathsConfig(_Strict):
+    """Folder layout; `dvc.yaml` templates its paths from this same section."""
+
+    raw: str = "data/raw"
+    processed: str = "data/processed"
+    models: str = "models"
+    reports: str = "reports"
+    suites: str = "gx/expectations"
+
+
+class SplitConfig(_Strict):
+    validation: float = Field(0.15, gt=0, lt=0.5)
+    test: float = Field(0.2, gt=0, lt=0.5)
+
+
+class DatasetConfig(_Strict):
+    modality: Literal["tabular", "images", "sequence"]
+    source: str = Field(
+        min_length=1,
+        description="A built-in source ('sklearn:breast_cancer') or a CSV/Parquet path.",
+    )
+    label: str = Field("target", min_length=1)
+    split: SplitConfig = SplitConfig()
+
+
+class TrainConfig(_Strict):
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0, le=10)
+    batch_size: int = Field(32, ge=1)
+    max_epochs: int = Field(200, ge=1)
+    patience: int = Field(10, ge=0)
+
+
+class GateConfig(_Strict):
+    """Quality gate: absolute floors/ceilings on test metrics, and metrics that must beat the
+    trivial baseline."""
+
+    min: dict[str, float] = {}
+    max: dict[str, float] = {}
+    beat_baseline: list[str] = []
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> GateConfig:
+        for section in ("min", "max", "beat_baseline"):
+            for name in getattr(self, section):
+                if name not in METRIC_DIRECTIONS:
+                    known = ", ".join(sorted(METRIC_DIRECTIONS))
+                    raise ValueError(f"{section}: unknown metric {name!r} (known: {known})")
+        return self
+
+
+class TaskConfig(_Strict):
+    dataset: str
+    family: str
+    model: dict[str, Any] = {}
+    train: TrainConfig = TrainConfig()
+    gate: GateConfig = GateConfig()
+
+    @model_validator(mode="after")
+    def _known_family(self) -> TaskConfig:
+        if self.family not in FAMILIES:
+            raise ValueError(
+                f"family: unknown model family {self.family!r} (known: {', '.join(FAMILIES)})"
+            )
+        return self
+
+
+class PipelineConfig(_Strict):
+    base: BaseConfig = BaseConfig()
+    paths: PathsConfig = PathsConfig()
+    datasets: dict[str, DatasetConfig]
+    tasks: dict[str, TaskConfig]
+
+    def dataset(self, name: str) -> DatasetConfig:
+        if name not in self.datasets:
+            raise ConfigError(
+                f"datasets.{name}: no such dataset (known: {', '.join(self.datasets)})"
+            )
+        return self.datasets[name]
+
+    def task(self, name: str) -> TaskConfig:
+        if name not in self.tasks:
+            raise ConfigError(f"tasks.{name}: no such task (known: {', '.join(self.tasks)})")
+        return self.tasks[name]
+
+    def model_params(self, task: str) -> BaseModel:
+        """The family hyperparameters of `task`, validated against its builder's schema."""
+        return family_spec(self.task(task).family).params.model_validate(self.task(task).model)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "<root>"
+
+
+def _check_cross_references(cfg: PipelineConfig) -> None:
+    for name, task in cfg.tasks.items():
+        if task.dataset not in cfg.datasets:
+            raise ConfigError(
+                f"tasks.{name}.dataset: unknown dataset {task.dataset!r} "
+                f"(known: {', '.join(cfg.datasets)})"
+            )
+        spec = family_spec(task.family)
+        modality = cfg.datasets[task.dataset].modality
+        if modality not in spec.modalities:
+            raise ConfigError(
+                f"tasks.{name}.family: family {task.family!r} takes {'/'.join(spec.modalities)} "
+                f"data, but dataset {task.dataset!r} is {modality}"
+            )
+        try:
+            spec.params.model_validate(task.model)
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise ConfigError(
+                f"tasks.{name}.model.{_dotted(first['loc'])}: {first['msg']}"
+            ) from None
+
+
+def parse_config(raw: Any) -> PipelineConfig:
+    """Validate an already-loaded params mapping."""
+    if not isinstance(raw, dict):
+        raise ConfigError("params: expected a mapping at the top level")
+    try:
+        cfg = PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = [f"  {_dotted(e['loc'])}: {e['msg']}" for e in err.errors()]
+        raise ConfigError("invalid params:\n" + "\n".join(lines)) from None
+    _check_cross_references(cfg)
+    return cfg
+
+
+def load_config(path: str | Path = "params.yaml") -> PipelineConfig:
+    """Read and validate `params.yaml`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return parse_config(raw)
+
+
+__all__ = [
+    "MODALITIES",
+    "ConfigError",
+    "DatasetConfig",
+    "GateConfig",
+    "PipelineConfig",
+    "TaskConfig",
+    "TrainConfig",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,39 @@
+"""The quality gate: which test metrics a model needs before it may be registered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipelines.config import GateConfig
+from pipelines.metrics import better
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        head = "PASSED" if self.passed else "FAILED"
+        return f"gate {head}:\n" + "\n".join(f"  {line}" for line in self.checks)
+
+
+def apply_gate(gate: GateConfig, test: dict[str, float], baseline: dict[str, float]) -> GateVerdict:
+    """Check absolute floors and ceilings, then that the model beats the trivial baseline."""
+    checks: list[str] = []
+    failures: list[str] = []
+
+    def record(ok: bool, text: str) -> None:
+        checks.append(("ok    " if ok else "FAIL  ") + text)
+        if not ok:
+            failures.append(text)
+
+    for name, floor in gate.min.items():
+        record(test[name] >= floor, f"{name} {test[name]:.4f} >= {floor}")
+    for name, ceiling in gate.max.items():
+        record(test[name] <= ceiling, f"{name} {test[name]:.4f} <= {ceiling}")
+    for name in gate.beat_baseline:
+        record(better(name, test[name], baseline[name]),
+               f"{name} {test[name]:.4f} beats baseline {baseline[name]:.4f}")
+    return GateVerdict(passed=not failures, failures=failures, checks=checks)

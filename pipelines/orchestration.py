@@ -1,0 +1,121 @@
+"""Where Prefect runs: one local server, started on demand and reused by every DVC stage.
+
+Without an API URL, each Python process that runs a flow would start its own temporary
+Prefect server (7-15 s each). DVC runs every stage in its own process, so instead the first
+stage starts `prefect server start` in the background and later stages reuse it.
+
+Environment:
+  PREFECT_API_URL         use this server (local or remote) as is.
+  PIPELINES_PREFECT       `auto` (default): use/start the local server; `off`: call the step
+                          functions directly, without Prefect.
+  PIPELINES_PREFECT_PORT  port of the on-demand local server (default 4200).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+DEFAULT_PORT = 4200
+
+
+class OrchestrationError(RuntimeError):
+    """The Prefect server could not be reached or started."""
+
+
+def prefect_enabled() -> bool:
+    mode = os.environ.get("PIPELINES_PREFECT", "auto").strip().lower()
+    if mode not in ("auto", "off"):
+        raise OrchestrationError(f"PIPELINES_PREFECT must be 'auto' or 'off', not {mode!r}")
+    return mode == "auto"
+
+
+def local_api_url() -> str:
+    port = int(os.environ.get("PIPELINES_PREFECT_PORT", DEFAULT_PORT))
+    return f"http://127.0.0.1:{port}/api"
+
+
+def _prefect_home() -> Path:
+    return Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+
+
+def _pid_file() -> Path:
+    return _prefect_home() / "pipelines-server.pid"
+
+
+def healthy(api_url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def start_local_server(api_url: str, wait_s: float = 90.0) -> int:
+    """Start `prefect server start` detached, wait until it answers, return its pid."""
+    port = api_url.rsplit(":", 1)[1].split("/")[0]
+    exe = Path(sys.executable).with_name("prefect")
+    command = [str(exe) if exe.exists() else (shutil.which("prefect") or "prefect"),
+               "server", "start", "--host", "127.0.0.1", "--port", port]
+    home = _prefect_home()
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "pipelines-server.log"
+    print(f"starting a local Prefect server on {api_url} (log: {log_path})", flush=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    _pid_file().write_text(str(proc.pid))
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if healthy(api_url):
+            return proc.pid
+        if proc.poll() is not None:
+            raise OrchestrationError(
+                f"the Prefect server exited with code {proc.returncode}; see {log_path}")
+        time.sleep(0.5)
+    proc.terminate()
+    raise OrchestrationError(f"the Prefect server did not answer within {wait_s:.0f} s; "
+                             f"see {log_path}, or set PIPELINES_PREFECT=off")
+
+
+def ensure_api() -> str | None:
+    """Point this process at a Prefect API, starting the local server if none is up.
+
+    Must run before `prefect` is imported. Returns the API URL, or None when Prefect is off.
+    """
+    if not prefect_enabled():
+        return None
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    url = local_api_url()
+    if not healthy(url):
+        start_local_server(url)
+    os.environ["PREFECT_API_URL"] = url
+    return url
+
+
+def stop_local_server() -> bool:
+    """Stop the server this package started (by its pid file). True if one was stopped."""
+    pid_file = _pid_file()
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text().strip() or 0)
+    pid_file.unlink()
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return False
+    for _ in range(50):
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.killpg(pid, signal.SIGKILL)
+    return True

@@ -1,0 +1,99 @@
+"""Train one task's model with early stopping and write the model and its history."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines.builders import build_model
+from pipelines.config import PipelineConfig
+from pipelines.preprocessing import SPEC_FILE, Preprocessing, load_split
+
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.csv"
+SUMMARY_FILE = "training.json"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; no model is saved."""
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    task: str
+    family: str
+    seed: int
+    best_epoch: int
+    stopped_epoch: int
+    best_val_loss: float
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same data, same params: same weights and metrics (on CPU)."""
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def train_task(cfg: PipelineConfig, task: str, data_dir: Path, out_dir: Path) -> TrainingSummary:
+    """Build the task's model from params, fit it with early stopping on validation loss
+    (best weights restored) and save model, per-epoch history and a summary to `out_dir`."""
+    import keras
+
+    task_cfg = cfg.task(task)
+    seed_everything(cfg.base.seed)
+    prep = Preprocessing.load(data_dir / SPEC_FILE)
+    x_train, y_train = load_split(data_dir, "train", prep)
+    x_val, y_val = load_split(data_dir, "validation", prep)
+    model = build_model(task_cfg.family, cfg.model_params(task), prep, task_cfg.train)
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=task_cfg.train.patience, restore_best_weights=True
+        ),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    print(f"training {task} ({task_cfg.family}) on {len(x_train)} rows, "
+          f"validating on {len(x_val)}, up to {task_cfg.train.max_epochs} epochs")
+    history = model.fit(
+        x_train, y_train,
+        validation_data=(x_val, y_val),
+        epochs=task_cfg.train.max_epochs,
+        batch_size=task_cfg.train.batch_size,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    curves = pd.DataFrame(history.history)
+    curves.insert(0, "epoch", range(1, len(curves) + 1))
+    bad = curves[~np.isfinite(curves[["loss", "val_loss"]]).all(axis=1)]
+    if len(bad):
+        raise TrainingDiverged(
+            f"{task}: loss became {bad['loss'].iloc[0]} at epoch {int(bad['epoch'].iloc[0])} "
+            f"(learning_rate={task_cfg.train.learning_rate}); nothing was saved"
+        )
+    best = int(curves["val_loss"].idxmin())
+    summary = TrainingSummary(
+        task=task,
+        family=task_cfg.family,
+        seed=cfg.base.seed,
+        best_epoch=best + 1,
+        stopped_epoch=len(curves),
+        best_val_loss=float(curves["val_loss"].iloc[best]),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{MODEL_FILE}.tmp.keras"
+    model.save(tmp)
+    tmp.replace(out_dir / MODEL_FILE)
+    curves.to_csv(out_dir / HISTORY_FILE, index=False)
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=2) + "\n")
+    print(f"best epoch {summary.best_epoch} of {summary.stopped_epoch}, "
+          f"val_loss {summary.best_val_loss:.4f} -> {out_dir / MODEL_FILE}")
+    return summary
