@@ -1,0 +1,50 @@
+# `make help` lists the targets. The two a new user needs: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+# Stage commands in dvc.yaml call `python`: make it the project's environment.
+export PATH := $(BIN):$(PATH)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-unit lint format ui prefect-ui prefect-stop clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Create .venv and install the package, its pinned deps and dev tools
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
+	touch $@
+
+run: install ## Install, then run the whole pipeline (`dvc repro`) on the built-in data
+	@[ -d .git ] || git init -q
+	dvc repro
+	@dvc metrics show
+	@echo "Results: 'make ui' opens MLflow at http://127.0.0.1:5000 (Prefect UI: http://127.0.0.1:4200)"
+
+test: install ## Install, then run every test (unit and end-to-end)
+	python -m pytest
+
+test-unit: install ## Unit tests only (no end-to-end pipeline runs)
+	python -m pytest -m "not e2e"
+
+lint: install ## ruff lint and format check
+	ruff check . && ruff format --check pipelines tests
+
+format: install ## Apply ruff fixes and formatting
+	ruff check --fix . && ruff format pipelines tests
+
+ui: install ## MLflow UI on this project's store
+	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" -h 127.0.0.1 -p 5000
+
+prefect-stop: install ## Stop the local Prefect server that the stages start on demand
+	python -m pipelines.cli prefect-server stop
+
+clean: ## Remove pipeline outputs (git-ignored files under data/ models/ reports/) and mlflow.db
+	git clean -fdX -- data models reports
+	rm -f mlflow.db

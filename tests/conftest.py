@@ -1,0 +1,43 @@
+"""Shared fixtures: the real breast-cancer table and the repo's own suite and params."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def raw_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def _breast_cancer() -> pd.DataFrame:
+    from pipelines.datasets import load_source
+
+    return load_source("sklearn:breast_cancer")
+
+
+@pytest.fixture
+def breast_cancer(_breast_cancer: pd.DataFrame) -> pd.DataFrame:
+    """A fresh copy per test, so a test can damage it freely."""
+    return _breast_cancer.copy()
+
+
+@pytest.fixture(scope="session")
+def suite_path() -> Path:
+    return REPO / "gx" / "expectations" / "breast_cancer.json"

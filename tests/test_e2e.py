@@ -1,0 +1,191 @@
+"""The real pipeline in a temp copy of the repo: `dvc repro` through a local Prefect server,
+GX validation, Keras training, MLflow (SQLite) registry. Tests run in file order and share one
+project: the first run is followed by a no-op run, a learning-rate change, a return to the
+defaults (determinism) and finally a bad data file."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+TASK = "tabular"
+MODEL = "tabular-dnn"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _sh(args: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def _stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+class Project:
+    def __init__(self, root: Path, env: dict):
+        self.root, self.env = root, env
+
+    def repro(self, *extra: str, check: bool = True) -> str:
+        proc = _sh(["dvc", "repro", *extra], self.root, self.env, check=check)
+        return proc.stdout + proc.stderr
+
+    def metrics(self) -> dict:
+        return json.loads((self.root / "reports" / TASK / "metrics.json").read_text())
+
+    def set_param(self, path: str, value) -> None:
+        params_file = self.root / "params.yaml"
+        raw = yaml.safe_load(params_file.read_text())
+        node = raw
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+        params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    def client(self):
+        import mlflow
+
+        return mlflow.MlflowClient(f"sqlite:///{self.root / 'mlflow.db'}")
+
+    def versions(self) -> list[str]:
+        return sorted(str(v.version) for v in self.client().search_model_versions(
+            f"name='{MODEL}'"))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, repo_root):
+    root = tmp_path_factory.mktemp("project")
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=repo_root, capture_output=True, text=True, check=True).stdout
+    for rel in listed.splitlines():
+        src = repo_root / rel
+        if src.is_file():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, root / rel)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "PREFECT_", "PIPELINES_"))}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        PREFECT_HOME=str(root / ".prefect-home"),
+        PIPELINES_PREFECT_PORT=str(_free_port()),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
+    )
+    (root / ".gitignore").write_text((root / ".gitignore").read_text() + ".prefect-home/\n")
+    _sh(["git", "init", "-q"], root, env)
+    _sh(["git", "add", "-A"], root, env)
+    _sh(["git", "commit", "-qm", "snapshot"], root, env)
+    project = Project(root, env)
+    project.first_output = project.repro()
+    yield project
+    _sh([sys.executable, "-m", "pipelines.cli", "prefect-server", "stop"], root, env,
+        check=False)
+
+
+def test_full_run_registers_a_champion(project):
+    out = project.first_output
+    assert {"ingest@breast_cancer", "validate@breast_cancer", "split@breast_cancer",
+            "train@tabular", "evaluate@tabular", "register@tabular"} <= _stages_run(out)
+    assert "Flow run" in out, "stages ran as Prefect flows"
+    metrics = project.metrics()
+    assert metrics["test"]["accuracy"] >= 0.97
+    assert metrics["test"]["accuracy"] > metrics["baseline"]["accuracy"]
+    registration = json.loads((project.root / "models/tabular/registration.json").read_text())
+    assert registration["registered"] and registration["model_name"] == MODEL
+    client = project.client()
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    run = client.get_run(champion.run_id or registration["run_id"])
+    assert run.data.tags["seed"] == "42"
+    lock = yaml.safe_load((project.root / "dvc.lock").read_text())
+    raw_md5 = lock["stages"]["ingest@breast_cancer"]["outs"][0]["md5"]
+    assert run.data.tags["data_md5"] == raw_md5
+    assert (project.root / "reports/validation/breast_cancer/index.html").is_file()
+    assert (project.root / "reports/tabular/confusion_matrix.png").stat().st_size > 1000
+    assert "preprocessing.json" in str(lock["stages"]["split@breast_cancer"]["outs"])
+
+
+def test_fresh_process_serves_raw_rows_like_the_pipeline(project):
+    """A process that never imports `pipelines` loads the champion and, on raw test rows,
+    reproduces the pipeline's predictions to 1e-6."""
+    script = (
+        "import sys, numpy as np, pandas as pd, mlflow\n"
+        "mlflow.set_tracking_uri(sys.argv[1])\n"
+        "m = mlflow.pyfunc.load_model('models:/tabular-dnn@champion')\n"
+        "raw = pd.read_parquet('data/processed/breast_cancer/test.parquet')\n"
+        "x = raw[m.metadata.metadata['features']]\n"
+        "got = np.asarray(m.predict(x))\n"
+        "want = np.load('reports/tabular/test_predictions.npy')\n"
+        "assert 'pipelines' not in sys.modules\n"
+        "print('MAXDIFF', float(np.abs(got - want).max()), got.shape)\n"
+    )
+    proc = _sh([sys.executable, "-c", script, f"sqlite:///{project.root / 'mlflow.db'}"],
+               project.root, project.env)
+    diff = float(re.search(r"MAXDIFF (\S+)", proc.stdout).group(1))
+    assert diff <= 1e-6
+    assert "(114, 2)" in proc.stdout
+
+
+def test_second_repro_is_a_no_op(project):
+    out = project.repro()
+    assert "Data and pipelines are up to date" in out
+    assert not _stages_run(out)
+
+
+def test_learning_rate_change_reruns_only_train_evaluate_register(project):
+    before = project.versions()
+    project.set_param("tasks.tabular.train.learning_rate", 0.003)
+    out = project.repro()
+    assert _stages_run(out) == {"train@tabular", "evaluate@tabular", "register@tabular"}
+    assert len(project.versions()) == len(before) + 1
+
+
+def test_same_seed_and_params_give_the_same_metrics(project):
+    import numpy as np
+
+    predictions = project.root / "reports/tabular/test_predictions.npy"
+    first, first_proba = project.metrics(), np.load(predictions)
+    out = project.repro("--force", "--single-item", "train@tabular")
+    assert "Running stage 'train@tabular'" in out
+    out = project.repro("--force", "--single-item", "evaluate@tabular")
+    assert "Running stage 'evaluate@tabular'" in out
+    assert project.metrics() == first
+    np.testing.assert_array_equal(np.load(predictions), first_proba)
+    project.repro()
+
+
+def test_bad_data_stops_at_validation_and_registers_nothing(project, breast_cancer):
+    before = project.versions()
+    champion = project.client().get_model_version_by_alias(MODEL, "champion").version
+    breast_cancer.loc[[1, 2], "mean_texture"] = None
+    breast_cancer.loc[4, "target"] = 5
+    breast_cancer.to_csv(project.root / "data/external/bad.csv", index=False)
+    project.set_param("datasets.breast_cancer.source", "data/external/bad.csv")
+    out = project.repro(check=False)
+    assert "ERROR" in out or "failed" in out
+    assert "Running stage 'validate@breast_cancer'" in out
+    assert "train@tabular" not in _stages_run(out)
+    assert "expect_column_values_to_not_be_null column 'mean_texture'" in out
+    assert "expect_column_values_to_be_in_set column 'target'" in out
+    assert project.versions() == before
+    assert project.client().get_model_version_by_alias(MODEL, "champion").version == champion

@@ -1,0 +1,99 @@
+"""The repo's GX suite, run for real: the real data passes, each damage kind fails by name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipelines.validation import ValidationFailed, propose_suite, validate_file, validate_frame
+
+
+def _write(df, tmp_path):
+    path = tmp_path / "data.parquet"
+    df.to_parquet(path, index=False)
+    return path
+
+
+def test_real_data_passes_and_writes_data_docs(breast_cancer, suite_path, tmp_path):
+    report = validate_file("breast_cancer", _write(breast_cancer, tmp_path), suite_path,
+                           tmp_path / "docs")
+    assert report.success and report.evaluated > 60
+    assert (tmp_path / "docs" / "index.html").is_file()
+    assert list((tmp_path / "docs" / "validations").rglob("*.html"))
+    summary = json.loads((tmp_path / "docs" / "summary.json").read_text())
+    assert summary["success"] is True
+
+
+def _damage_missing_column(df):
+    return df.drop(columns=["mean_area"])
+
+
+def _damage_nulls(df):
+    df.loc[[3, 7, 11], "worst_texture"] = np.nan
+    return df
+
+
+def _damage_out_of_range(df):
+    df.loc[5, "mean_radius"] = 400.0
+    return df
+
+
+def _damage_label(df):
+    df.loc[0, "target"] = 7
+    return df
+
+
+def _damage_too_few_rows(df):
+    return df.head(20)
+
+
+def _damage_type(df):
+    df["mean_smoothness"] = df["mean_smoothness"].astype(str)
+    return df
+
+
+@pytest.mark.parametrize(
+    ("damage", "expectation", "column"),
+    [
+        (_damage_missing_column, "expect_table_columns_to_match_ordered_list", None),
+        (_damage_nulls, "expect_column_values_to_not_be_null", "worst_texture"),
+        (_damage_out_of_range, "expect_column_values_to_be_between", "mean_radius"),
+        (_damage_label, "expect_column_values_to_be_in_set", "target"),
+        (_damage_too_few_rows, "expect_table_row_count_to_be_between", None),
+        (_damage_type, "expect_column_values_to_be_of_type", "mean_smoothness"),
+    ],
+)
+def test_each_failure_kind_is_named(breast_cancer, suite_path, tmp_path, damage, expectation,
+                                    column):
+    with pytest.raises(ValidationFailed) as err:
+        validate_file("breast_cancer", _write(damage(breast_cancer), tmp_path), suite_path,
+                      tmp_path / "docs")
+    message = str(err.value)
+    assert expectation in message
+    if column:
+        assert f"column {column!r}" in message
+    assert (tmp_path / "docs" / "index.html").is_file(), "failed runs still get Data Docs"
+
+
+def test_failure_message_shows_offending_values(breast_cancer, suite_path, tmp_path):
+    with pytest.raises(ValidationFailed, match=r"1 of 569 values unexpected, e\.g\. \[400\.0\]"):
+        validate_file("breast_cancer", _write(_damage_out_of_range(breast_cancer), tmp_path),
+                      suite_path, tmp_path / "docs")
+
+
+def test_proposed_suite_accepts_its_reference_and_rejects_damage(breast_cancer, tmp_path):
+    suite = propose_suite(breast_cancer, "bc", "target", "reference.parquet")
+    kinds = {e["type"] for e in suite["expectations"]}
+    assert {"expect_table_columns_to_match_ordered_list", "expect_column_values_to_not_be_null",
+            "expect_column_values_to_be_between", "expect_column_values_to_be_in_set",
+            "expect_table_row_count_to_be_between",
+            "expect_column_values_to_be_of_type"} <= kinds
+    assert suite["meta"]["status"].startswith("draft")
+    path = tmp_path / "bc.json"
+    path.write_text(json.dumps(suite))
+    assert validate_frame(breast_cancer, "bc", path, tmp_path / "ok").success
+    bad = validate_frame(_damage_label(breast_cancer), "bc", path, tmp_path / "bad")
+    assert not bad.success
+    assert [f.column for f in bad.failures] == ["target"]
