@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,15 +31,14 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Activation = Literal["relu", "gelu", "tanh", "elu", "selu", "swish"]
+
+
 class DenseParams(_Params):
-    units: list[int] = Field(default=[64, 32], min_length=1)
-    activation: Literal["relu", "gelu", "tanh", "elu", "selu", "swish"] = "relu"
+    units: list[Annotated[int, Field(ge=1)]] = Field(default=[64, 32], min_length=1)
+    activation: Activation = "relu"
     dropout: float = Field(0.2, ge=0, lt=1)
     l2: float = Field(0.0, ge=0)
-
-    def model_post_init(self, _: Any) -> None:
-        if any(u < 1 for u in self.units):
-            raise ValueError("units: every layer needs at least one unit")
 
 
 def _dense_body(x: keras.KerasTensor, p: DenseParams) -> keras.KerasTensor:
@@ -47,8 +46,9 @@ def _dense_body(x: keras.KerasTensor, p: DenseParams) -> keras.KerasTensor:
 
     reg = keras.regularizers.L2(p.l2) if p.l2 else None
     for i, units in enumerate(p.units):
-        x = keras.layers.Dense(units, activation=p.activation, kernel_regularizer=reg,
-                               name=f"dense_{i}")(x)
+        x = keras.layers.Dense(
+            units, activation=p.activation, kernel_regularizer=reg, name=f"dense_{i}"
+        )(x)
         if p.dropout:
             x = keras.layers.Dropout(p.dropout, name=f"dropout_{i}")(x)
     return x
@@ -63,10 +63,7 @@ class FamilySpec:
 
 
 FAMILIES: dict[str, FamilySpec] = {
-    spec.name: spec
-    for spec in (
-        FamilySpec("dnn", ("tabular",), DenseParams, _dense_body),
-    )
+    spec.name: spec for spec in (FamilySpec("dnn", ("tabular",), DenseParams, _dense_body),)
 }
 
 
@@ -103,8 +100,9 @@ def _optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
     return optimizers[train.optimizer](learning_rate=train.learning_rate)
 
 
-def build_model(family: str, params: BaseModel | dict[str, Any], prep: Preprocessing,
-                train: TrainConfig) -> keras.Model:
+def build_model(
+    family: str, params: BaseModel | dict[str, Any], prep: Preprocessing, train: TrainConfig
+) -> keras.Model:
     """A compiled model that takes raw inputs and returns class probabilities."""
     import keras
 

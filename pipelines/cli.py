@@ -14,10 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Raw data to a validated, registered model.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Raw data to a validated, registered model."
+)
 server_app = typer.Typer(no_args_is_help=True, help="The on-demand local Prefect server.")
 app.add_typer(server_app, name="prefect-server")
+
 
 @app.callback()
 def _quiet_native_logs() -> None:
@@ -42,8 +44,14 @@ def _run_flow(name: str, **kwargs: Any) -> Any:
     from pipelines.training import TrainingDiverged
     from pipelines.validation import ValidationFailed
 
-    expected = (ConfigError, DataError, ValidationFailed, TrainingDiverged, OrchestrationError,
-                FileNotFoundError)
+    expected = (
+        ConfigError,
+        DataError,
+        ValidationFailed,
+        TrainingDiverged,
+        OrchestrationError,
+        FileNotFoundError,
+    )
     try:
         api = ensure_api()
         from pipelines import flows
@@ -55,53 +63,102 @@ def _run_flow(name: str, **kwargs: Any) -> Any:
 
 
 @app.command()
-def ingest(dataset: str, out: Path = typer.Option(..., help="Parquet file to write."),
-           params: Params = Path("params.yaml")) -> None:
+def ingest(
+    dataset: str,
+    out: Path = typer.Option(..., help="Parquet file to write."),
+    params: Params = Path("params.yaml"),
+) -> None:
     """Materialize DATASET (built-in source or CSV/Parquet path from params) as Parquet."""
     _run_flow("ingest_flow", dataset=dataset, out=str(out), params=str(params))
 
 
 @app.command()
-def validate(dataset: str, data: Path = typer.Option(...), suite: Path = typer.Option(...),
-             report_dir: Path = typer.Option(..., help="Where the Data Docs go.")) -> None:
+def validate(
+    dataset: str,
+    data: Path = typer.Option(...),
+    suite: Path = typer.Option(...),
+    report_dir: Path = typer.Option(..., help="Where the Data Docs go."),
+) -> None:
     """Check DATA against its Great Expectations suite; exit 1 naming each failure."""
-    _run_flow("validate_flow", dataset=dataset, data=str(data), suite=str(suite),
-              report_dir=str(report_dir))
+    _run_flow(
+        "validate_flow",
+        dataset=dataset,
+        data=str(data),
+        suite=str(suite),
+        report_dir=str(report_dir),
+    )
 
 
 @app.command()
-def split(dataset: str, data: Path = typer.Option(...), out_dir: Path = typer.Option(...),
-          params: Params = Path("params.yaml")) -> None:
+def split(
+    dataset: str,
+    data: Path = typer.Option(...),
+    out_dir: Path = typer.Option(...),
+    params: Params = Path("params.yaml"),
+) -> None:
     """Seeded stratified split; fit normalization on the training split only."""
-    _run_flow("split_flow", dataset=dataset, data=str(data), out_dir=str(out_dir),
-              params=str(params))
+    _run_flow(
+        "split_flow", dataset=dataset, data=str(data), out_dir=str(out_dir), params=str(params)
+    )
 
 
 @app.command()
-def train(task: str, data_dir: Path = typer.Option(...), out_dir: Path = typer.Option(...),
-          params: Params = Path("params.yaml")) -> None:
+def train(
+    task: str,
+    data_dir: Path = typer.Option(...),
+    out_dir: Path = typer.Option(...),
+    params: Params = Path("params.yaml"),
+) -> None:
     """Train TASK's model with early stopping; save it with its preprocessing inside."""
-    _run_flow("train_flow", task_name=task, data_dir=str(data_dir), out_dir=str(out_dir),
-              params=str(params))
+    _run_flow(
+        "train_flow",
+        task_name=task,
+        data_dir=str(data_dir),
+        out_dir=str(out_dir),
+        params=str(params),
+    )
 
 
 @app.command()
-def evaluate(task: str, model: Path = typer.Option(...), data_dir: Path = typer.Option(...),
-             out_dir: Path = typer.Option(...)) -> None:
+def evaluate(
+    task: str,
+    model: Path = typer.Option(...),
+    data_dir: Path = typer.Option(...),
+    out_dir: Path = typer.Option(...),
+) -> None:
     """Test metrics beside the majority baseline, predictions and a confusion matrix."""
-    _run_flow("evaluate_flow", task_name=task, model=str(model), data_dir=str(data_dir),
-              out_dir=str(out_dir))
+    _run_flow(
+        "evaluate_flow",
+        task_name=task,
+        model=str(model),
+        data_dir=str(data_dir),
+        out_dir=str(out_dir),
+    )
 
 
 @app.command()
-def register(task: str, model_dir: Path = typer.Option(...), eval_dir: Path = typer.Option(...),
-             data_dir: Path = typer.Option(...), raw_data: Path = typer.Option(...),
-             docs_dir: Path = typer.Option(...), out: Path = typer.Option(...),
-             params: Params = Path("params.yaml")) -> None:
+def register(
+    task: str,
+    model_dir: Path = typer.Option(...),
+    eval_dir: Path = typer.Option(...),
+    data_dir: Path = typer.Option(...),
+    raw_data: Path = typer.Option(...),
+    docs_dir: Path = typer.Option(...),
+    out: Path = typer.Option(...),
+    params: Params = Path("params.yaml"),
+) -> None:
     """Log the run to MLflow; register a `champion` version if the quality gate passes."""
-    _run_flow("register_flow", task_name=task, model_dir=str(model_dir),
-              eval_dir=str(eval_dir), data_dir=str(data_dir), raw_data=str(raw_data),
-              docs_dir=str(docs_dir), out=str(out), params=str(params))
+    _run_flow(
+        "register_flow",
+        task_name=task,
+        model_dir=str(model_dir),
+        eval_dir=str(eval_dir),
+        data_dir=str(data_dir),
+        raw_data=str(raw_data),
+        docs_dir=str(docs_dir),
+        out=str(out),
+        params=str(params),
+    )
 
 
 @app.command("check-params")
@@ -117,10 +174,13 @@ def check_params(params: Params = Path("params.yaml")) -> None:
 
 
 @app.command("propose-suite")
-def propose_suite(dataset: str, data: Path = typer.Option(..., help="Trusted reference file."),
-                  out: Path = typer.Option(..., help="Suite JSON to write."),
-                  label: str = typer.Option("target"),
-                  force: bool = typer.Option(False, help="Overwrite an existing suite.")) -> None:
+def propose_suite(
+    dataset: str,
+    data: Path = typer.Option(..., help="Trusted reference file."),
+    out: Path = typer.Option(..., help="Suite JSON to write."),
+    label: str = typer.Option("target"),
+    force: bool = typer.Option(False, help="Overwrite an existing suite."),
+) -> None:
     """Draft an expectation suite by profiling a trusted file. Review it, then commit it."""
     from pipelines.datasets import DataError, read_table
     from pipelines.validation import propose_suite as draft
@@ -133,14 +193,19 @@ def propose_suite(dataset: str, data: Path = typer.Option(..., help="Trusted ref
         _fail(str(err))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(suite, indent=2) + "\n")
-    typer.echo(f"wrote a DRAFT suite with {len(suite['expectations'])} expectations to {out}; "
-               "review every bound, then commit it")
+    typer.echo(
+        f"wrote a DRAFT suite with {len(suite['expectations'])} expectations to {out}; "
+        "review every bound, then commit it"
+    )
 
 
 @app.command()
-def parity(model_uri: str, data: Path = typer.Option(..., help="Raw test rows (Parquet)."),
-           expected: Path = typer.Option(..., help="Pipeline predictions (.npy)."),
-           tolerance: float = 1e-6) -> None:
+def parity(
+    model_uri: str,
+    data: Path = typer.Option(..., help="Raw test rows (Parquet)."),
+    expected: Path = typer.Option(..., help="Pipeline predictions (.npy)."),
+    tolerance: float = 1e-6,
+) -> None:
     """Load MODEL_URI (e.g. models:/tabular-dnn@champion) in this fresh process and check that
     it reproduces the pipeline's predictions on raw rows."""
     import numpy as np

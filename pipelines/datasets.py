@@ -64,8 +64,12 @@ def load_source(source: str) -> pd.DataFrame:
     """Load a built-in dataset by name, or read a CSV/Parquet path."""
     if source in BUILTIN_SOURCES:
         return BUILTIN_SOURCES[source]()
-    if ":" in source and not Path(source).exists() and source.split(":")[0].isalpha() \
-            and len(source.split(":")[0]) > 1:
+    if (
+        ":" in source
+        and not Path(source).exists()
+        and source.split(":")[0].isalpha()
+        and len(source.split(":")[0]) > 1
+    ):
         known = ", ".join(BUILTIN_SOURCES)
         raise DataError(f"unknown built-in source {source!r} (known: {known})")
     return read_table(source)

@@ -22,8 +22,9 @@ def load_keras_model(path: Path):
     return keras.saving.load_model(path, safe_mode=True)
 
 
-def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: list, title: str,
-                          out: Path) -> np.ndarray:
+def plot_confusion_matrix(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: list, title: str, out: Path
+) -> np.ndarray:
     """Write a labelled confusion-matrix PNG and return the matrix."""
     import matplotlib
 
@@ -42,8 +43,14 @@ def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: list,
     ax.set_title(title)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if cm[i, j] > cm.max() / 2 else "black",
+            )
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -66,8 +73,13 @@ def evaluate_task(task: str, model_path: Path, data_dir: Path, out_dir: Path) ->
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / PREDICTIONS_FILE, proba)
-    plot_confusion_matrix(y_test, proba.argmax(axis=1), prep.classes,
-                          f"{task}: test confusion matrix", out_dir / CONFUSION_FILE)
+    plot_confusion_matrix(
+        y_test,
+        proba.argmax(axis=1),
+        prep.classes,
+        f"{task}: test confusion matrix",
+        out_dir / CONFUSION_FILE,
+    )
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
     print(f"{task} test: {shown} (baseline accuracy {metrics['baseline']['accuracy']:.4f})")

@@ -54,8 +54,9 @@ def validate_flow(dataset: str, data: str, suite: str, report_dir: str) -> dict:
 @flow(name="split-normalize", log_prints=True)
 def split_flow(dataset: str, data: str, out_dir: str, params: str = "params.yaml") -> dict:
     cfg = load_config(params)
-    prep = _call(split_task, dataset, Path(data), cfg.dataset(dataset), cfg.base.seed,
-                 Path(out_dir))
+    prep = _call(
+        split_task, dataset, Path(data), cfg.dataset(dataset), cfg.base.seed, Path(out_dir)
+    )
     return asdict(prep)
 
 
@@ -71,10 +72,26 @@ def evaluate_flow(task_name: str, model: str, data_dir: str, out_dir: str) -> di
 
 
 @flow(name="register", log_prints=True)
-def register_flow(task_name: str, model_dir: str, eval_dir: str, data_dir: str, raw_data: str,
-                  docs_dir: str, out: str, params: str = "params.yaml") -> dict:
+def register_flow(
+    task_name: str,
+    model_dir: str,
+    eval_dir: str,
+    data_dir: str,
+    raw_data: str,
+    docs_dir: str,
+    out: str,
+    params: str = "params.yaml",
+) -> dict:
     cfg = load_config(params)
-    result = _call(register_task, cfg, task_name, model_dir=Path(model_dir),
-                   eval_dir=Path(eval_dir), data_dir=Path(data_dir), raw_data=Path(raw_data),
-                   docs_dir=Path(docs_dir), out=Path(out))
+    result = _call(
+        register_task,
+        cfg,
+        task_name,
+        model_dir=Path(model_dir),
+        eval_dir=Path(eval_dir),
+        data_dir=Path(data_dir),
+        raw_data=Path(raw_data),
+        docs_dir=Path(docs_dir),
+        out=Path(out),
+    )
     return asdict(result)

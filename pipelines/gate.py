@@ -34,6 +34,8 @@ def apply_gate(gate: GateConfig, test: dict[str, float], baseline: dict[str, flo
     for name, ceiling in gate.max.items():
         record(test[name] <= ceiling, f"{name} {test[name]:.4f} <= {ceiling}")
     for name in gate.beat_baseline:
-        record(better(name, test[name], baseline[name]),
-               f"{name} {test[name]:.4f} beats baseline {baseline[name]:.4f}")
+        record(
+            better(name, test[name], baseline[name]),
+            f"{name} {test[name]:.4f} beats baseline {baseline[name]:.4f}",
+        )
     return GateVerdict(passed=not failures, failures=failures, checks=checks)

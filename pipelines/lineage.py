@@ -20,8 +20,9 @@ def git_state(cwd: Path | None = None) -> dict[str, str]:
     """The current commit and whether the working tree has uncommitted changes."""
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")

@@ -61,15 +61,27 @@ def start_local_server(api_url: str, wait_s: float = 90.0) -> int:
     """Start `prefect server start` detached, wait until it answers, return its pid."""
     port = api_url.rsplit(":", 1)[1].split("/")[0]
     exe = Path(sys.executable).with_name("prefect")
-    command = [str(exe) if exe.exists() else (shutil.which("prefect") or "prefect"),
-               "server", "start", "--host", "127.0.0.1", "--port", port]
+    command = [
+        str(exe) if exe.exists() else (shutil.which("prefect") or "prefect"),
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        port,
+    ]
     home = _prefect_home()
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "pipelines-server.log"
     print(f"starting a local Prefect server on {api_url} (log: {log_path})", flush=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     _pid_file().write_text(str(proc.pid))
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
@@ -77,11 +89,14 @@ def start_local_server(api_url: str, wait_s: float = 90.0) -> int:
             return proc.pid
         if proc.poll() is not None:
             raise OrchestrationError(
-                f"the Prefect server exited with code {proc.returncode}; see {log_path}")
+                f"the Prefect server exited with code {proc.returncode}; see {log_path}"
+            )
         time.sleep(0.5)
     proc.terminate()
-    raise OrchestrationError(f"the Prefect server did not answer within {wait_s:.0f} s; "
-                             f"see {log_path}, or set PIPELINES_PREFECT=off")
+    raise OrchestrationError(
+        f"the Prefect server did not answer within {wait_s:.0f} s; "
+        f"see {log_path}, or set PIPELINES_PREFECT=off"
+    )
 
 
 def ensure_api() -> str | None:

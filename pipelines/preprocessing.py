@@ -48,8 +48,9 @@ class Splits:
     test: pd.DataFrame
 
 
-def stratified_split(df: pd.DataFrame, label: str, validation: float, test: float,
-                     seed: int) -> Splits:
+def stratified_split(
+    df: pd.DataFrame, label: str, validation: float, test: float, seed: int
+) -> Splits:
     """Seeded split that keeps the class proportions in each part."""
     from sklearn.model_selection import train_test_split
 
@@ -90,8 +91,9 @@ _SPLITTERS = {"tabular": stratified_split}
 _FITTERS = {"tabular": _tabular}
 
 
-def split_and_fit(name: str, data_path: Path, dataset: DatasetConfig, seed: int,
-                  out_dir: Path) -> Preprocessing:
+def split_and_fit(
+    name: str, data_path: Path, dataset: DatasetConfig, seed: int, out_dir: Path
+) -> Preprocessing:
     """Split the raw table, fit preprocessing on train only, and write both to `out_dir`."""
     if dataset.modality not in _SPLITTERS:
         raise ConfigError(

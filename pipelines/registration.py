@@ -117,8 +117,10 @@ def register_task(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(asdict(result), indent=2) + "\n")
     if result.registered:
-        print(f"registered {name} version {result.version} as @{tracking.CHAMPION} "
-              f"(run {record.run_id})")
+        print(
+            f"registered {name} version {result.version} as @{tracking.CHAMPION} "
+            f"(run {record.run_id})"
+        )
     else:
         print(f"gate failed for {name}: nothing registered (run {record.run_id} logged)")
     return result

@@ -24,7 +24,7 @@ def project_root(start: Path | None = None) -> Path:
     here = (start or Path.cwd()).resolve()
     parts = here.parts
     for i in range(len(parts) - 2):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
             return Path(*parts[:i])
     for candidate in (here, *here.parents):
         if (candidate / ".dvc").is_dir() or (candidate / "dvc.yaml").is_file():
@@ -100,7 +100,7 @@ def log_training_run(
             if col != "epoch"
         ]
         for start in range(0, len(curve_metrics), 900):
-            client.log_batch(run.info.run_id, metrics=curve_metrics[start:start + 900])
+            client.log_batch(run.info.run_id, metrics=curve_metrics[start : start + 900])
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         for dest, path in artifacts.items():
             if Path(path).is_dir():
@@ -123,8 +123,13 @@ def log_training_run(
         client.set_model_version_tag(registered_name, version.version, "run_id", run.info.run_id)
         for key, value in tags.items():
             client.set_model_version_tag(registered_name, version.version, key, value)
-        return RunRecord(run.info.run_id, run.info.experiment_id, info.model_uri,
-                         registered_name, str(version.version))
+        return RunRecord(
+            run.info.run_id,
+            run.info.experiment_id,
+            info.model_uri,
+            registered_name,
+            str(version.version),
+        )
 
 
 def load_pyfunc(model_uri: str):

@@ -60,10 +60,13 @@ def train_task(cfg: PipelineConfig, task: str, data_dir: Path, out_dir: Path) ->
         ),
         keras.callbacks.TerminateOnNaN(),
     ]
-    print(f"training {task} ({task_cfg.family}) on {len(x_train)} rows, "
-          f"validating on {len(x_val)}, up to {task_cfg.train.max_epochs} epochs")
+    print(
+        f"training {task} ({task_cfg.family}) on {len(x_train)} rows, "
+        f"validating on {len(x_val)}, up to {task_cfg.train.max_epochs} epochs"
+    )
     history = model.fit(
-        x_train, y_train,
+        x_train,
+        y_train,
         validation_data=(x_val, y_val),
         epochs=task_cfg.train.max_epochs,
         batch_size=task_cfg.train.batch_size,
@@ -94,6 +97,8 @@ def train_task(cfg: PipelineConfig, task: str, data_dir: Path, out_dir: Path) ->
     tmp.replace(out_dir / MODEL_FILE)
     curves.to_csv(out_dir / HISTORY_FILE, index=False)
     (out_dir / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=2) + "\n")
-    print(f"best epoch {summary.best_epoch} of {summary.stopped_epoch}, "
-          f"val_loss {summary.best_val_loss:.4f} -> {out_dir / MODEL_FILE}")
+    print(
+        f"best epoch {summary.best_epoch} of {summary.stopped_epoch}, "
+        f"val_loss {summary.best_val_loss:.4f} -> {out_dir / MODEL_FILE}"
+    )
     return summary

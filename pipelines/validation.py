@@ -72,12 +72,14 @@ def _build_suite(gx: Any, suite: dict[str, Any]) -> Any:
     )
 
     expectations = [
-        ExpectationConfiguration(type=e["type"], kwargs=e["kwargs"], meta=e.get("meta") or {})
-        .to_domain_obj()
+        ExpectationConfiguration(
+            type=e["type"], kwargs=e["kwargs"], meta=e.get("meta") or {}
+        ).to_domain_obj()
         for e in suite["expectations"]
     ]
-    return gx.ExpectationSuite(name=suite["name"], expectations=expectations,
-                               meta=suite.get("meta") or {})
+    return gx.ExpectationSuite(
+        name=suite["name"], expectations=expectations, meta=suite.get("meta") or {}
+    )
 
 
 def _describe(result: Any) -> Failure:
@@ -86,8 +88,10 @@ def _describe(result: Any) -> Failure:
     column = cfg.kwargs.get("column")
     if res.get("unexpected_count") is not None:
         examples = [v for v in (res.get("partial_unexpected_list") or [])[:5]]
-        detail = (f"{res['unexpected_count']} of {res.get('element_count')} values unexpected, "
-                  f"e.g. {examples}")
+        detail = (
+            f"{res['unexpected_count']} of {res.get('element_count')} values unexpected, "
+            f"e.g. {examples}"
+        )
     elif "observed_value" in res:
         expected = {k: v for k, v in cfg.kwargs.items() if k not in ("column", "batch_id")}
         detail = f"observed {res['observed_value']!r}, expected {expected}"
@@ -98,8 +102,9 @@ def _describe(result: Any) -> Failure:
     return Failure(cfg.type, column, detail)
 
 
-def validate_frame(df: pd.DataFrame, dataset: str, suite_path: Path,
-                   report_dir: Path) -> ValidationReport:
+def validate_frame(
+    df: pd.DataFrame, dataset: str, suite_path: Path, report_dir: Path
+) -> ValidationReport:
     """Run the suite on `df`, write Data Docs under `report_dir` and return the outcome."""
     gx = _gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -113,34 +118,42 @@ def validate_frame(df: pd.DataFrame, dataset: str, suite_path: Path,
         site_name="reports",
         site_config={
             "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                              "base_directory": str(report_dir)},
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(report_dir),
+            },
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         },
     )
-    batch = (context.data_sources.add_pandas(dataset)
-             .add_dataframe_asset(f"{dataset}_table")
-             .add_batch_definition_whole_dataframe("whole_table"))
+    batch = (
+        context.data_sources.add_pandas(dataset)
+        .add_dataframe_asset(f"{dataset}_table")
+        .add_batch_definition_whole_dataframe("whole_table")
+    )
     suite = context.suites.add(_build_suite(gx, suite_dict))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{dataset}_validation", data=batch, suite=suite)
     )
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name=f"{dataset}_checkpoint",
-        validation_definitions=[definition],
-        actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["reports"])],
-    ))
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=f"{dataset}_checkpoint",
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["reports"])],
+        )
+    )
     outcome = checkpoint.run(batch_parameters={"dataframe": df})
     results = [r for vr in outcome.run_results.values() for r in vr.results]
     failures = [_describe(r) for r in results if not r.success]
-    report = ValidationReport(dataset, bool(outcome.success), len(results), failures,
-                              str(report_dir / "index.html"))
+    report = ValidationReport(
+        dataset, bool(outcome.success), len(results), failures, str(report_dir / "index.html")
+    )
     (report_dir / SUMMARY_FILE).write_text(json.dumps(asdict(report), indent=2, default=str))
     return report
 
 
-def validate_file(dataset: str, data_path: Path, suite_path: Path,
-                  report_dir: Path) -> ValidationReport:
+def validate_file(
+    dataset: str, data_path: Path, suite_path: Path, report_dir: Path
+) -> ValidationReport:
     """Validate a data file; raise `ValidationFailed` naming every failed expectation."""
     report = validate_frame(read_table(data_path), dataset, suite_path, report_dir)
     if not report.success:
@@ -149,8 +162,9 @@ def validate_file(dataset: str, data_path: Path, suite_path: Path,
             f"{data_path} failed {len(report.failures)} of {report.evaluated} expectations "
             f"in {suite_path}:\n{lines}\nData Docs: {report.docs}"
         )
-    print(f"validated {data_path}: {report.evaluated} expectations passed; "
-          f"Data Docs: {report.docs}")
+    print(
+        f"validated {data_path}: {report.evaluated} expectations passed; Data Docs: {report.docs}"
+    )
     return report
 
 
@@ -158,13 +172,14 @@ def _round_out(value: float, up: bool) -> float:
     """Round a bound outwards to 3 significant digits, so the suite reads well."""
     if value == 0 or not math.isfinite(value):
         return float(value)
-    digits = 2 - int(math.floor(math.log10(abs(value))))
-    scale = 10.0 ** digits
+    digits = 2 - math.floor(math.log10(abs(value)))
+    scale = 10.0**digits
     return (math.ceil if up else math.floor)(value * scale) / scale
 
 
-def propose_suite(df: pd.DataFrame, dataset: str, label: str, source: str,
-                  margin: float = 0.1) -> dict[str, Any]:
+def propose_suite(
+    df: pd.DataFrame, dataset: str, label: str, source: str, margin: float = 0.1
+) -> dict[str, Any]:
     """Draft a suite from a trusted reference table: schema, types, no nulls, value ranges
     widened by `margin` of the observed range, the label set and row-count bounds."""
     if label not in df.columns:
@@ -176,30 +191,42 @@ def propose_suite(df: pd.DataFrame, dataset: str, label: str, source: str,
     rows = len(df)
     expectations = [
         expect("expect_table_columns_to_match_ordered_list", column_list=list(df.columns)),
-        expect("expect_table_row_count_to_be_between", min_value=max(1, rows // 2),
-               max_value=rows * 20),
+        expect(
+            "expect_table_row_count_to_be_between", min_value=max(1, rows // 2), max_value=rows * 20
+        ),
     ]
     for column in df.columns:
         series = df[column]
-        expectations.append(expect("expect_column_values_to_be_of_type", column=column,
-                                   type_=str(series.dtype)))
+        expectations.append(
+            expect("expect_column_values_to_be_of_type", column=column, type_=str(series.dtype))
+        )
         expectations.append(expect("expect_column_values_to_not_be_null", column=column))
         if column == label:
             values = sorted(series.dropna().unique().tolist())
-            expectations.append(expect("expect_column_values_to_be_in_set", column=column,
-                                       value_set=values))
+            expectations.append(
+                expect("expect_column_values_to_be_in_set", column=column, value_set=values)
+            )
         elif pd.api.types.is_numeric_dtype(series):
             lo, hi = float(series.min()), float(series.max())
             pad = (hi - lo) * margin
             low = _round_out(lo - pad, up=False)
             if lo >= 0:
                 low = max(low, 0.0)
-            expectations.append(expect("expect_column_values_to_be_between", column=column,
-                                       min_value=low, max_value=_round_out(hi + pad, up=True)))
+            expectations.append(
+                expect(
+                    "expect_column_values_to_be_between",
+                    column=column,
+                    min_value=low,
+                    max_value=_round_out(hi + pad, up=True),
+                )
+            )
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     return {
         "name": dataset,
         "expectations": expectations,
-        "meta": {"proposed_from": source, "proposed_on": stamp,
-                 "status": "draft: review every bound before committing"},
+        "meta": {
+            "proposed_from": source,
+            "proposed_on": stamp,
+            "status": "draft: review every bound before committing",
+        },
     }

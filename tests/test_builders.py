@@ -16,8 +16,9 @@ def tabular_example(_breast_cancer):
     features = [c for c in _breast_cancer.columns if c != "target"]
     x = _breast_cancer[features].to_numpy("float64")[:128]
     y = _breast_cancer["target"].to_numpy("int64")[:128]
-    prep = Preprocessing("tabular", features, "target", [0, 1], [len(features)],
-                         fit_normalization(x))
+    prep = Preprocessing(
+        "tabular", features, "target", [0, 1], [len(features)], fit_normalization(x)
+    )
     return prep, x, y
 
 

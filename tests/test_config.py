@@ -39,7 +39,7 @@ def test_shipped_params_are_valid(repo_root):
         ("tasks.tabular.train.patience", -1, "tasks.tabular.train.patience"),
         ("tasks.tabular.train.optimizer", "adamax", "tasks.tabular.train.optimizer"),
         ("datasets.breast_cancer.split.test", 0.9, "datasets.breast_cancer.split.test"),
-        ("tasks.tabular.model.units", [0], "tasks.tabular.model"),
+        ("tasks.tabular.model.units", [32, 0], "tasks.tabular.model.units.1"),
         ("tasks.tabular.model.widht", 3, "tasks.tabular.model.widht"),
         ("tasks.tabular.gate.min", {"acuracy": 0.9}, "tasks.tabular.gate"),
     ],

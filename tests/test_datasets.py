@@ -20,8 +20,11 @@ def test_builtin_breast_cancer_is_the_real_table(breast_cancer):
 def test_ingest_round_trips_a_user_csv(tmp_path, breast_cancer):
     csv = tmp_path / "mine.csv"
     breast_cancer.head(50).to_csv(csv, index=False)
-    out = ingest("mine", DatasetConfig(modality="tabular", source=str(csv)),
-                 tmp_path / "raw" / "mine.parquet")
+    out = ingest(
+        "mine",
+        DatasetConfig(modality="tabular", source=str(csv)),
+        tmp_path / "raw" / "mine.parquet",
+    )
     back = pd.read_parquet(out)
     pd.testing.assert_frame_equal(back, breast_cancer.head(50), check_dtype=False)
     assert not list(tmp_path.glob("raw/*.tmp"))

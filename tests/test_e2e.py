@@ -32,8 +32,10 @@ def _free_port() -> int:
 def _sh(args: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -68,29 +70,40 @@ class Project:
         return mlflow.MlflowClient(f"sqlite:///{self.root / 'mlflow.db'}")
 
     def versions(self) -> list[str]:
-        return sorted(str(v.version) for v in self.client().search_model_versions(
-            f"name='{MODEL}'"))
+        return sorted(
+            str(v.version) for v in self.client().search_model_versions(f"name='{MODEL}'")
+        )
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, repo_root):
     root = tmp_path_factory.mktemp("project")
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                            cwd=repo_root, capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for rel in listed.splitlines():
         src = repo_root / rel
         if src.is_file():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / rel)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "PREFECT_", "PIPELINES_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "PREFECT_", "PIPELINES_"))
+    }
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         PREFECT_HOME=str(root / ".prefect-home"),
         PIPELINES_PREFECT_PORT=str(_free_port()),
         TF_CPP_MIN_LOG_LEVEL="2",
-        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
-        GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
     )
     (root / ".gitignore").write_text((root / ".gitignore").read_text() + ".prefect-home/\n")
     _sh(["git", "init", "-q"], root, env)
@@ -99,14 +112,19 @@ def project(tmp_path_factory, repo_root):
     project = Project(root, env)
     project.first_output = project.repro()
     yield project
-    _sh([sys.executable, "-m", "pipelines.cli", "prefect-server", "stop"], root, env,
-        check=False)
+    _sh([sys.executable, "-m", "pipelines.cli", "prefect-server", "stop"], root, env, check=False)
 
 
 def test_full_run_registers_a_champion(project):
     out = project.first_output
-    assert {"ingest@breast_cancer", "validate@breast_cancer", "split@breast_cancer",
-            "train@tabular", "evaluate@tabular", "register@tabular"} <= _stages_run(out)
+    assert {
+        "ingest@breast_cancer",
+        "validate@breast_cancer",
+        "split@breast_cancer",
+        "train@tabular",
+        "evaluate@tabular",
+        "register@tabular",
+    } <= _stages_run(out)
     assert "Flow run" in out, "stages ran as Prefect flows"
     metrics = project.metrics()
     assert metrics["test"]["accuracy"] >= 0.97
@@ -139,8 +157,11 @@ def test_fresh_process_serves_raw_rows_like_the_pipeline(project):
         "assert 'pipelines' not in sys.modules\n"
         "print('MAXDIFF', float(np.abs(got - want).max()), got.shape)\n"
     )
-    proc = _sh([sys.executable, "-c", script, f"sqlite:///{project.root / 'mlflow.db'}"],
-               project.root, project.env)
+    proc = _sh(
+        [sys.executable, "-c", script, f"sqlite:///{project.root / 'mlflow.db'}"],
+        project.root,
+        project.env,
+    )
     diff = float(re.search(r"MAXDIFF (\S+)", proc.stdout).group(1))
     assert diff <= 1e-6
     assert "(114, 2)" in proc.stdout

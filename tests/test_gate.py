@@ -17,8 +17,11 @@ BASELINE = {"accuracy": 0.63, "roc_auc": 0.5, "f1": 0.77, "log_loss": 0.66}
 
 
 def test_gate_passes_when_every_check_passes():
-    gate = GateConfig(min={"accuracy": 0.95, "roc_auc": 0.97}, max={"log_loss": 0.3},
-                      beat_baseline=["accuracy", "f1", "log_loss"])
+    gate = GateConfig(
+        min={"accuracy": 0.95, "roc_auc": 0.97},
+        max={"log_loss": 0.3},
+        beat_baseline=["accuracy", "f1", "log_loss"],
+    )
     verdict = apply_gate(gate, TEST, BASELINE)
     assert verdict.passed and not verdict.failures
     assert len(verdict.checks) == 6
@@ -71,10 +74,16 @@ def _register(artifacts, gate: dict, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     params = copy.deepcopy(params)
     params["tasks"]["tabular"]["gate"] = gate
-    return register_task(parse_config(params), "tabular", model_dir=root / "model",
-                         eval_dir=root / "eval", data_dir=root / "data",
-                         raw_data=root / "raw.parquet", docs_dir=root / "docs",
-                         out=tmp_path / "registration.json")
+    return register_task(
+        parse_config(params),
+        "tabular",
+        model_dir=root / "model",
+        eval_dir=root / "eval",
+        data_dir=root / "data",
+        raw_data=root / "raw.parquet",
+        docs_dir=root / "docs",
+        out=tmp_path / "registration.json",
+    )
 
 
 def test_failed_gate_logs_the_run_but_registers_nothing(artifacts, tmp_path, monkeypatch):
@@ -91,8 +100,9 @@ def test_failed_gate_logs_the_run_but_registers_nothing(artifacts, tmp_path, mon
     assert json.loads((tmp_path / "registration.json").read_text())["registered"] is False
 
 
-def test_passing_gate_registers_a_champion_that_predicts_on_raw_rows(artifacts, tmp_path,
-                                                                     monkeypatch):
+def test_passing_gate_registers_a_champion_that_predicts_on_raw_rows(
+    artifacts, tmp_path, monkeypatch
+):
     import mlflow
 
     root, _ = artifacts
@@ -106,7 +116,8 @@ def test_passing_gate_registers_a_champion_that_predicts_on_raw_rows(artifacts, 
     for tag in ("git_commit", "data_md5", "seed", "task", "family"):
         assert tag in run.data.tags
     assert {"test_accuracy", "baseline_accuracy", "best_epoch", "stopped_epoch"} <= set(
-        run.data.metrics)
+        run.data.metrics
+    )
     history = client.get_metric_history(result.run_id, "val_loss")
     assert len(history) == int(run.data.metrics["stopped_epoch"])
     artifacts_logged = {a.path for a in client.list_artifacts(result.run_id)}

@@ -39,14 +39,14 @@ def test_split_is_seeded(breast_cancer):
 def test_split_and_fit_uses_train_statistics_only(breast_cancer, tmp_path):
     raw = tmp_path / "raw.parquet"
     breast_cancer.to_parquet(raw, index=False)
-    prep = split_and_fit("bc", raw, DatasetConfig(modality="tabular", source=str(raw)), 42,
-                         tmp_path / "out")
+    prep = split_and_fit(
+        "bc", raw, DatasetConfig(modality="tabular", source=str(raw)), 42, tmp_path / "out"
+    )
     assert prep == Preprocessing.load(tmp_path / "out" / SPEC_FILE)
     assert prep.classes == [0, 1] and prep.input_shape == [30]
     train = pd.read_parquet(tmp_path / "out" / "train.parquet")
     np.testing.assert_allclose(prep.stats["mean"], train[prep.features].mean(), rtol=1e-5)
-    np.testing.assert_allclose(prep.stats["variance"], train[prep.features].var(ddof=0),
-                               rtol=1e-4)
+    np.testing.assert_allclose(prep.stats["variance"], train[prep.features].var(ddof=0), rtol=1e-4)
     full_mean = breast_cancer[prep.features].mean().to_numpy()
     assert not np.allclose(prep.stats["mean"], full_mean, rtol=1e-6)
     x, y = load_split(tmp_path / "out", "test", prep)
@@ -57,5 +57,6 @@ def test_missing_label_column_is_named(breast_cancer, tmp_path):
     raw = tmp_path / "raw.parquet"
     breast_cancer.drop(columns=["target"]).to_parquet(raw, index=False)
     with pytest.raises(ConfigError, match=r"datasets\.bc\.label: column 'target'"):
-        split_and_fit("bc", raw, DatasetConfig(modality="tabular", source=str(raw)), 42,
-                      tmp_path / "out")
+        split_and_fit(
+            "bc", raw, DatasetConfig(modality="tabular", source=str(raw)), 42, tmp_path / "out"
+        )

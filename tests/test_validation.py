@@ -17,8 +17,9 @@ def _write(df, tmp_path):
 
 
 def test_real_data_passes_and_writes_data_docs(breast_cancer, suite_path, tmp_path):
-    report = validate_file("breast_cancer", _write(breast_cancer, tmp_path), suite_path,
-                           tmp_path / "docs")
+    report = validate_file(
+        "breast_cancer", _write(breast_cancer, tmp_path), suite_path, tmp_path / "docs"
+    )
     assert report.success and report.evaluated > 60
     assert (tmp_path / "docs" / "index.html").is_file()
     assert list((tmp_path / "docs" / "validations").rglob("*.html"))
@@ -65,11 +66,13 @@ def _damage_type(df):
         (_damage_type, "expect_column_values_to_be_of_type", "mean_smoothness"),
     ],
 )
-def test_each_failure_kind_is_named(breast_cancer, suite_path, tmp_path, damage, expectation,
-                                    column):
+def test_each_failure_kind_is_named(
+    breast_cancer, suite_path, tmp_path, damage, expectation, column
+):
     with pytest.raises(ValidationFailed) as err:
-        validate_file("breast_cancer", _write(damage(breast_cancer), tmp_path), suite_path,
-                      tmp_path / "docs")
+        validate_file(
+            "breast_cancer", _write(damage(breast_cancer), tmp_path), suite_path, tmp_path / "docs"
+        )
     message = str(err.value)
     assert expectation in message
     if column:
@@ -79,17 +82,25 @@ def test_each_failure_kind_is_named(breast_cancer, suite_path, tmp_path, damage,
 
 def test_failure_message_shows_offending_values(breast_cancer, suite_path, tmp_path):
     with pytest.raises(ValidationFailed, match=r"1 of 569 values unexpected, e\.g\. \[400\.0\]"):
-        validate_file("breast_cancer", _write(_damage_out_of_range(breast_cancer), tmp_path),
-                      suite_path, tmp_path / "docs")
+        validate_file(
+            "breast_cancer",
+            _write(_damage_out_of_range(breast_cancer), tmp_path),
+            suite_path,
+            tmp_path / "docs",
+        )
 
 
 def test_proposed_suite_accepts_its_reference_and_rejects_damage(breast_cancer, tmp_path):
     suite = propose_suite(breast_cancer, "bc", "target", "reference.parquet")
     kinds = {e["type"] for e in suite["expectations"]}
-    assert {"expect_table_columns_to_match_ordered_list", "expect_column_values_to_not_be_null",
-            "expect_column_values_to_be_between", "expect_column_values_to_be_in_set",
-            "expect_table_row_count_to_be_between",
-            "expect_column_values_to_be_of_type"} <= kinds
+    assert {
+        "expect_table_columns_to_match_ordered_list",
+        "expect_column_values_to_not_be_null",
+        "expect_column_values_to_be_between",
+        "expect_column_values_to_be_in_set",
+        "expect_table_row_count_to_be_between",
+        "expect_column_values_to_be_of_type",
+    } <= kinds
     assert suite["meta"]["status"].startswith("draft")
     path = tmp_path / "bc.json"
     path.write_text(json.dumps(suite))
