@@ -176,20 +176,31 @@ def check_params(params: Params = Path("params.yaml")) -> None:
 @app.command("propose-suite")
 def propose_suite(
     dataset: str,
-    data: Path = typer.Option(..., help="Trusted reference file."),
     out: Path = typer.Option(..., help="Suite JSON to write."),
-    label: str = typer.Option("target"),
+    data: str = typer.Option(None, help="Trusted reference file (default: the dataset's source)."),
+    params: Params = Path("params.yaml"),
     force: bool = typer.Option(False, help="Overwrite an existing suite."),
 ) -> None:
-    """Draft an expectation suite by profiling a trusted file. Review it, then commit it."""
-    from pipelines.datasets import DataError, read_table
+    """Draft an expectation suite for DATASET (as defined in params) by profiling a trusted
+    file. Review every bound, then commit it."""
+    from pipelines.config import ConfigError, load_config
+    from pipelines.datasets import DataError, load_dataset
     from pipelines.validation import propose_suite as draft
 
     if out.exists() and not force:
         _fail(f"{out} exists; review changes by hand or pass --force")
     try:
-        suite = draft(read_table(data), dataset, label, str(data))
-    except (DataError, ValueError) as err:
+        cfg = load_config(params).dataset(dataset)
+        reference = load_dataset(cfg, data)
+        suite = draft(
+            reference,
+            dataset,
+            cfg.label,
+            data or cfg.source,
+            cfg.modality,
+            cfg.series.time_column if cfg.series else None,
+        )
+    except (ConfigError, DataError, ValueError) as err:
         _fail(str(err))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(suite, indent=2) + "\n")
@@ -214,8 +225,9 @@ def parity(
     from pipelines.tracking import load_pyfunc
 
     model = load_pyfunc(model_uri)
-    features = model.metadata.metadata["features"]
-    x_raw = pd.read_parquet(data)[features].to_numpy(dtype="float64")
+    meta = model.metadata.metadata
+    x_raw = pd.read_parquet(data)[meta["features"]].to_numpy(dtype="float64")
+    x_raw = x_raw.reshape(-1, *meta["input_shape"])
     diff = float(np.max(np.abs(np.asarray(model.predict(x_raw)) - np.load(expected))))
     typer.echo(f"{model_uri}: {len(x_raw)} raw rows, max abs difference {diff:.3g}")
     if not diff <= tolerance:

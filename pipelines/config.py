@@ -44,14 +44,38 @@ class SplitConfig(_Strict):
     test: float = Field(0.2, gt=0, lt=0.5)
 
 
+class SeriesConfig(_Strict):
+    """How a univariate series becomes supervised windows."""
+
+    time_column: str = Field("date", min_length=1)
+    window: int = Field(52, ge=2, description="Past steps the model sees (N).")
+    season: int = Field(52, ge=1, description="Steps per season, for the seasonal-naive baseline.")
+    max_gap: int = Field(
+        20, ge=0, description="Longest run of missing steps that is filled by interpolation."
+    )
+
+
 class DatasetConfig(_Strict):
     modality: Literal["tabular", "images", "sequence"]
     source: str = Field(
         min_length=1,
-        description="A built-in source ('sklearn:breast_cancer') or a CSV/Parquet path.",
+        description="A built-in source ('sklearn:breast_cancer') or a file/folder path.",
     )
-    label: str = Field("target", min_length=1)
+    label: str = Field(
+        "target", min_length=1, description="Label column; for a series, the value column."
+    )
     split: SplitConfig = SplitConfig()
+    series: SeriesConfig | None = None
+
+    @model_validator(mode="after")
+    def _series_settings(self) -> DatasetConfig:
+        if self.modality == "sequence" and self.series is None:
+            raise ValueError("series: required for a sequence dataset (time_column, window)")
+        if self.modality != "sequence" and self.series is not None:
+            raise ValueError(f"series: only for sequence datasets, not {self.modality}")
+        if self.series and self.series.season > self.series.window:
+            raise ValueError("series.season: must not exceed series.window")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -81,6 +105,10 @@ class GateConfig(_Strict):
 
 
 class TaskConfig(_Strict):
+    """One trained and registered model. The entry's key is the registered model's name
+    (`sequence-lstm`); `task` groups the models that solve the same problem (`sequence`)."""
+
+    task: str = Field(min_length=1)
     dataset: str
     family: str
     model: dict[str, Any] = {}
@@ -110,6 +138,7 @@ class PipelineConfig(_Strict):
         return self.datasets[name]
 
     def task(self, name: str) -> TaskConfig:
+        """The entry `tasks.<name>`; its key is the registered model's name."""
         if name not in self.tasks:
             raise ConfigError(f"tasks.{name}: no such task (known: {', '.join(self.tasks)})")
         return self.tasks[name]

@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipelines.config import DatasetConfig
@@ -33,20 +34,108 @@ def _sklearn_breast_cancer() -> pd.DataFrame:
     return frame
 
 
+PIXEL_PREFIX = "pixel_"
+
+
+def images_to_table(images: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """Images (n, height, width) as a table: one `pixel_<row>_<col>` column per pixel, then
+    `target`. A table is what GX validates and what the split stage reads for every modality."""
+    if images.ndim != 3:
+        raise DataError(f"images must have shape (n, height, width), got {images.shape}")
+    n, height, width = images.shape
+    if len(labels) != n:
+        raise DataError(f"{n} images but {len(labels)} labels")
+    columns = [f"{PIXEL_PREFIX}{r}_{c}" for r in range(height) for c in range(width)]
+    frame = pd.DataFrame(images.reshape(n, -1).astype("float64"), columns=columns)
+    frame["target"] = np.asarray(labels)
+    return frame
+
+
+def image_shape(columns: list[str]) -> tuple[int, int]:
+    """(height, width) from `pixel_<row>_<col>` column names."""
+    cells = [
+        tuple(map(int, c[len(PIXEL_PREFIX) :].split("_")))
+        for c in columns
+        if c.startswith(PIXEL_PREFIX)
+    ]
+    if not cells:
+        raise DataError("no pixel_<row>_<col> columns: not an image table")
+    return max(r for r, _ in cells) + 1, max(c for _, c in cells) + 1
+
+
+def _sklearn_digits() -> pd.DataFrame:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return images_to_table(bunch.images, bunch.target.astype("int64"))
+
+
+def _statsmodels_co2() -> pd.DataFrame:
+    import statsmodels.api as sm
+
+    data = sm.datasets.co2.load_pandas().data
+    frame = data.rename_axis("date").reset_index()
+    frame["date"] = frame["date"].astype("datetime64[ns]")
+    return frame[["date", "co2"]]
+
+
 BUILTIN_SOURCES: dict[str, Callable[[], pd.DataFrame]] = {
     "sklearn:breast_cancer": _sklearn_breast_cancer,
+    "sklearn:digits": _sklearn_digits,
+    "statsmodels:co2": _statsmodels_co2,
 }
+
+
+def _read_npz(path: Path) -> pd.DataFrame:
+    with np.load(path, allow_pickle=False) as npz:
+        missing = {"images", "labels"} - set(npz.files)
+        if missing:
+            raise DataError(
+                f"{path}: needs arrays 'images' and 'labels', missing {sorted(missing)}"
+            )
+        images = npz["images"]
+        if images.ndim == 4 and images.shape[-1] == 1:
+            images = images[..., 0]
+        return images_to_table(images, npz["labels"])
+
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".gif", ".tif", ".tiff"}
+
+
+def read_image_folder(path: Path) -> pd.DataFrame:
+    """A folder with one sub-folder per class of greyscale (or converted) images."""
+    from PIL import Image
+
+    images, labels, first_shape = [], [], None
+    for class_dir in sorted(p for p in path.iterdir() if p.is_dir()):
+        for file in sorted(f for f in class_dir.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES):
+            pixels = np.asarray(Image.open(file).convert("L"), dtype="float64")
+            if first_shape is None:
+                first_shape = pixels.shape
+            elif pixels.shape != first_shape:
+                raise DataError(
+                    f"{file}: image of shape {pixels.shape}, expected {first_shape} like the others"
+                )
+            images.append(pixels)
+            labels.append(class_dir.name)
+    if not images:
+        raise DataError(f"{path}: no images found (expected <folder>/<class>/<image>.png)")
+    return images_to_table(np.stack(images), np.asarray(labels))
+
 
 _READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
     ".csv": pd.read_csv,
     ".parquet": pd.read_parquet,
     ".pq": pd.read_parquet,
+    ".npz": _read_npz,
 }
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet file, with an error that says what is wrong with it."""
     path = Path(path)
+    if path.is_dir():
+        return read_image_folder(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     reader = _READERS.get(path.suffix.lower())
@@ -56,28 +145,44 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: the file is empty")
     try:
         return reader(path)
+    except DataError:
+        raise
     except Exception as err:  # pandas/pyarrow raise many types for a damaged file
         raise DataError(f"{path}: cannot be read as {path.suffix[1:]}: {err}") from None
 
 
 def load_source(source: str) -> pd.DataFrame:
-    """Load a built-in dataset by name, or read a CSV/Parquet path."""
+    """Load a built-in dataset by name, or read a CSV/Parquet/NPZ file or an image folder."""
     if source in BUILTIN_SOURCES:
         return BUILTIN_SOURCES[source]()
-    if (
-        ":" in source
-        and not Path(source).exists()
-        and source.split(":")[0].isalpha()
-        and len(source.split(":")[0]) > 1
-    ):
+    if re.fullmatch(r"[a-z]+:\w+", source) and not Path(source).exists():
         known = ", ".join(BUILTIN_SOURCES)
         raise DataError(f"unknown built-in source {source!r} (known: {known})")
     return read_table(source)
 
 
+def _parse_times(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    if column not in df.columns:
+        raise DataError(f"time column {column!r} not found (columns: {list(df.columns)})")
+    try:
+        df[column] = pd.to_datetime(df[column]).astype("datetime64[ns]")
+    except (ValueError, TypeError) as err:
+        raise DataError(f"time column {column!r} holds values that are not dates: {err}") from None
+    return df
+
+
+def load_dataset(dataset: DatasetConfig, source: str | None = None) -> pd.DataFrame:
+    """The dataset as ingest writes it (times parsed for a series), from its configured source
+    or from `source`."""
+    df = load_source(source or dataset.source)
+    if dataset.series is not None:
+        df = _parse_times(df, dataset.series.time_column)
+    return df
+
+
 def ingest(name: str, dataset: DatasetConfig, out: Path) -> Path:
     """Write dataset `name` to `out` as Parquet and return the path."""
-    df = load_source(dataset.source)
+    df = load_dataset(dataset)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
     df.to_parquet(tmp, index=False)

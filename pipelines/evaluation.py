@@ -6,13 +6,20 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from pipelines.metrics import classification_metrics, majority_baseline
+from pipelines.metrics import (
+    classification_metrics,
+    majority_baseline,
+    persistence_forecast,
+    regression_metrics,
+    seasonal_naive_forecast,
+)
 from pipelines.preprocessing import SPEC_FILE, Preprocessing, load_split
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "test_predictions.npy"
-CONFUSION_FILE = "confusion_matrix.png"
+PLOT_FILE = "test_plot.png"  # confusion matrix or forecast
 
 
 def load_keras_model(path: Path):
@@ -57,30 +64,112 @@ def plot_confusion_matrix(
     return cm
 
 
-def evaluate_task(task: str, model_path: Path, data_dir: Path, out_dir: Path) -> dict:
-    """Write test metrics (and the baseline's) to `metrics.json`, the raw-input test predictions
-    and a confusion-matrix image to `out_dir`; return the metrics."""
-    prep = Preprocessing.load(data_dir / SPEC_FILE)
+def plot_forecast(
+    times: np.ndarray,
+    actual: np.ndarray,
+    predicted: np.ndarray,
+    persistence: np.ndarray,
+    title: str,
+    unit: str,
+    out: Path,
+) -> None:
+    """Test-span forecast against the actual series, with the persistence baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    top.plot(times, actual, color="black", linewidth=1, label="actual")
+    top.plot(times, predicted, color="tab:blue", linewidth=1, label="model")
+    top.set_ylabel(unit)
+    top.set_title(title)
+    top.legend()
+    bottom.plot(
+        times, np.abs(predicted - actual), color="tab:blue", linewidth=0.8, label="model |error|"
+    )
+    bottom.plot(
+        times,
+        np.abs(persistence - actual),
+        color="tab:gray",
+        linewidth=0.8,
+        alpha=0.7,
+        label="persistence |error|",
+    )
+    bottom.set_ylabel(f"|error| ({unit})")
+    bottom.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def _evaluate_classifier(
+    task: str, model, data_dir: Path, prep: Preprocessing, out_dir: Path
+) -> tuple[dict, np.ndarray]:
     x_test, y_test = load_split(data_dir, "test", prep)
     _, y_train = load_split(data_dir, "train", prep)
-    model = load_keras_model(model_path)
     proba = np.asarray(model.predict(x_test, verbose=0), dtype="float64")
-    baseline = majority_baseline(y_train, len(y_test), len(prep.classes))
+    majority = majority_baseline(y_train, len(y_test), len(prep.classes))
     metrics = {
         "test": classification_metrics(y_test, proba),
-        "baseline": classification_metrics(y_test, baseline),
+        "baselines": {"majority": classification_metrics(y_test, majority)},
         "test_rows": len(y_test),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / PREDICTIONS_FILE, proba)
     plot_confusion_matrix(
         y_test,
         proba.argmax(axis=1),
         prep.classes,
         f"{task}: test confusion matrix",
-        out_dir / CONFUSION_FILE,
+        out_dir / PLOT_FILE,
     )
+    return metrics, proba
+
+
+def _evaluate_forecaster(
+    task: str, model, data_dir: Path, prep: Preprocessing, out_dir: Path
+) -> tuple[dict, np.ndarray]:
+    x_test, y_test = load_split(data_dir, "test", prep)
+    forecast = np.asarray(model.predict(x_test, verbose=0), dtype="float64")
+    persistence = persistence_forecast(x_test)
+    metrics = {
+        "test": regression_metrics(y_test, forecast),
+        "baselines": {
+            "persistence": regression_metrics(y_test, persistence),
+            "seasonal_naive": regression_metrics(
+                y_test, seasonal_naive_forecast(x_test, prep.stats["season"])
+            ),
+        },
+        "test_rows": len(y_test),
+    }
+    times = pd.read_parquet(data_dir / "test.parquet")[prep.time_column].to_numpy()
+    plot_forecast(
+        times,
+        y_test,
+        forecast.ravel(),
+        persistence,
+        f"{task}: one-step-ahead test forecast",
+        prep.label,
+        out_dir / PLOT_FILE,
+    )
+    return metrics, forecast
+
+
+_EVALUATORS = {"classification": _evaluate_classifier, "regression": _evaluate_forecaster}
+
+
+def evaluate_task(task: str, model_path: Path, data_dir: Path, out_dir: Path) -> dict:
+    """Write test metrics and the trivial baselines' to `metrics.json`, the model's raw-input
+    test predictions and a picture (confusion matrix or forecast) to `out_dir`."""
+    prep = Preprocessing.load(data_dir / SPEC_FILE)
+    model = load_keras_model(model_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics, predictions = _EVALUATORS[prep.task_type](task, model, data_dir, prep, out_dir)
+    np.save(out_dir / PREDICTIONS_FILE, predictions)
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
-    print(f"{task} test: {shown} (baseline accuracy {metrics['baseline']['accuracy']:.4f})")
+    print(f"{task} test: {shown}")
+    for name, values in metrics["baselines"].items():
+        print(f"  baseline {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     return metrics

@@ -19,8 +19,11 @@ class GateVerdict:
         return f"gate {head}:\n" + "\n".join(f"  {line}" for line in self.checks)
 
 
-def apply_gate(gate: GateConfig, test: dict[str, float], baseline: dict[str, float]) -> GateVerdict:
-    """Check absolute floors and ceilings, then that the model beats the trivial baseline."""
+def apply_gate(
+    gate: GateConfig, test: dict[str, float], baselines: dict[str, dict[str, float]]
+) -> GateVerdict:
+    """Check absolute floors and ceilings, then that the model beats every trivial baseline
+    (majority class; persistence and seasonal-naive for forecasts)."""
     checks: list[str] = []
     failures: list[str] = []
 
@@ -29,13 +32,19 @@ def apply_gate(gate: GateConfig, test: dict[str, float], baseline: dict[str, flo
         if not ok:
             failures.append(text)
 
+    named = [*gate.min, *gate.max, *gate.beat_baseline]
+    for name in dict.fromkeys(n for n in named if n not in test):
+        record(False, f"{name} is not computed for this task (has: {', '.join(test)})")
     for name, floor in gate.min.items():
-        record(test[name] >= floor, f"{name} {test[name]:.4f} >= {floor}")
+        if name in test:
+            record(test[name] >= floor, f"{name} {test[name]:.4f} >= {floor}")
     for name, ceiling in gate.max.items():
-        record(test[name] <= ceiling, f"{name} {test[name]:.4f} <= {ceiling}")
-    for name in gate.beat_baseline:
-        record(
-            better(name, test[name], baseline[name]),
-            f"{name} {test[name]:.4f} beats baseline {baseline[name]:.4f}",
-        )
+        if name in test:
+            record(test[name] <= ceiling, f"{name} {test[name]:.4f} <= {ceiling}")
+    for name in (n for n in gate.beat_baseline if n in test):
+        for baseline, values in baselines.items():
+            record(
+                better(name, test[name], values[name]),
+                f"{name} {test[name]:.4f} beats {baseline} {values[name]:.4f}",
+            )
     return GateVerdict(passed=not failures, failures=failures, checks=checks)

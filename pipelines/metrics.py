@@ -12,6 +12,9 @@ METRIC_DIRECTIONS: dict[str, Literal["max", "min"]] = {
     "roc_auc": "max",
     "f1": "max",
     "log_loss": "min",
+    "mae": "min",
+    "rmse": "min",
+    "mape": "min",
 }
 
 
@@ -55,3 +58,24 @@ def majority_baseline(y_train: np.ndarray, n_rows: int, n_classes: int) -> np.nd
     prior = np.bincount(y_train, minlength=n_classes).astype("float64")
     prior /= prior.sum()
     return np.tile(prior, (n_rows, 1))
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE (original units) and MAPE (percent)."""
+    y_true, y_pred = np.ravel(y_true), np.ravel(y_pred)
+    error = y_pred - y_true
+    return {
+        "mae": float(np.mean(np.abs(error))),
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mape": float(100 * np.mean(np.abs(error) / np.abs(y_true))),
+    }
+
+
+def persistence_forecast(windows: np.ndarray) -> np.ndarray:
+    """Tomorrow equals today: the last value of each window (n, steps, 1)."""
+    return windows[:, -1, 0]
+
+
+def seasonal_naive_forecast(windows: np.ndarray, season: int) -> np.ndarray:
+    """The value one season before the target: `season` steps back from it."""
+    return windows[:, -season, 0]

@@ -1,8 +1,11 @@
 """Split the validated data and fit the preprocessing that will live inside the model.
 
-The split stage writes `train/validation/test.parquet` and `preprocessing.json`. The JSON is
-the contract with the model builders: it names the features, the label classes in index order
-and the statistics fitted on the training split only.
+The split stage writes `train/validation/test.parquet` and `preprocessing.json` for every
+modality. Each split is a table of raw feature columns plus the label: measurements for tabular
+data, `pixel_<row>_<col>` values for images, and for a series one row per forecast with the
+raw window (`t-52` ... `t-1`) and the target. The JSON is the contract with the model builders:
+features, input shape, label classes in index order and the statistics fitted on the training
+split only.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import ConfigError, DatasetConfig
-from pipelines.datasets import read_table
+from pipelines.datasets import PIXEL_PREFIX, DataError, image_shape, read_table
 
 SPLITS = ("train", "validation", "test")
 SPEC_FILE = "preprocessing.json"
@@ -32,6 +35,8 @@ class Preprocessing:
     classes: list[Any]
     input_shape: list[int]
     stats: dict[str, Any] = field(default_factory=dict)
+    task_type: str = "classification"
+    time_column: str | None = None
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -73,40 +78,133 @@ def fit_normalization(x_train: np.ndarray) -> dict[str, list[float]]:
     return {"mean": mean.astype(float).tolist(), "variance": variance.astype(float).tolist()}
 
 
-def _tabular(splits: Splits, label: str) -> Preprocessing:
-    features = [c for c in splits.train.columns if c != label]
-    classes = sorted(pd.concat([splits.train, splits.validation, splits.test])[label].unique())
-    return Preprocessing(
+def _classes(splits: Splits, label: str) -> list[Any]:
+    values = sorted(pd.concat([splits.train, splits.validation, splits.test])[label].unique())
+    return [v.item() if hasattr(v, "item") else v for v in values]
+
+
+def _tabular(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits, Preprocessing]:
+    split = dataset.split
+    splits = stratified_split(df, dataset.label, split.validation, split.test, seed)
+    features = [c for c in df.columns if c != dataset.label]
+    prep = Preprocessing(
         modality="tabular",
         features=features,
-        label=label,
-        classes=[c.item() if hasattr(c, "item") else c for c in classes],
+        label=dataset.label,
+        classes=_classes(splits, dataset.label),
         input_shape=[len(features)],
         stats=fit_normalization(splits.train[features].to_numpy()),
     )
+    return splits, prep
 
 
-# One splitter and one preprocessing fit per modality.
-_SPLITTERS = {"tabular": stratified_split}
-_FITTERS = {"tabular": _tabular}
+def _images(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits, Preprocessing]:
+    split = dataset.split
+    splits = stratified_split(df, dataset.label, split.validation, split.test, seed)
+    features = [c for c in df.columns if c.startswith(PIXEL_PREFIX)]
+    brightest = float(splits.train[features].to_numpy().max())
+    if brightest <= 0:
+        raise DataError("every training pixel is 0: nothing to learn from")
+    prep = Preprocessing(
+        modality="images",
+        features=features,
+        label=dataset.label,
+        classes=_classes(splits, dataset.label),
+        input_shape=list(image_shape(features)),
+        stats={"scale": 1.0 / brightest},  # raw pixels -> [0, 1], fitted on train
+    )
+    return splits, prep
+
+
+def fill_gaps(df: pd.DataFrame, time_column: str, value: str, max_gap: int) -> pd.DataFrame:
+    """Check the time index (strictly increasing, one regular step) and fill runs of at most
+    `max_gap` missing values by linear interpolation. Longer gaps are an error; missing values
+    at either end are dropped."""
+    times = df[time_column].reset_index(drop=True)
+    steps = times.diff().iloc[1:]
+    if (steps <= pd.Timedelta(0)).any():
+        where = times.iloc[1:][(steps <= pd.Timedelta(0)).to_numpy()].iloc[0]
+        raise DataError(f"time column {time_column!r} is not strictly increasing at {where}")
+    step = steps.mode().iloc[0]
+    if (steps != step).any():
+        where = times.iloc[1:][(steps != step).to_numpy()].iloc[0]
+        raise DataError(
+            f"time column {time_column!r} is irregular at {where}: a step other than {step} "
+            "(for missing measurements keep the timestamp and leave the value empty)"
+        )
+    missing = df[value].isna().reset_index(drop=True)
+    run_id = (missing != missing.shift()).cumsum()
+    run_length = missing.groupby(run_id).transform("size").where(missing, 0)
+    longest = int(run_length.max())
+    if longest > max_gap:
+        start = times[(run_length == longest).to_numpy()].iloc[0]
+        raise DataError(
+            f"{value!r} has a gap of {longest} missing steps from {start}; "
+            f"the fill policy allows at most max_gap={max_gap}"
+        )
+    filled = df[[time_column, value]].reset_index(drop=True)
+    filled[value] = filled[value].interpolate(method="linear", limit_area="inside")
+    filled = filled.dropna(subset=[value]).reset_index(drop=True)
+    print(
+        f"filled {int(missing.sum())} missing values by interpolation "
+        f"(longest gap {longest} steps, max_gap {max_gap})"
+    )
+    return filled
+
+
+def window_columns(window: int) -> list[str]:
+    """Names of the raw window's columns, oldest first: `t-52`, ..., `t-1`."""
+    return [f"t-{lag}" for lag in range(window, 0, -1)]
+
+
+def _sequence(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits, Preprocessing]:
+    del seed  # a temporal split is never shuffled
+    cfg = dataset.series
+    assert cfg is not None  # DatasetConfig requires it for sequences
+    filled = fill_gaps(df, cfg.time_column, dataset.label, cfg.max_gap)
+    values = filled[dataset.label].to_numpy("float64")
+    n, window = len(values), cfg.window
+    test_start = int(n * (1 - dataset.split.test))
+    val_start = int(n * (1 - dataset.split.test - dataset.split.validation))
+    if val_start < 3 * window:
+        raise DataError(f"a series of {n} steps is too short for window {window}")
+    targets = np.arange(window, n)
+    windows = np.lib.stride_tricks.sliding_window_view(values, window)[:-1]
+    table = pd.DataFrame(windows, columns=window_columns(window))
+    table.insert(0, cfg.time_column, filled[cfg.time_column].to_numpy()[targets])
+    table[dataset.label] = values[targets]
+    splits = Splits(
+        train=table[targets < val_start].reset_index(drop=True),
+        validation=table[(targets >= val_start) & (targets < test_start)].reset_index(drop=True),
+        test=table[targets >= test_start].reset_index(drop=True),
+    )
+    prep = Preprocessing(
+        modality="sequence",
+        features=window_columns(window),
+        label=dataset.label,
+        classes=[],
+        input_shape=[window, 1],
+        # The model sees its window relative to the window's last value, in units of a typical
+        # one-step change on the training span, and answers last value + predicted change.
+        stats={"step_scale": float(np.std(np.diff(values[:val_start]))), "season": cfg.season},
+        task_type="regression",
+        time_column=cfg.time_column,
+    )
+    return splits, prep
+
+
+# One preparation (split + preprocessing fitted on train) per modality.
+_PREPARERS = {"tabular": _tabular, "images": _images, "sequence": _sequence}
 
 
 def split_and_fit(
     name: str, data_path: Path, dataset: DatasetConfig, seed: int, out_dir: Path
 ) -> Preprocessing:
     """Split the raw table, fit preprocessing on train only, and write both to `out_dir`."""
-    if dataset.modality not in _SPLITTERS:
-        raise ConfigError(
-            f"datasets.{name}.modality: no splitter for {dataset.modality!r} "
-            f"(available: {', '.join(_SPLITTERS)})"
-        )
     df = read_table(data_path)
     if dataset.label not in df.columns:
         raise ConfigError(f"datasets.{name}.label: column {dataset.label!r} not in {data_path}")
-    splits = _SPLITTERS[dataset.modality](
-        df, dataset.label, dataset.split.validation, dataset.split.test, seed
-    )
-    prep = _FITTERS[dataset.modality](splits, dataset.label)
+    splits, prep = _PREPARERS[dataset.modality](df, dataset, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     for part in SPLITS:
         getattr(splits, part).to_parquet(out_dir / f"{part}.parquet", index=False)
@@ -117,9 +215,11 @@ def split_and_fit(
 
 
 def load_split(data_dir: Path, name: str, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    """Raw features and class indices of one split."""
+    """Raw model inputs, shaped as the model takes them, and targets (class indices for
+    classification, values in original units for regression) of one split."""
     df = pd.read_parquet(Path(data_dir) / f"{name}.parquet")
-    x = df[prep.features].to_numpy(dtype="float64")
+    x = df[prep.features].to_numpy(dtype="float64").reshape(-1, *prep.input_shape)
+    if prep.task_type == "regression":
+        return x, df[prep.label].to_numpy(dtype="float64")
     index = {c: i for i, c in enumerate(prep.classes)}
-    y = df[prep.label].map(index).to_numpy(dtype="int64")
-    return x, y
+    return x, df[prep.label].map(index).to_numpy(dtype="int64")

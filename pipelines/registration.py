@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipelines import tracking
 from pipelines.config import PipelineConfig
-from pipelines.evaluation import CONFUSION_FILE, METRICS_FILE
+from pipelines.evaluation import METRICS_FILE, PLOT_FILE
 from pipelines.gate import GateVerdict, apply_gate
 from pipelines.lineage import file_md5, git_state
 from pipelines.preprocessing import SPEC_FILE, Preprocessing, load_split
@@ -28,9 +28,30 @@ class Registration:
     gate_failures: list[str]
 
 
-def model_name(task: str, family: str) -> str:
-    """One registered model per task, named after it: `tabular-dnn`."""
-    return f"{task}-{family}"
+_INPUTS = {
+    "tabular": "raw feature rows, shape (n, features), columns in the order of `features`",
+    "images": "raw pixel arrays, shape (n, height, width), values as in the source data",
+    "sequence": "raw windows, shape (n, window, 1), oldest value first, in original units",
+}
+_OUTPUTS = {
+    "classification": "class probabilities, shape (n, classes), in the order of `classes`",
+    "regression": "the next value, shape (n, 1), in original units",
+}
+
+
+def model_metadata(name: str, task: str, prep: Preprocessing) -> dict:
+    """What a caller needs to use the model: it travels with every registered version."""
+    return {
+        "model_name": name,
+        "task": task,
+        "modality": prep.modality,
+        "input": _INPUTS[prep.modality],
+        "input_shape": prep.input_shape,
+        "features": prep.features,
+        "label": prep.label,
+        "classes": prep.classes,
+        "output": _OUTPUTS[prep.task_type],
+    }
 
 
 def register_task(
@@ -51,12 +72,13 @@ def register_task(
     summary = json.loads((model_dir / SUMMARY_FILE).read_text())
     history = pd.read_csv(model_dir / HISTORY_FILE)
     prep = Preprocessing.load(data_dir / SPEC_FILE)
-    verdict: GateVerdict = apply_gate(task_cfg.gate, metrics["test"], metrics["baseline"])
+    verdict: GateVerdict = apply_gate(task_cfg.gate, metrics["test"], metrics["baselines"])
     print(verdict.summary())
 
-    name = model_name(task, task_cfg.family)
+    name = task  # one registered model per entry, named after it: `tabular-dnn`
     tags = {
-        "task": task,
+        "task": task_cfg.task,
+        "model_name": task,
         "family": task_cfg.family,
         "dataset": task_cfg.dataset,
         "modality": prep.modality,
@@ -67,7 +89,11 @@ def register_task(
     }
     run_metrics = {
         **{f"test_{k}": v for k, v in metrics["test"].items()},
-        **{f"baseline_{k}": v for k, v in metrics["baseline"].items()},
+        **{
+            f"baseline_{baseline}_{k}": v
+            for baseline, values in metrics["baselines"].items()
+            for k, v in values.items()
+        },
         "best_epoch": summary["best_epoch"],
         "stopped_epoch": summary["stopped_epoch"],
     }
@@ -79,7 +105,7 @@ def register_task(
         "train": task_cfg.train.model_dump(),
     }
     artifacts = {
-        "evaluation": eval_dir / CONFUSION_FILE,
+        "evaluation": eval_dir / PLOT_FILE,
         "training": model_dir / HISTORY_FILE,
         "data_docs": docs_dir,
         "preprocessing": data_dir / SPEC_FILE,
@@ -96,14 +122,7 @@ def register_task(
         model_path=model_dir / MODEL_FILE if verdict.passed else None,
         registered_name=name if verdict.passed else None,
         signature_input=x_test,
-        model_metadata={
-            "task": task,
-            "modality": prep.modality,
-            "features": prep.features,
-            "label": prep.label,
-            "classes": prep.classes,
-            "output": "class probabilities, columns in the order of `classes`",
-        },
+        model_metadata=model_metadata(name, task_cfg.task, prep),
     )
     result = Registration(
         task=task,

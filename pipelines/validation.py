@@ -178,12 +178,25 @@ def _round_out(value: float, up: bool) -> float:
 
 
 def propose_suite(
-    df: pd.DataFrame, dataset: str, label: str, source: str, margin: float = 0.1
+    df: pd.DataFrame,
+    dataset: str,
+    label: str,
+    source: str,
+    modality: str = "tabular",
+    time_column: str | None = None,
+    margin: float = 0.1,
 ) -> dict[str, Any]:
-    """Draft a suite from a trusted reference table: schema, types, no nulls, value ranges
-    widened by `margin` of the observed range, the label set and row-count bounds."""
-    if label not in df.columns:
-        raise ValueError(f"label column {label!r} not in the reference data")
+    """Draft a suite from a trusted reference table.
+
+    Every modality gets the schema (ordered columns, types), row-count bounds and value ranges.
+    Tabular data: no nulls, ranges widened by `margin` of the observed range, the label set.
+    Images: no nulls, pixel values within the observed range (not widened), the label set.
+    Series: a unique, increasing time column; the value column may miss as many values as the
+    reference does (gaps are filled later under `max_gap`), and its range is widened.
+    """
+    for column in (label, time_column):
+        if column and column not in df.columns:
+            raise ValueError(f"column {column!r} not in the reference data")
 
     def expect(kind: str, **kwargs: Any) -> dict[str, Any]:
         return {"type": kind, "kwargs": kwargs, "meta": {}}
@@ -195,20 +208,36 @@ def propose_suite(
             "expect_table_row_count_to_be_between", min_value=max(1, rows // 2), max_value=rows * 20
         ),
     ]
+    pad_share = 0.0 if modality == "images" else margin
+    pixels = [c for c in df.columns if c != label] if modality == "images" else []
+    # One range for every pixel: a corner pixel that happens to be always 0 may still be lit.
+    pixel_range = (float(df[pixels].min().min()), float(df[pixels].max().max())) if pixels else None
     for column in df.columns:
         series = df[column]
         expectations.append(
             expect("expect_column_values_to_be_of_type", column=column, type_=str(series.dtype))
         )
-        expectations.append(expect("expect_column_values_to_not_be_null", column=column))
-        if column == label:
+        present = float(series.notna().mean())
+        if modality == "sequence" and column == label and present < 1:
+            mostly = math.floor(present * 100) / 100
+            expectations.append(
+                expect("expect_column_values_to_not_be_null", column=column, mostly=mostly)
+            )
+        else:
+            expectations.append(expect("expect_column_values_to_not_be_null", column=column))
+        if column == time_column:
+            expectations.append(expect("expect_column_values_to_be_unique", column=column))
+            expectations.append(
+                expect("expect_column_values_to_be_increasing", column=column, strictly=True)
+            )
+        elif column == label and modality != "sequence":
             values = sorted(series.dropna().unique().tolist())
             expectations.append(
                 expect("expect_column_values_to_be_in_set", column=column, value_set=values)
             )
         elif pd.api.types.is_numeric_dtype(series):
-            lo, hi = float(series.min()), float(series.max())
-            pad = (hi - lo) * margin
+            lo, hi = pixel_range or (float(series.min()), float(series.max()))
+            pad = (hi - lo) * pad_share
             low = _round_out(lo - pad, up=False)
             if lo >= 0:
                 low = max(low, 0.0)

@@ -11,6 +11,18 @@ from pipelines.config import TrainConfig
 from pipelines.preprocessing import Preprocessing, fit_normalization
 
 
+def _example(source: str, dataset: dict, rows: int = 128):
+    """(preprocessing, first training rows) from the real data, prepared as the split stage
+    prepares it."""
+    from pipelines.config import DatasetConfig
+    from pipelines.datasets import load_dataset
+    from pipelines.preprocessing import _PREPARERS
+
+    cfg = DatasetConfig(source=source, **dataset)
+    splits, prep = _PREPARERS[cfg.modality](load_dataset(cfg), cfg, 42)
+    return prep, splits.train.head(rows)
+
+
 @pytest.fixture(scope="module")
 def tabular_example(_breast_cancer):
     features = [c for c in _breast_cancer.columns if c != "target"]
@@ -22,13 +34,32 @@ def tabular_example(_breast_cancer):
     return prep, x, y
 
 
+def _arrays(prep: Preprocessing, table):
+    x = table[prep.features].to_numpy("float64").reshape(-1, *prep.input_shape)
+    if prep.task_type == "regression":
+        return x, table[prep.label].to_numpy("float64")
+    return x, table[prep.label].map({c: i for i, c in enumerate(prep.classes)}).to_numpy()
+
+
 @pytest.fixture(scope="module")
 def examples(tabular_example):
     """One small real example (preprocessing, raw x, y) per modality."""
-    return {"tabular": tabular_example}
+    out = {"tabular": tabular_example}
+    for modality, source, extra in (
+        ("images", "sklearn:digits", {}),
+        (
+            "sequence",
+            "statsmodels:co2",
+            {"label": "co2", "series": {"time_column": "date", "window": 24, "season": 12}},
+        ),
+    ):
+        prep, table = _example(source, {"modality": modality, **extra})
+        out[modality] = (prep, *_arrays(prep, table))
+    return out
 
 
 TABULAR_FAMILIES = [name for name, spec in FAMILIES.items() if "tabular" in spec.modalities]
+SEQUENCE_FAMILIES = [name for name, spec in FAMILIES.items() if "sequence" in spec.modalities]
 
 
 def _build(family, prep, **train):
@@ -37,11 +68,36 @@ def _build(family, prep, **train):
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_output_is_class_probabilities(family, examples):
+def test_output_shape(family, examples):
     prep, x, _ = examples[FAMILIES[family].modalities[0]]
-    proba = _build(family, prep).predict(x, verbose=0)
-    assert proba.shape == (len(x), len(prep.classes))
-    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    out = _build(family, prep).predict(x, verbose=0)
+    if prep.task_type == "classification":
+        assert out.shape == (len(x), len(prep.classes))
+        np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+    else:
+        assert out.shape == (len(x), 1)
+
+
+def test_images_are_rescaled_inside_the_model(examples):
+    import keras
+
+    prep, x, _ = examples["images"]
+    assert prep.input_shape == [8, 8] and prep.stats["scale"] == pytest.approx(1 / 16)
+    model = _build("cnn", prep)
+    scaled = keras.Model(model.inputs, model.get_layer("rescale").output).predict(x, verbose=0)
+    np.testing.assert_allclose(scaled[..., 0], x / 16, rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", SEQUENCE_FAMILIES)
+def test_forecasts_are_in_original_units(family, examples):
+    """The model sees windows relative to their last value and adds its change back: shifting
+    a raw window by +100 ppm shifts the forecast by exactly +100 ppm."""
+    prep, x, _ = examples["sequence"]
+    model = _build(family, prep)
+    base = model.predict(x, verbose=0)
+    shifted = model.predict(x + 100.0, verbose=0)
+    np.testing.assert_allclose(shifted - base, 100.0, atol=1e-3)
+    assert np.all(np.abs(base[:, 0] - x[:, -1, 0]) < 50 * prep.stats["step_scale"])
 
 
 @pytest.mark.parametrize("family", TABULAR_FAMILIES)

@@ -24,24 +24,24 @@ def _with(raw: dict, path: str, value, delete: bool = False) -> dict:
 
 def test_shipped_params_are_valid(repo_root):
     cfg = load_config(repo_root / "params.yaml")
-    assert cfg.task("tabular").family == "dnn"
+    assert cfg.task("tabular-dnn").family == "dnn"
     assert cfg.dataset("breast_cancer").modality == "tabular"
-    assert cfg.model_params("tabular").units == [32]
+    assert cfg.model_params("tabular-dnn").units == [32]
 
 
 @pytest.mark.parametrize(
     ("path", "value", "named"),
     [
-        ("tasks.tabular.train.lerning_rate", 0.1, "tasks.tabular.train.lerning_rate"),
+        ("tasks.tabular-dnn.train.lerning_rate", 0.1, "tasks.tabular-dnn.train.lerning_rate"),
         ("base.sead", 1, "base.sead"),
-        ("tasks.tabular.train.batch_size", "big", "tasks.tabular.train.batch_size"),
-        ("tasks.tabular.train.learning_rate", -0.01, "tasks.tabular.train.learning_rate"),
-        ("tasks.tabular.train.patience", -1, "tasks.tabular.train.patience"),
-        ("tasks.tabular.train.optimizer", "adamax", "tasks.tabular.train.optimizer"),
+        ("tasks.tabular-dnn.train.batch_size", "big", "tasks.tabular-dnn.train.batch_size"),
+        ("tasks.tabular-dnn.train.learning_rate", -0.01, "tasks.tabular-dnn.train.learning_rate"),
+        ("tasks.tabular-dnn.train.patience", -1, "tasks.tabular-dnn.train.patience"),
+        ("tasks.tabular-dnn.train.optimizer", "adamax", "tasks.tabular-dnn.train.optimizer"),
         ("datasets.breast_cancer.split.test", 0.9, "datasets.breast_cancer.split.test"),
-        ("tasks.tabular.model.units", [32, 0], "tasks.tabular.model.units.1"),
-        ("tasks.tabular.model.widht", 3, "tasks.tabular.model.widht"),
-        ("tasks.tabular.gate.min", {"acuracy": 0.9}, "tasks.tabular.gate"),
+        ("tasks.tabular-dnn.model.units", [32, 0], "tasks.tabular-dnn.model.units.1"),
+        ("tasks.tabular-dnn.model.widht", 3, "tasks.tabular-dnn.model.widht"),
+        ("tasks.tabular-dnn.gate.min", {"acuracy": 0.9}, "tasks.tabular-dnn.gate"),
     ],
 )
 def test_bad_value_names_the_key(raw_params, path, value, named):
@@ -52,14 +52,14 @@ def test_bad_value_names_the_key(raw_params, path, value, named):
 
 def test_unknown_family_lists_known_ones(raw_params):
     with pytest.raises(ConfigError) as err:
-        parse_config(_with(raw_params, "tasks.tabular.family", "resnet"))
+        parse_config(_with(raw_params, "tasks.tabular-dnn.family", "resnet"))
     message = str(err.value)
-    assert "tasks.tabular" in message and "'resnet'" in message and "dnn" in message
+    assert "tasks.tabular-dnn" in message and "'resnet'" in message and "dnn" in message
 
 
 def test_unknown_dataset_reference(raw_params):
-    with pytest.raises(ConfigError, match=r"tasks\.tabular\.dataset: unknown dataset 'iris'"):
-        parse_config(_with(raw_params, "tasks.tabular.dataset", "iris"))
+    with pytest.raises(ConfigError, match=r"tasks\.tabular-dnn\.dataset: unknown dataset 'iris'"):
+        parse_config(_with(raw_params, "tasks.tabular-dnn.dataset", "iris"))
 
 
 def test_missing_required_key(raw_params):
@@ -80,3 +80,33 @@ def test_lookup_of_unknown_task_lists_known(repo_root):
     cfg = load_config(repo_root / "params.yaml")
     with pytest.raises(ConfigError, match="known: tabular"):
         cfg.task("images")
+
+
+def test_family_must_fit_the_dataset_modality(raw_params):
+    with pytest.raises(ConfigError, match=r"tasks\.tabular-dnn\.family: family 'cnn' takes images"):
+        parse_config(_with(raw_params, "tasks.tabular-dnn.family", "cnn"))
+
+
+def test_sequence_dataset_needs_series_settings(raw_params):
+    with pytest.raises(ConfigError, match=r"datasets\.co2.*series: required"):
+        parse_config(_with(raw_params, "datasets.co2.series", None, delete=True))
+    with pytest.raises(ConfigError, match=r"datasets\.co2\.series\.window"):
+        parse_config(_with(raw_params, "datasets.co2.series.window", 1))
+
+
+def test_transformer_heads_must_divide_d_model(raw_params):
+    with pytest.raises(ConfigError, match=r"tasks\.sequence-transformer\.model.*divisible"):
+        parse_config(_with(raw_params, "tasks.sequence-transformer.model.heads", 3))
+
+
+def test_every_family_has_a_task_in_the_shipped_params(repo_root):
+    from pipelines.builders import FAMILIES
+
+    cfg = load_config(repo_root / "params.yaml")
+    assert {t.family for t in cfg.tasks.values()} == set(FAMILIES)
+    assert sorted(cfg.tasks) == [
+        "images-cnn",
+        "sequence-lstm",
+        "sequence-transformer",
+        "tabular-dnn",
+    ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from pipelines.config import DatasetConfig
-from pipelines.datasets import DataError, ingest, load_source, read_table
+from pipelines.datasets import DataError, image_shape, ingest, load_source, read_table
 
 
 def test_builtin_breast_cancer_is_the_real_table(breast_cancer):
@@ -54,3 +55,56 @@ def test_unreadable_files(tmp_path, name, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="data file not found"):
         read_table(tmp_path / "absent.csv")
+
+
+def test_builtin_digits_are_raw_8x8_pixel_tables():
+    digits = load_source("sklearn:digits")
+    assert digits.shape == (1797, 65)
+    assert image_shape(list(digits.columns)) == (8, 8)
+    pixels = digits.drop(columns="target").to_numpy()
+    assert pixels.min() == 0 and pixels.max() == 16
+    assert sorted(digits["target"].unique()) == list(range(10))
+
+
+def test_builtin_co2_keeps_its_real_gaps():
+    co2 = load_source("statsmodels:co2")
+    assert co2.shape == (2284, 2) and list(co2.columns) == ["date", "co2"]
+    assert co2["co2"].isna().sum() == 59
+    assert str(co2["date"].dtype) == "datetime64[ns]"
+
+
+def test_images_from_npz_and_from_class_folders(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(6, 5, 4)).astype("uint8")
+    labels = np.array(["cat", "dog"] * 3)
+    np.savez(tmp_path / "set.npz", images=images, labels=labels)
+    table = read_table(tmp_path / "set.npz")
+    assert image_shape(list(table.columns)) == (5, 4) and len(table) == 6
+    np.testing.assert_array_equal(table.drop(columns="target").to_numpy()[0], images[0].ravel())
+
+    for i, (img, label) in enumerate(zip(images, labels, strict=True)):
+        (tmp_path / "folder" / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "folder" / label / f"{i}.png")
+    folder = read_table(tmp_path / "folder")
+    assert sorted(folder["target"].unique()) == ["cat", "dog"] and len(folder) == 6
+    Image.fromarray(np.zeros((7, 7), "uint8")).save(tmp_path / "folder" / "cat" / "odd.png")
+    with pytest.raises(DataError, match=r"odd\.png: image of shape \(7, 7\), expected \(5, 4\)"):
+        read_table(tmp_path / "folder")
+
+
+def test_npz_without_labels_is_named(tmp_path):
+    np.savez(tmp_path / "bad.npz", images=np.zeros((2, 3, 3)))
+    with pytest.raises(DataError, match="missing \\['labels'\\]"):
+        read_table(tmp_path / "bad.npz")
+
+
+def test_series_source_needs_parseable_dates(tmp_path):
+    csv = tmp_path / "series.csv"
+    pd.DataFrame({"when": ["2020-01-01", "not a date"], "value": [1.0, 2.0]}).to_csv(csv)
+    cfg = DatasetConfig(
+        modality="sequence", source=str(csv), label="value", series={"time_column": "when"}
+    )
+    with pytest.raises(DataError, match="'when' holds values that are not dates"):
+        ingest("s", cfg, tmp_path / "out.parquet")

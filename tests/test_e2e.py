@@ -19,8 +19,13 @@ import yaml
 
 pytestmark = pytest.mark.e2e
 
-TASK = "tabular"
-MODEL = "tabular-dnn"
+TASK = MODEL = "tabular-dnn"
+MODELS = {  # registered model -> its dataset
+    "tabular-dnn": "breast_cancer",
+    "images-cnn": "digits",
+    "sequence-lstm": "co2",
+    "sequence-transformer": "co2",
+}
 
 
 def _free_port() -> int:
@@ -51,8 +56,8 @@ class Project:
         proc = _sh(["dvc", "repro", *extra], self.root, self.env, check=check)
         return proc.stdout + proc.stderr
 
-    def metrics(self) -> dict:
-        return json.loads((self.root / "reports" / TASK / "metrics.json").read_text())
+    def metrics(self, name: str = TASK) -> dict:
+        return json.loads((self.root / "reports" / name / "metrics.json").read_text())
 
     def set_param(self, path: str, value) -> None:
         params_file = self.root / "params.yaml"
@@ -115,56 +120,90 @@ def project(tmp_path_factory, repo_root):
     _sh([sys.executable, "-m", "pipelines.cli", "prefect-server", "stop"], root, env, check=False)
 
 
-def test_full_run_registers_a_champion(project):
+def test_full_run_registers_four_champions(project):
     out = project.first_output
-    assert {
-        "ingest@breast_cancer",
-        "validate@breast_cancer",
-        "split@breast_cancer",
-        "train@tabular",
-        "evaluate@tabular",
-        "register@tabular",
-    } <= _stages_run(out)
+    expected = {f"{stage}@{name}" for stage in ("train", "evaluate", "register") for name in MODELS}
+    expected |= {
+        f"{stage}@{data}"
+        for stage in ("ingest", "validate", "split")
+        for data in set(MODELS.values())
+    }
+    assert expected <= _stages_run(out)
     assert "Flow run" in out, "stages ran as Prefect flows"
-    metrics = project.metrics()
-    assert metrics["test"]["accuracy"] >= 0.97
-    assert metrics["test"]["accuracy"] > metrics["baseline"]["accuracy"]
-    registration = json.loads((project.root / "models/tabular/registration.json").read_text())
-    assert registration["registered"] and registration["model_name"] == MODEL
     client = project.client()
-    champion = client.get_model_version_by_alias(MODEL, "champion")
-    run = client.get_run(champion.run_id or registration["run_id"])
-    assert run.data.tags["seed"] == "42"
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())
-    raw_md5 = lock["stages"]["ingest@breast_cancer"]["outs"][0]["md5"]
-    assert run.data.tags["data_md5"] == raw_md5
-    assert (project.root / "reports/validation/breast_cancer/index.html").is_file()
-    assert (project.root / "reports/tabular/confusion_matrix.png").stat().st_size > 1000
-    assert "preprocessing.json" in str(lock["stages"]["split@breast_cancer"]["outs"])
+    for name, dataset in MODELS.items():
+        registration = json.loads((project.root / f"models/{name}/registration.json").read_text())
+        assert registration["registered"], registration["gate_failures"]
+        champion = client.get_model_version_by_alias(name, "champion")
+        run = client.get_run(champion.run_id or registration["run_id"])
+        assert run.data.tags["seed"] == "42"
+        assert run.data.tags["family"] == name.split("-")[1]
+        assert run.data.tags["task"] == name.split("-")[0]
+        raw_md5 = lock["stages"][f"ingest@{dataset}"]["outs"][0]["md5"]
+        assert run.data.tags["data_md5"] == raw_md5
+        assert (project.root / f"reports/validation/{dataset}/index.html").is_file()
+        assert (project.root / f"reports/{name}/test_plot.png").stat().st_size > 1000
+        assert "best_epoch" in run.data.metrics and "stopped_epoch" in run.data.metrics
+    experiments = {
+        client.get_run(client.get_model_version_by_alias(n, "champion").run_id).info.experiment_id
+        for n in MODELS
+    }
+    assert len(experiments) == 1, "all runs sit in one experiment"
 
 
-def test_fresh_process_serves_raw_rows_like_the_pipeline(project):
-    """A process that never imports `pipelines` loads the champion and, on raw test rows,
-    reproduces the pipeline's predictions to 1e-6."""
+def test_quality_goals(project):
+    tabular, images = project.metrics("tabular-dnn"), project.metrics("images-cnn")
+    assert tabular["test"]["accuracy"] >= 0.97
+    assert tabular["test"]["accuracy"] > tabular["baselines"]["majority"]["accuracy"]
+    assert images["test"]["accuracy"] >= 0.98
+    for name in ("sequence-lstm", "sequence-transformer"):
+        metrics = project.metrics(name)
+        assert metrics["baselines"]["persistence"]["mae"] == pytest.approx(0.405, abs=0.001)
+        for baseline in ("persistence", "seasonal_naive"):
+            assert metrics["test"]["mae"] < metrics["baselines"][baseline]["mae"], name
+    lstm, transformer = project.metrics("sequence-lstm"), project.metrics("sequence-transformer")
+    assert lstm["test_rows"] == transformer["test_rows"] == 457, "same split, comparable"
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_fresh_process_serves_raw_inputs_like_the_pipeline(project, name):
+    """A process that only imports mlflow loads the champion and, on raw test inputs (feature
+    rows, 0-16 pixel arrays, ppm windows), reproduces the pipeline's predictions to 1e-6."""
     script = (
         "import sys, numpy as np, pandas as pd, mlflow\n"
         "mlflow.set_tracking_uri(sys.argv[1])\n"
-        "m = mlflow.pyfunc.load_model('models:/tabular-dnn@champion')\n"
-        "raw = pd.read_parquet('data/processed/breast_cancer/test.parquet')\n"
-        "x = raw[m.metadata.metadata['features']]\n"
+        "name, dataset = sys.argv[2], sys.argv[3]\n"
+        "m = mlflow.pyfunc.load_model(f'models:/{name}@champion')\n"
+        "meta = m.metadata.metadata\n"
+        "raw = pd.read_parquet(f'data/processed/{dataset}/test.parquet')\n"
+        "x = raw[meta['features']].to_numpy('float64').reshape(-1, *meta['input_shape'])\n"
         "got = np.asarray(m.predict(x))\n"
-        "want = np.load('reports/tabular/test_predictions.npy')\n"
+        "want = np.load(f'reports/{name}/test_predictions.npy')\n"
         "assert 'pipelines' not in sys.modules\n"
-        "print('MAXDIFF', float(np.abs(got - want).max()), got.shape)\n"
+        "print('MAXDIFF', float(np.abs(got - want).max()), got.shape, x.shape)\n"
     )
     proc = _sh(
-        [sys.executable, "-c", script, f"sqlite:///{project.root / 'mlflow.db'}"],
+        [
+            sys.executable,
+            "-c",
+            script,
+            f"sqlite:///{project.root / 'mlflow.db'}",
+            name,
+            MODELS[name],
+        ],
         project.root,
         project.env,
     )
     diff = float(re.search(r"MAXDIFF (\S+)", proc.stdout).group(1))
     assert diff <= 1e-6
-    assert "(114, 2)" in proc.stdout
+    shapes = {
+        "tabular-dnn": "(114, 2) (114, 30)",
+        "images-cnn": "(360, 10) (360, 8, 8)",
+        "sequence-lstm": "(457, 1) (457, 52, 1)",
+        "sequence-transformer": "(457, 1) (457, 52, 1)",
+    }
+    assert shapes[name] in proc.stdout
 
 
 def test_second_repro_is_a_no_op(project):
@@ -175,21 +214,31 @@ def test_second_repro_is_a_no_op(project):
 
 def test_learning_rate_change_reruns_only_train_evaluate_register(project):
     before = project.versions()
-    project.set_param("tasks.tabular.train.learning_rate", 0.003)
+    project.set_param("tasks.tabular-dnn.train.learning_rate", 0.003)
     out = project.repro()
-    assert _stages_run(out) == {"train@tabular", "evaluate@tabular", "register@tabular"}
+    assert _stages_run(out) == {"train@tabular-dnn", "evaluate@tabular-dnn", "register@tabular-dnn"}
     assert len(project.versions()) == len(before) + 1
+
+
+def test_editing_one_sequence_family_reruns_only_that_family(project):
+    project.set_param("tasks.sequence-lstm.train.patience", 10)
+    out = project.repro()
+    assert _stages_run(out) == {
+        "train@sequence-lstm",
+        "evaluate@sequence-lstm",
+        "register@sequence-lstm",
+    }
 
 
 def test_same_seed_and_params_give_the_same_metrics(project):
     import numpy as np
 
-    predictions = project.root / "reports/tabular/test_predictions.npy"
+    predictions = project.root / "reports/tabular-dnn/test_predictions.npy"
     first, first_proba = project.metrics(), np.load(predictions)
-    out = project.repro("--force", "--single-item", "train@tabular")
-    assert "Running stage 'train@tabular'" in out
-    out = project.repro("--force", "--single-item", "evaluate@tabular")
-    assert "Running stage 'evaluate@tabular'" in out
+    out = project.repro("--force", "--single-item", "train@tabular-dnn")
+    assert "Running stage 'train@tabular-dnn'" in out
+    out = project.repro("--force", "--single-item", "evaluate@tabular-dnn")
+    assert "Running stage 'evaluate@tabular-dnn'" in out
     assert project.metrics() == first
     np.testing.assert_array_equal(np.load(predictions), first_proba)
     project.repro()
@@ -205,7 +254,7 @@ def test_bad_data_stops_at_validation_and_registers_nothing(project, breast_canc
     out = project.repro(check=False)
     assert "ERROR" in out or "failed" in out
     assert "Running stage 'validate@breast_cancer'" in out
-    assert "train@tabular" not in _stages_run(out)
+    assert not {s for s in _stages_run(out) if s.startswith("train@")}
     assert "expect_column_values_to_not_be_null column 'mean_texture'" in out
     assert "expect_column_values_to_be_in_set column 'target'" in out
     assert project.versions() == before

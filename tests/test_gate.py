@@ -13,7 +13,7 @@ from pipelines.config import GateConfig, parse_config
 from pipelines.gate import apply_gate
 
 TEST = {"accuracy": 0.97, "roc_auc": 0.99, "f1": 0.975, "log_loss": 0.09}
-BASELINE = {"accuracy": 0.63, "roc_auc": 0.5, "f1": 0.77, "log_loss": 0.66}
+BASELINE = {"majority": {"accuracy": 0.63, "roc_auc": 0.5, "f1": 0.77, "log_loss": 0.66}}
 
 
 def test_gate_passes_when_every_check_passes():
@@ -42,7 +42,23 @@ def test_gate_fails_when_the_baseline_is_not_beaten():
     weak = {**TEST, "accuracy": 0.60, "log_loss": 0.7}
     verdict = apply_gate(GateConfig(beat_baseline=["accuracy", "log_loss"]), weak, BASELINE)
     assert len(verdict.failures) == 2
-    assert "beats baseline" in verdict.failures[0]
+    assert verdict.failures[0] == "accuracy 0.6000 beats majority 0.6300"
+
+
+def test_a_forecast_must_beat_every_baseline():
+    test = {"mae": 0.30, "rmse": 0.40, "mape": 0.08}
+    baselines = {
+        "persistence": {"mae": 0.40, "rmse": 0.51, "mape": 0.11},
+        "seasonal_naive": {"mae": 0.25, "rmse": 1.84, "mape": 0.45},
+    }
+    verdict = apply_gate(GateConfig(beat_baseline=["mae", "rmse"]), test, baselines)
+    assert verdict.failures == ["mae 0.3000 beats seasonal_naive 0.2500"]
+    assert len(verdict.checks) == 4
+
+
+def test_a_metric_the_task_does_not_compute_fails_clearly():
+    verdict = apply_gate(GateConfig(min={"accuracy": 0.9}), {"mae": 0.3}, {})
+    assert verdict.failures == ["accuracy is not computed for this task (has: mae)"]
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +72,11 @@ def artifacts(tmp_path_factory, _breast_cancer, raw_params):
     raw = root / "raw.parquet"
     _breast_cancer.to_parquet(raw, index=False)
     params = copy.deepcopy(raw_params)
-    params["tasks"]["tabular"]["train"].update(max_epochs=25, learning_rate=0.01)
+    params["tasks"]["tabular-dnn"]["train"].update(max_epochs=25, learning_rate=0.01)
     cfg = parse_config(params)
     split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, root / "data")
-    train_task(cfg, "tabular", root / "data", root / "model")
-    evaluate_task("tabular", root / "model" / "model.keras", root / "data", root / "eval")
+    train_task(cfg, "tabular-dnn", root / "data", root / "model")
+    evaluate_task("tabular-dnn", root / "model" / "model.keras", root / "data", root / "eval")
     docs = root / "docs"
     docs.mkdir()
     (docs / "index.html").write_text("<html>docs</html>")
@@ -73,10 +89,10 @@ def _register(artifacts, gate: dict, tmp_path, monkeypatch):
     root, params = artifacts
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     params = copy.deepcopy(params)
-    params["tasks"]["tabular"]["gate"] = gate
+    params["tasks"]["tabular-dnn"]["gate"] = gate
     return register_task(
         parse_config(params),
-        "tabular",
+        "tabular-dnn",
         model_dir=root / "model",
         eval_dir=root / "eval",
         data_dir=root / "data",
@@ -113,9 +129,10 @@ def test_passing_gate_registers_a_champion_that_predicts_on_raw_rows(
     version = client.get_model_version_by_alias("tabular-dnn", "champion")
     assert str(version.version) == "1"
     run = client.get_run(result.run_id)
-    for tag in ("git_commit", "data_md5", "seed", "task", "family"):
+    for tag in ("git_commit", "data_md5", "seed", "task", "family", "dataset"):
         assert tag in run.data.tags
-    assert {"test_accuracy", "baseline_accuracy", "best_epoch", "stopped_epoch"} <= set(
+    assert run.data.tags["task"] == "tabular"
+    assert {"test_accuracy", "baseline_majority_accuracy", "best_epoch", "stopped_epoch"} <= set(
         run.data.metrics
     )
     history = client.get_metric_history(result.run_id, "val_loss")

@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 
 from pipelines.config import ConfigError, DatasetConfig
+from pipelines.datasets import DataError
 from pipelines.preprocessing import (
     SPEC_FILE,
     Preprocessing,
+    fill_gaps,
     load_split,
     split_and_fit,
     stratified_split,
@@ -60,3 +62,73 @@ def test_missing_label_column_is_named(breast_cancer, tmp_path):
         split_and_fit(
             "bc", raw, DatasetConfig(modality="tabular", source=str(raw)), 42, tmp_path / "out"
         )
+
+
+def _series(values, start="2000-01-01", freq="7D"):
+    return pd.DataFrame(
+        {"date": pd.date_range(start, periods=len(values), freq=freq), "co2": values}
+    )
+
+
+def test_gaps_within_the_policy_are_interpolated():
+    df = _series([1.0, np.nan, np.nan, 4.0, 5.0, np.nan])
+    filled = fill_gaps(df, "date", "co2", max_gap=2)
+    assert filled["co2"].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]  # trailing gap dropped
+
+
+def test_a_gap_wider_than_the_policy_is_named():
+    df = _series([1.0, np.nan, np.nan, np.nan, 5.0])
+    with pytest.raises(DataError, match=r"gap of 3 missing steps from 2000-01-08.*max_gap=2"):
+        fill_gaps(df, "date", "co2", max_gap=2)
+
+
+def test_irregular_and_unordered_time_index_are_rejected():
+    df = _series([1.0, 2.0, 3.0, 4.0])
+    irregular = df.drop(index=2).reset_index(drop=True)
+    with pytest.raises(DataError, match="irregular at 2000-01-22"):
+        fill_gaps(irregular, "date", "co2", max_gap=2)
+    swapped = df.iloc[[0, 2, 1, 3]].reset_index(drop=True)
+    with pytest.raises(DataError, match="not strictly increasing"):
+        fill_gaps(swapped, "date", "co2", max_gap=2)
+
+
+def test_series_split_is_temporal_with_raw_windows(tmp_path):
+    from pipelines.datasets import load_source
+
+    raw = tmp_path / "co2.parquet"
+    load_source("statsmodels:co2").to_parquet(raw, index=False)
+    cfg = DatasetConfig(
+        modality="sequence",
+        source=str(raw),
+        label="co2",
+        split={"validation": 0.1, "test": 0.2},
+        series={"time_column": "date", "window": 52, "max_gap": 20},
+    )
+    prep = split_and_fit("co2", raw, cfg, 0, tmp_path / "out")
+    train, val, test = (
+        pd.read_parquet(tmp_path / "out" / f"{p}.parquet") for p in ("train", "validation", "test")
+    )
+    assert len(test) == 457 and len(train) + len(val) + len(test) == 2284 - 52
+    assert train["date"].max() < val["date"].min() <= val["date"].max() < test["date"].min()
+    # Each row's window is the 52 raw values just before its target, oldest first.
+    row = test.iloc[10]
+    previous = test.iloc[9]
+    assert row["t-1"] == previous["co2"] and row["t-2"] == previous["t-1"]
+    assert prep.input_shape == [52, 1] and prep.task_type == "regression"
+    x, y = load_split(tmp_path / "out", "test", prep)
+    assert x.shape == (457, 52, 1) and y.shape == (457,)
+    assert prep.stats["step_scale"] > 0
+
+
+def test_image_preprocessing_scale_comes_from_training_pixels(tmp_path):
+    from pipelines.datasets import load_source
+
+    raw = tmp_path / "digits.parquet"
+    load_source("sklearn:digits").to_parquet(raw, index=False)
+    prep = split_and_fit(
+        "digits", raw, DatasetConfig(modality="images", source=str(raw)), 42, tmp_path / "out"
+    )
+    assert prep.input_shape == [8, 8] and prep.classes == list(range(10))
+    assert prep.stats["scale"] == pytest.approx(1 / 16)
+    x, y = load_split(tmp_path / "out", "test", prep)
+    assert x.shape == (360, 8, 8) and x.max() == 16.0 and set(y) == set(range(10))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipelines.validation import ValidationFailed, propose_suite, validate_file, validate_frame
@@ -108,3 +109,42 @@ def test_proposed_suite_accepts_its_reference_and_rejects_damage(breast_cancer, 
     bad = validate_frame(_damage_label(breast_cancer), "bc", path, tmp_path / "bad")
     assert not bad.success
     assert [f.column for f in bad.failures] == ["target"]
+
+
+@pytest.fixture(scope="module")
+def repo_suites(repo_root):
+    return repo_root / "gx" / "expectations"
+
+
+def test_digits_suite_accepts_digits_and_rejects_a_wrong_shape(repo_suites, tmp_path):
+    from pipelines.datasets import load_source
+
+    digits = load_source("sklearn:digits")
+    assert validate_frame(digits, "digits", repo_suites / "digits.json", tmp_path / "a").success
+    wrong_shape = digits.drop(columns=[c for c in digits.columns if c.startswith("pixel_7_")])
+    report = validate_frame(wrong_shape, "digits", repo_suites / "digits.json", tmp_path / "b")
+    assert not report.success
+    assert "expect_table_columns_to_match_ordered_list" in {f.expectation for f in report.failures}
+    bright = digits.copy()
+    bright.loc[0, "pixel_3_3"] = 255.0
+    report = validate_frame(bright, "digits", repo_suites / "digits.json", tmp_path / "c")
+    assert [(f.expectation, f.column) for f in report.failures] == [
+        ("expect_column_values_to_be_between", "pixel_3_3")
+    ]
+
+
+def test_co2_suite_allows_its_gaps_but_not_duplicate_or_unordered_weeks(repo_suites, tmp_path):
+    from pipelines.datasets import load_source
+
+    co2 = load_source("statsmodels:co2")
+    assert validate_frame(co2, "co2", repo_suites / "co2.json", tmp_path / "a").success
+    duplicated = pd.concat([co2, co2.iloc[[100]]]).reset_index(drop=True)
+    report = validate_frame(duplicated, "co2", repo_suites / "co2.json", tmp_path / "b")
+    failed = {f.expectation for f in report.failures}
+    assert {"expect_column_values_to_be_unique", "expect_column_values_to_be_increasing"} <= failed
+    mostly_missing = co2.copy()
+    mostly_missing.loc[: len(co2) // 4, "co2"] = np.nan
+    report = validate_frame(mostly_missing, "co2", repo_suites / "co2.json", tmp_path / "c")
+    assert ("expect_column_values_to_not_be_null", "co2") in {
+        (f.expectation, f.column) for f in report.failures
+    }
