@@ -234,6 +234,72 @@ def parity(
         _fail(f"predictions differ by {diff:.3g} > {tolerance}")
 
 
+@app.command()
+def verify(
+    ref: str = typer.Argument(..., help="NAME@ALIAS or NAME/VERSION, e.g. tabular-dnn@champion"),
+    lock: Path = typer.Option(Path("dvc.lock"), help="dvc.lock to compare the data hash with."),
+) -> None:
+    """Re-check a registered version: artifacts, training-data hash, golden-sample parity."""
+    from pipelines.serving import verify_version
+
+    try:
+        ok, problems = verify_version(ref, lock)
+    except ValueError as err:
+        _fail(str(err))
+    for line in ok:
+        typer.echo(f"ok    {line}")
+    for line in problems:
+        typer.secho(f"FAIL  {line}", fg=typer.colors.RED)
+    if problems:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def rollback(name: str) -> None:
+    """Make NAME's previous champion the champion again (and the current one previous)."""
+    from pipelines.tracking import rollback as swap
+
+    try:
+        champion, previous = swap(name)
+    except LookupError as err:
+        _fail(str(err))
+    typer.echo(f"{name}: @champion -> version {champion}, @previous-champion -> version {previous}")
+
+
+@app.command()
+def score(
+    ref: str = typer.Argument(..., help="NAME@ALIAS or NAME/VERSION"),
+    input: Path = typer.Option(..., "--input", help="Raw CSV or Parquet file."),
+    chunk_rows: int = typer.Option(10_000, min=1),
+) -> None:
+    """Score a raw file; write <input>.predictions.parquet beside it."""
+    from pipelines.datasets import DataError
+    from pipelines.serving import score_file
+
+    try:
+        out = score_file(ref, input, chunk_rows)
+    except (DataError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def serve(
+    ref: str = typer.Argument(..., help="NAME@ALIAS or NAME/VERSION, e.g. tabular-dnn@champion"),
+    host: str = "127.0.0.1",
+    port: int = 5001,
+) -> None:
+    """Serve a registered model over HTTP with `mlflow models serve` (local environment)."""
+    from pipelines.serving import serve_command
+
+    try:
+        command, env = serve_command(ref, host, port)
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(f"serving {ref} on http://{host}:{port}/invocations: {' '.join(command)}")
+    os.execvpe(command[0], command, env)
+
+
 @server_app.command("start")
 def server_start() -> None:
     """Start the local Prefect server (or reuse a running one) and print its API URL."""

@@ -93,6 +93,14 @@ class GateConfig(_Strict):
     min: dict[str, float] = {}
     max: dict[str, float] = {}
     beat_baseline: list[str] = []
+    champion_alpha: float = Field(
+        0.05, gt=0, lt=1, description="Significance of 'worse than the champion' (paired test)."
+    )
+    champion_tolerance: float = Field(
+        0.0, ge=0, description="Forecasts: mean |error| increase tolerated, original units."
+    )
+    bootstrap_resamples: int = Field(2000, ge=100)
+    parity_tolerance: float = Field(1e-6, gt=0)
 
     @model_validator(mode="after")
     def _known_metrics(self) -> GateConfig:

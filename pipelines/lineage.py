@@ -30,3 +30,30 @@ def git_state(cwd: Path | None = None) -> dict[str, str]:
         return {"git_commit": "unknown", "git_dirty": "unknown"}
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     return {"git_commit": commit, "git_dirty": str(dirty).lower()}
+
+
+def dvc_lock_hashes(lock_path: Path, stages: list[str]) -> dict[str, str]:
+    """The MD5 of every output of `stages` as recorded in `dvc.lock` (empty if there is none)."""
+    import yaml
+
+    if not lock_path.is_file():
+        return {}
+    lock = yaml.safe_load(lock_path.read_text()) or {}
+    hashes = {}
+    for stage in stages:
+        for out in lock.get("stages", {}).get(stage, {}).get("outs", []):
+            hashes[str(out["path"])] = str(out.get("md5", ""))
+    return hashes
+
+
+def library_versions() -> dict[str, str]:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("tensorflow-cpu", "tensorflow", "keras", "mlflow"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found

@@ -1,30 +1,37 @@
-"""Register: log the run to MLflow and, if the quality gate passes, register the model."""
+"""Register: log the run, register the version, and promote it behind the quality gate."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipelines import tracking
 from pipelines.config import PipelineConfig
-from pipelines.evaluation import METRICS_FILE, PLOT_FILE
-from pipelines.gate import GateVerdict, apply_gate
-from pipelines.lineage import file_md5, git_state
+from pipelines.evaluation import METRICS_FILE, PLOT_FILE, PREDICTIONS_FILE
+from pipelines.gate import apply_gate
+from pipelines.lineage import dvc_lock_hashes, file_md5, git_state, library_versions
 from pipelines.preprocessing import SPEC_FILE, Preprocessing, load_split
+from pipelines.promotion import GOLDEN_ROWS, Check, compare_with_champion, fresh_process_parity
+from pipelines.serving import GOLDEN_DIR
 from pipelines.training import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
+
+LINEAGE_FILE = "lineage.json"
 
 
 @dataclass(frozen=True)
 class Registration:
     task: str
-    registered: bool
     model_name: str
     version: str | None
     run_id: str
-    gate_passed: bool
+    promoted: bool
+    previous_champion: str | None
+    checks: list[dict]
     gate_failures: list[str]
 
 
@@ -65,27 +72,39 @@ def register_task(
     docs_dir: Path,
     out: Path,
 ) -> Registration:
-    """Log the task's training run, apply the gate and register a new `champion` version only
-    when it passes. A failed gate is a normal outcome: the run is logged, nothing registered."""
-    task_cfg = cfg.task(task)
+    """Log the training run, register the model as a new version, and promote it to
+    `@champion` only if it passes every check: absolute thresholds, the trivial baselines, not
+    significantly worse than the current champion on the same test rows, and serving parity
+    from a fresh process. A failed check is a normal outcome: the version stays registered for
+    inspection, without the alias, tagged with what failed and by how much."""
+    task_cfg, gate = cfg.task(task), cfg.task(task).gate
     metrics = json.loads((eval_dir / METRICS_FILE).read_text())
     summary = json.loads((model_dir / SUMMARY_FILE).read_text())
     history = pd.read_csv(model_dir / HISTORY_FILE)
     prep = Preprocessing.load(data_dir / SPEC_FILE)
-    verdict: GateVerdict = apply_gate(task_cfg.gate, metrics["test"], metrics["baselines"])
-    print(verdict.summary())
-
+    x_test, y_test = load_split(data_dir, "test", prep)
+    predictions = np.load(eval_dir / PREDICTIONS_FILE)
     name = task  # one registered model per entry, named after it: `tabular-dnn`
+    champion_before = tracking.alias_version(name)
+
+    thresholds = apply_gate(gate, metrics["test"], metrics["baselines"])
     tags = {
         "task": task_cfg.task,
-        "model_name": task,
+        "model_name": name,
         "family": task_cfg.family,
         "dataset": task_cfg.dataset,
         "modality": prep.modality,
         "seed": str(cfg.base.seed),
         "data_md5": file_md5(raw_data),
-        "gate": "passed" if verdict.passed else "failed",
         **git_state(),
+    }
+    params = {
+        "dataset": task_cfg.dataset,
+        "family": task_cfg.family,
+        "seed": cfg.base.seed,
+        "model": cfg.model_params(task).model_dump(),
+        "train": task_cfg.train.model_dump(),
+        "gate": gate.model_dump(),
     }
     run_metrics = {
         **{f"test_{k}": v for k, v in metrics["test"].items()},
@@ -97,49 +116,120 @@ def register_task(
         "best_epoch": summary["best_epoch"],
         "stopped_epoch": summary["stopped_epoch"],
     }
-    params = {
-        "dataset": task_cfg.dataset,
-        "family": task_cfg.family,
-        "seed": cfg.base.seed,
-        "model": cfg.model_params(task).model_dump(),
-        "train": task_cfg.train.model_dump(),
-    }
-    artifacts = {
-        "evaluation": eval_dir / PLOT_FILE,
-        "training": model_dir / HISTORY_FILE,
-        "data_docs": docs_dir,
-        "preprocessing": data_dir / SPEC_FILE,
-    }
-    x_test, _ = load_split(data_dir, "test", prep)
-    record = tracking.log_training_run(
-        experiment=cfg.base.experiment,
-        run_name=f"{name}-seed{cfg.base.seed}",
-        params=params,
-        tags=tags,
-        history=history,
-        metrics=run_metrics,
-        artifacts=artifacts,
-        model_path=model_dir / MODEL_FILE if verdict.passed else None,
-        registered_name=name if verdict.passed else None,
-        signature_input=x_test,
-        model_metadata=model_metadata(name, task_cfg.task, prep),
+    with tempfile.TemporaryDirectory() as tmp:
+        golden = Path(tmp)
+        np.save(golden / "inputs.npy", x_test[:GOLDEN_ROWS])
+        np.save(golden / "predictions.npy", predictions[:GOLDEN_ROWS])
+        record = tracking.log_training_run(
+            experiment=cfg.base.experiment,
+            run_name=f"{name}-seed{cfg.base.seed}",
+            params=params,
+            tags=tags,
+            history=history,
+            metrics=run_metrics,
+            artifacts={
+                "evaluation": eval_dir / PLOT_FILE,
+                "training": model_dir / HISTORY_FILE,
+                "data_docs": docs_dir,
+                "preprocessing": data_dir / SPEC_FILE,
+                GOLDEN_DIR: golden,
+            },
+            model_path=model_dir / MODEL_FILE,
+            registered_name=name,
+            signature_input=x_test,
+            model_metadata=model_metadata(name, task_cfg.task, prep),
+        )
+        checks = [Check("thresholds", thresholds.passed, "; ".join(thresholds.checks))]
+        if champion_before is not None:
+            champion = tracking.load_pyfunc(f"models:/{name}/{champion_before}")
+            checks.append(
+                compare_with_champion(
+                    champion.predict,
+                    x_test,
+                    y_test,
+                    predictions,
+                    prep.task_type,
+                    gate.champion_alpha,
+                    gate.champion_tolerance,
+                    gate.bootstrap_resamples,
+                    cfg.base.seed,
+                )
+            )
+        else:
+            checks.append(Check("champion", True, "no champion yet"))
+        checks.append(
+            fresh_process_parity(
+                tracking.tracking_uri(),
+                f"models:/{name}/{record.version}",
+                golden / "inputs.npy",
+                golden / "predictions.npy",
+                gate.parity_tolerance,
+            )
+        )
+    passed = all(c.passed for c in checks)
+    failures = [
+        *thresholds.failures,
+        *(f"{c.name}: {c.detail}" for c in checks[1:] if not c.passed),
+    ]
+    for check in checks:
+        print(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
+    version = str(record.version)
+    tracking.tag_version(
+        name,
+        version,
+        {
+            "gate": "passed" if passed else "failed",
+            **{f"gate.{c.name}": ("ok: " if c.passed else "FAILED: ") + c.detail for c in checks},
+            **({"gate.failures": " | ".join(failures)} if failures else {}),
+        },
+    )
+    previous = tracking.promote(name, version) if passed else None
+    tracking.log_dict(
+        record.run_id,
+        {
+            "model": {
+                "name": name,
+                "version": version,
+                "promoted": passed,
+                "previous_champion": previous,
+            },
+            "git": git_state(),
+            "data": {
+                "md5": tags["data_md5"],
+                "dvc_lock": dvc_lock_hashes(
+                    tracking.project_root() / "dvc.lock",
+                    [f"ingest@{task_cfg.dataset}", f"split@{task_cfg.dataset}"],
+                ),
+            },
+            "params": params,
+            "seed": cfg.base.seed,
+            "versions": library_versions(),
+            "epochs": {"best": summary["best_epoch"], "stopped": summary["stopped_epoch"]},
+            "test_metrics": metrics,
+            "gate": {"passed": passed, "checks": [asdict(c) for c in checks]},
+        },
+        LINEAGE_FILE,
     )
     result = Registration(
         task=task,
-        registered=record.version is not None,
         model_name=name,
-        version=record.version,
+        version=version,
         run_id=record.run_id,
-        gate_passed=verdict.passed,
-        gate_failures=verdict.failures,
+        promoted=passed,
+        previous_champion=previous,
+        checks=[asdict(c) for c in checks],
+        gate_failures=failures,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(asdict(result), indent=2) + "\n")
-    if result.registered:
+    if passed:
         print(
-            f"registered {name} version {result.version} as @{tracking.CHAMPION} "
-            f"(run {record.run_id})"
+            f"{name} version {version} is @{tracking.CHAMPION}"
+            + (f"; version {previous} is @{tracking.PREVIOUS_CHAMPION}" if previous else "")
         )
     else:
-        print(f"gate failed for {name}: nothing registered (run {record.run_id} logged)")
+        print(
+            f"{name} version {version} registered but NOT promoted; @{tracking.CHAMPION} "
+            f"stays {champion_before}. Failed: " + " | ".join(failures)
+        )
     return result

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 CHAMPION = "champion"
+PREVIOUS_CHAMPION = "previous-champion"
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -79,8 +80,8 @@ def log_training_run(
     """Log one training run: params, per-epoch curves, test metrics and artifacts.
 
     When `model_path` and `registered_name` are given, the Keras model is logged with a numpy
-    signature, registered as a new version and given the `champion` alias. Any error marks the
-    run FAILED, so no run is left RUNNING.
+    signature and registered as a new version, without any alias: promotion is a separate,
+    later step. Any error marks the run FAILED, so no run is left RUNNING.
     """
     mlflow = _mlflow()
     from mlflow.entities import Metric
@@ -119,10 +120,7 @@ def log_training_run(
             model, name="model", signature=signature, metadata=dict(model_metadata or {})
         )
         version = mlflow.register_model(info.model_uri, registered_name)
-        client.set_registered_model_alias(registered_name, CHAMPION, version.version)
-        client.set_model_version_tag(registered_name, version.version, "run_id", run.info.run_id)
-        for key, value in tags.items():
-            client.set_model_version_tag(registered_name, version.version, key, value)
+        tag_version(registered_name, str(version.version), {**tags, "run_id": run.info.run_id})
         return RunRecord(
             run.info.run_id,
             run.info.experiment_id,
@@ -144,3 +142,77 @@ def alias_version(name: str, alias: str = CHAMPION) -> str | None:
         return str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
     except mlflow.exceptions.MlflowException:
         return None
+
+
+def tag_version(name: str, version: str, tags: Mapping[str, Any]) -> None:
+    client = _mlflow().MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value)[:5000])
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    version: str
+    run_id: str
+    source: str
+    tags: dict[str, str]
+    aliases: list[str]
+
+
+def version_info(name: str, ref: str) -> VersionInfo:
+    """A registered version by number (`3`) or alias (`champion`)."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    mv = (
+        client.get_model_version(name, ref)
+        if ref.isdigit()
+        else client.get_model_version_by_alias(name, ref)
+    )
+    return VersionInfo(
+        name,
+        str(mv.version),
+        mv.run_id or mv.tags.get("run_id", ""),
+        mv.source,
+        dict(mv.tags),
+        list(mv.aliases),
+    )
+
+
+def promote(name: str, version: str) -> str | None:
+    """Make `version` the champion; the champion it replaces keeps `previous-champion`.
+
+    The previous-champion alias is set first, so a failure between the two steps leaves the old
+    champion in place. Returns the replaced version, if any.
+    """
+    client = _mlflow().MlflowClient()
+    current = alias_version(name, CHAMPION)
+    if current is not None and current != version:
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return current if current != version else None
+
+
+def rollback(name: str) -> tuple[str, str]:
+    """Swap `champion` and `previous-champion`; return (new champion, new previous)."""
+    client = _mlflow().MlflowClient()
+    current, previous = alias_version(name, CHAMPION), alias_version(name, PREVIOUS_CHAMPION)
+    if previous is None or current is None:
+        raise LookupError(f"{name}: no {PREVIOUS_CHAMPION} version to roll back to")
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
+    return previous, current
+
+
+def download_run_artifacts(run_id: str, path: str, dest: Path) -> Path:
+    """Download a run's artifact (file or folder) to `dest`; raise if it is missing."""
+    mlflow = _mlflow()
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dest))
+    )
+
+
+def log_dict(run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
+    """Attach a JSON artifact to a finished run."""
+    _mlflow().MlflowClient().log_dict(run_id, dict(data), artifact_file)

@@ -134,7 +134,7 @@ def test_full_run_registers_four_champions(project):
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())
     for name, dataset in MODELS.items():
         registration = json.loads((project.root / f"models/{name}/registration.json").read_text())
-        assert registration["registered"], registration["gate_failures"]
+        assert registration["promoted"], registration["gate_failures"]
         champion = client.get_model_version_by_alias(name, "champion")
         run = client.get_run(champion.run_id or registration["run_id"])
         assert run.data.tags["seed"] == "42"
@@ -181,7 +181,12 @@ def test_fresh_process_serves_raw_inputs_like_the_pipeline(project, name):
         "got = np.asarray(m.predict(x))\n"
         "want = np.load(f'reports/{name}/test_predictions.npy')\n"
         "assert 'pipelines' not in sys.modules\n"
-        "print('MAXDIFF', float(np.abs(got - want).max()), got.shape, x.shape)\n"
+        "import json\n"
+        "from mlflow.models import validate_serving_input\n"
+        "served = validate_serving_input(m.model_uri if hasattr(m, 'model_uri') else "
+        "f'models:/{name}@champion', json.dumps({'inputs': x[:3].tolist()}))\n"
+        "served_diff = float(np.abs(np.asarray(served) - want[:3]).max())\n"
+        "print('MAXDIFF', max(float(np.abs(got - want).max()), served_diff), got.shape, x.shape)\n"
     )
     proc = _sh(
         [
@@ -204,6 +209,67 @@ def test_fresh_process_serves_raw_inputs_like_the_pipeline(project, name):
         "sequence-transformer": "(457, 1) (457, 52, 1)",
     }
     assert shapes[name] in proc.stdout
+
+
+def test_champion_is_served_over_http(project):
+    """The real `mlflow models serve` (through `pipelines serve`) answers raw JSON with the
+    golden predictions, and a malformed request with a 4xx and a message."""
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    import numpy as np
+    import pandas as pd
+
+    port = _free_port()
+    log = open(project.root / "serve.log", "wb")  # noqa: SIM115 - outlives this block
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "serve", f"{MODEL}@champion", "--port", str(port)],
+        cwd=project.root,
+        env=project.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def post(payload: dict) -> tuple[int, str]:
+        request = urllib.request.Request(
+            f"{base}/invocations",
+            json.dumps(payload).encode(),
+            {"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{base}/ping", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError((project.root / "serve.log").read_text()[-3000:])
+        raw = pd.read_parquet(project.root / "data/processed/breast_cancer/test.parquet")
+        rows = raw.drop(columns=["target"]).to_numpy("float64")[:16]
+        status, body = post({"inputs": rows.tolist()})
+        assert status == 200, body
+        got = np.asarray(json.loads(body)["predictions"])
+        want = np.load(project.root / f"reports/{MODEL}/test_predictions.npy")[:16]
+        assert np.abs(got - want).max() <= 1e-6
+        status, body = post({"inputs": [[1.0, 2.0, 3.0]]})
+        assert 400 <= status < 500 and "shape" in body.lower(), body
+        status, body = post({"inputs": [["a"] * 30]})
+        assert 400 <= status < 500, body
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
 
 
 def test_second_repro_is_a_no_op(project):

@@ -1,16 +1,12 @@
-"""The quality gate, alone and with a real (SQLite) MLflow registry behind it."""
+"""The absolute part of the quality gate: thresholds and trivial baselines."""
 
 from __future__ import annotations
 
-import copy
-import json
-
 import numpy as np
-import pandas as pd
-import pytest
 
-from pipelines.config import GateConfig, parse_config
+from pipelines.config import GateConfig
 from pipelines.gate import apply_gate
+from pipelines.promotion import bootstrap_check, mcnemar_check
 
 TEST = {"accuracy": 0.97, "roc_auc": 0.99, "f1": 0.975, "log_loss": 0.09}
 BASELINE = {"majority": {"accuracy": 0.63, "roc_auc": 0.5, "f1": 0.77, "log_loss": 0.66}}
@@ -61,88 +57,22 @@ def test_a_metric_the_task_does_not_compute_fails_clearly():
     assert verdict.failures == ["accuracy is not computed for this task (has: mae)"]
 
 
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory, _breast_cancer, raw_params):
-    """A quickly trained tabular model with the files the register stage reads."""
-    from pipelines.evaluation import evaluate_task
-    from pipelines.preprocessing import split_and_fit
-    from pipelines.training import train_task
-
-    root = tmp_path_factory.mktemp("register")
-    raw = root / "raw.parquet"
-    _breast_cancer.to_parquet(raw, index=False)
-    params = copy.deepcopy(raw_params)
-    params["tasks"]["tabular-dnn"]["train"].update(max_epochs=25, learning_rate=0.01)
-    cfg = parse_config(params)
-    split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, root / "data")
-    train_task(cfg, "tabular-dnn", root / "data", root / "model")
-    evaluate_task("tabular-dnn", root / "model" / "model.keras", root / "data", root / "eval")
-    docs = root / "docs"
-    docs.mkdir()
-    (docs / "index.html").write_text("<html>docs</html>")
-    return root, params
+def test_mcnemar_refuses_a_clearly_worse_challenger_only():
+    champion = np.ones(100, dtype=bool)
+    worse = champion.copy()
+    worse[:12] = False
+    assert not mcnemar_check(champion, worse, alpha=0.05).passed
+    slightly = champion.copy()
+    slightly[:1] = False
+    check = mcnemar_check(champion, slightly, alpha=0.05)
+    assert check.passed and "on 1" in check.detail
+    assert mcnemar_check(worse, champion, alpha=0.05).passed
 
 
-def _register(artifacts, gate: dict, tmp_path, monkeypatch):
-    from pipelines.registration import register_task
-
-    root, params = artifacts
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    params = copy.deepcopy(params)
-    params["tasks"]["tabular-dnn"]["gate"] = gate
-    return register_task(
-        parse_config(params),
-        "tabular-dnn",
-        model_dir=root / "model",
-        eval_dir=root / "eval",
-        data_dir=root / "data",
-        raw_data=root / "raw.parquet",
-        docs_dir=root / "docs",
-        out=tmp_path / "registration.json",
-    )
-
-
-def test_failed_gate_logs_the_run_but_registers_nothing(artifacts, tmp_path, monkeypatch):
-    import mlflow
-
-    result = _register(artifacts, {"min": {"accuracy": 0.9999}}, tmp_path, monkeypatch)
-    assert not result.registered and not result.gate_passed
-    assert result.gate_failures and result.gate_failures[0].startswith("accuracy")
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert client.search_registered_models() == []
-    run = client.get_run(result.run_id)
-    assert run.info.status == "FINISHED"
-    assert run.data.tags["gate"] == "failed"
-    assert json.loads((tmp_path / "registration.json").read_text())["registered"] is False
-
-
-def test_passing_gate_registers_a_champion_that_predicts_on_raw_rows(
-    artifacts, tmp_path, monkeypatch
-):
-    import mlflow
-
-    root, _ = artifacts
-    gate = {"min": {"accuracy": 0.8}, "beat_baseline": ["accuracy", "log_loss"]}
-    result = _register(artifacts, gate, tmp_path, monkeypatch)
-    assert result.registered and result.version == "1"
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    version = client.get_model_version_by_alias("tabular-dnn", "champion")
-    assert str(version.version) == "1"
-    run = client.get_run(result.run_id)
-    for tag in ("git_commit", "data_md5", "seed", "task", "family", "dataset"):
-        assert tag in run.data.tags
-    assert run.data.tags["task"] == "tabular"
-    assert {"test_accuracy", "baseline_majority_accuracy", "best_epoch", "stopped_epoch"} <= set(
-        run.data.metrics
-    )
-    history = client.get_metric_history(result.run_id, "val_loss")
-    assert len(history) == int(run.data.metrics["stopped_epoch"])
-    artifacts_logged = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"evaluation", "training", "data_docs", "preprocessing"} <= artifacts_logged
-
-    model = mlflow.pyfunc.load_model("models:/tabular-dnn@champion")
-    raw = pd.read_parquet(root / "data" / "test.parquet")
-    x = raw[model.metadata.metadata["features"]].to_numpy("float64")
-    expected = np.load(root / "eval" / "test_predictions.npy")
-    np.testing.assert_allclose(model.predict(x), expected, atol=1e-6)
-    assert model.metadata.metadata["classes"] == [0, 1]
+def test_paired_bootstrap_uses_the_tolerance():
+    rng = np.random.default_rng(0)
+    champion = rng.normal(0, 0.3, 400)
+    challenger = champion * 1.5
+    assert not bootstrap_check(champion, challenger, 0.05, 0.0, 1000, seed=1).passed
+    assert bootstrap_check(champion, challenger, 0.05, 1.0, 1000, seed=1).passed
+    assert bootstrap_check(champion, champion * 0.9, 0.05, 0.0, 1000, seed=1).passed

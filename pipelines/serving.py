@@ -1,0 +1,131 @@
+"""Using registered versions: re-verify one, score a file with one, serve one over HTTP."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines import tracking
+from pipelines.datasets import DataError, read_table
+from pipelines.lineage import dvc_lock_hashes
+
+GOLDEN_DIR = "golden"
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """`NAME@ALIAS` or `NAME/VERSION` -> (name, alias or version)."""
+    for sep in ("@", "/"):
+        if sep in ref:
+            name, _, which = ref.partition(sep)
+            if name and which:
+                return name, which
+    raise ValueError(f"expected NAME@ALIAS or NAME/VERSION, got {ref!r}")
+
+
+def verify_version(
+    ref: str, lock_path: Path, tolerance: float = 1e-6
+) -> tuple[list[str], list[str]]:
+    """Re-check a registered version: its artifacts load, its training data is still what
+    `dvc.lock` records, and it still reproduces its golden sample. Returns (ok, problems)."""
+    name, which = parse_ref(ref)
+    info = tracking.version_info(name, which)
+    ok: list[str] = [f"{name} version {info.version} (run {info.run_id}, aliases {info.aliases})"]
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            golden = tracking.download_run_artifacts(info.run_id, GOLDEN_DIR, Path(tmp))
+            inputs, expected = np.load(golden / "inputs.npy"), np.load(golden / "predictions.npy")
+            ok.append(f"golden sample present ({len(inputs)} raw inputs)")
+        except Exception as err:  # missing files surface as several MLflow/OS error types
+            problems.append(f"golden sample missing from run {info.run_id}: {err}")
+            inputs = expected = None
+        try:
+            model = tracking.load_pyfunc(f"models:/{name}/{info.version}")
+            ok.append("model artifacts load")
+        except Exception as err:
+            problems.append(f"model artifacts cannot be loaded: {type(err).__name__}: {err}")
+            model = None
+    if model is not None and inputs is not None:
+        diff = float(np.max(np.abs(np.asarray(model.predict(inputs)) - expected)))
+        (ok if diff <= tolerance else problems).append(
+            f"golden-sample parity: max |difference| {diff:.3g} (tolerance {tolerance})"
+        )
+    dataset, trained = info.tags.get("dataset"), info.tags.get("data_md5")
+    current = dvc_lock_hashes(lock_path, [f"ingest@{dataset}"])
+    if not current:
+        problems.append(f"cannot check the data: no ingest@{dataset} entry in {lock_path}")
+    elif trained in current.values():
+        ok.append(f"training data {trained} matches {lock_path}")
+    else:
+        problems.append(
+            f"the data has moved on: version trained on data MD5 {trained}, "
+            f"{lock_path} now records {', '.join(current.values())}"
+        )
+    return ok, problems
+
+
+def score_file(ref: str, input_path: Path, chunk_rows: int = 10_000) -> Path:
+    """Score a raw CSV/Parquet file with a registered model; write `<input>.predictions.parquet`
+    beside it. The file needs the model's feature columns (see its metadata)."""
+    from tqdm import tqdm
+
+    name, which = parse_ref(ref)
+    uri = f"models:/{name}/{which}" if which.isdigit() else f"models:/{name}@{which}"
+    model = tracking.load_pyfunc(uri)
+    meta = model.metadata.metadata
+    table = read_table(input_path)
+    missing = [c for c in meta["features"] if c not in table.columns]
+    if missing:
+        raise DataError(
+            f"{input_path}: missing {len(missing)} feature column(s) the model "
+            f"needs, e.g. {missing[:5]}"
+        )
+    x = table[meta["features"]].to_numpy(dtype="float64").reshape(-1, *meta["input_shape"])
+    if len(x) == 0:
+        raise DataError(f"{input_path}: no rows to score")
+    parts = []
+    with tqdm(total=len(x), unit="rows", desc=f"scoring with {uri}", file=sys.stderr) as bar:
+        for start in range(0, len(x), chunk_rows):
+            parts.append(np.asarray(model.predict(x[start : start + chunk_rows])))
+            bar.update(len(parts[-1]))
+    predictions = np.concatenate(parts)
+    if meta["classes"]:
+        out = pd.DataFrame(predictions, columns=[f"probability_{c}" for c in meta["classes"]])
+        out.insert(0, "predicted", np.asarray(meta["classes"])[predictions.argmax(axis=1)])
+    else:
+        out = pd.DataFrame({"prediction": predictions.ravel()})
+    path = input_path.with_name(f"{input_path.stem}.predictions.parquet")
+    out.to_parquet(path, index=False)
+    return path
+
+
+def serve_command(ref: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The `mlflow models serve` command line and environment for a registered model."""
+    name, which = parse_ref(ref)
+    uri = f"models:/{name}/{which}" if which.isdigit() else f"models:/{name}@{which}"
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking.tracking_uri(),
+        # the server starts uvicorn through the shell: it must find this environment's bin
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    command = [
+        str(Path(bin_dir) / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        uri,
+        "--env-manager",
+        "local",
+        "-h",
+        host,
+        "-p",
+        str(port),
+    ]
+    return command, env

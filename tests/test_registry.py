@@ -1,0 +1,220 @@
+"""Registration behind the full gate, against a real SQLite MLflow store in a temp folder.
+
+One registry is shared by the tests of this module, in file order: a first version becomes
+champion, later versions are refused for each kind of failed check, a better one is promoted,
+rollback swaps the aliases, and `verify` catches tampering."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import tracking
+from pipelines.config import parse_config
+
+NAME = "tabular-dnn"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("registry")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # MLflow keeps artifacts under ./mlruns
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        yield root
+
+
+@pytest.fixture(scope="module")
+def trained(store, _breast_cancer, raw_params):
+    """Two real models on the same split: a decent one and an untrained one."""
+    from pipelines.builders import build_model
+    from pipelines.evaluation import evaluate_task
+    from pipelines.preprocessing import SPEC_FILE, Preprocessing, split_and_fit
+    from pipelines.training import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE, train_task
+
+    raw = store / "raw.parquet"
+    _breast_cancer.to_parquet(raw, index=False)
+    params = copy.deepcopy(raw_params)
+    params["tasks"][NAME]["train"].update(max_epochs=25, learning_rate=0.01)
+    cfg = parse_config(params)
+    split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, store / "data")
+    train_task(cfg, NAME, store / "data", store / "good")
+    evaluate_task(NAME, store / "good" / MODEL_FILE, store / "data", store / "good-eval")
+
+    prep = Preprocessing.load(store / "data" / SPEC_FILE)
+    bad = build_model("dnn", {"units": [4]}, prep, cfg.task(NAME).train)
+    (store / "bad").mkdir()
+    bad.save(store / "bad" / MODEL_FILE)
+    for name in (HISTORY_FILE, SUMMARY_FILE):
+        shutil.copy(store / "good" / name, store / "bad" / name)
+    evaluate_task(NAME, store / "bad" / MODEL_FILE, store / "data", store / "bad-eval")
+    (store / "docs").mkdir()
+    (store / "docs" / "index.html").write_text("<html>docs</html>")
+    return params
+
+
+def _register(store, params, gate: dict | None = None, model="good", evaluation="good-eval"):
+    from pipelines.registration import register_task
+
+    params = copy.deepcopy(params)
+    if gate is not None:
+        params["tasks"][NAME]["gate"] = gate
+    return register_task(
+        parse_config(params),
+        NAME,
+        model_dir=store / model,
+        eval_dir=store / evaluation,
+        data_dir=store / "data",
+        raw_data=store / "raw.parquet",
+        docs_dir=store / "docs",
+        out=store / "registration.json",
+    )
+
+
+LENIENT = {"min": {"accuracy": 0.5}}
+
+
+def test_a_version_failing_thresholds_is_registered_but_not_promoted(store, trained):
+    result = _register(store, trained, {"min": {"accuracy": 0.9999}})
+    assert result.version == "1" and not result.promoted
+    assert result.gate_failures[0].startswith("accuracy")
+    assert tracking.alias_version(NAME) is None
+    info = tracking.version_info(NAME, "1")
+    assert info.tags["gate"] == "failed"
+    assert info.tags["gate.thresholds"].startswith("FAILED")
+    saved = json.loads((store / "registration.json").read_text())
+    assert saved["promoted"] is False and saved["version"] == "1"
+
+
+def test_the_first_passing_version_becomes_champion_with_lineage(store, trained):
+    import mlflow
+
+    result = _register(store, trained, LENIENT)
+    assert result.promoted and result.version == "2" and result.previous_champion is None
+    assert tracking.alias_version(NAME) == "2"
+    checks = {c["name"]: c for c in result.checks}
+    assert checks["champion"]["detail"] == "no champion yet"
+    assert "fresh process max |difference| 0" in checks["parity"]["detail"]
+    client = mlflow.MlflowClient()
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    for tag in ("git_commit", "git_dirty", "data_md5", "seed", "task", "family", "dataset"):
+        assert tag in run.data.tags
+    assert {"test_accuracy", "baseline_majority_accuracy", "best_epoch", "stopped_epoch"} <= set(
+        run.data.metrics
+    )
+    assert len(client.get_metric_history(result.run_id, "val_loss")) == int(
+        run.data.metrics["stopped_epoch"]
+    )
+    logged = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {
+        "evaluation",
+        "training",
+        "data_docs",
+        "preprocessing",
+        "golden",
+        "lineage.json",
+    } <= logged
+    lineage = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/lineage.json")
+    assert lineage["gate"]["passed"] is True and lineage["seed"] == 42
+    assert {"python", "keras", "mlflow"} <= set(lineage["versions"])
+    assert lineage["epochs"]["stopped"] >= lineage["epochs"]["best"]
+
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    raw = pd.read_parquet(store / "data" / "test.parquet")
+    x = raw[model.metadata.metadata["features"]].to_numpy("float64")
+    expected = np.load(store / "good-eval" / "test_predictions.npy")
+    np.testing.assert_allclose(model.predict(x), expected, atol=1e-6)
+
+
+def test_a_challenger_worse_than_the_champion_is_refused(store, trained):
+    result = _register(store, trained, {}, model="bad", evaluation="bad-eval")
+    assert not result.promoted
+    failed = [c for c in result.checks if not c["passed"]]
+    assert [c["name"] for c in failed] == ["champion"]
+    assert "McNemar" in failed[0]["detail"]
+    assert tracking.alias_version(NAME) == "2"
+    assert tracking.version_info(NAME, result.version).tags["gate.champion"].startswith("FAILED")
+
+
+def test_a_version_that_does_not_serve_the_pipeline_predictions_is_refused(store, trained):
+    # The pipeline's predictions come from one model, the registered artifact is another:
+    # exactly what a preprocessing step outside the model would look like.
+    result = _register(store, trained, {}, model="bad", evaluation="good-eval")
+    assert not result.promoted
+    assert [c["name"] for c in result.checks if not c["passed"]] == ["parity"]
+    assert tracking.alias_version(NAME) == "2"
+
+
+def test_an_equal_or_better_challenger_is_promoted_and_rollback_swaps(store, trained):
+    from pipelines.tracking import rollback
+
+    result = _register(store, trained, LENIENT)
+    assert result.promoted and result.previous_champion == "2"
+    assert tracking.alias_version(NAME) == result.version
+    assert tracking.alias_version(NAME, "previous-champion") == "2"
+    assert rollback(NAME) == ("2", result.version)
+    assert tracking.alias_version(NAME) == "2"
+    assert rollback(NAME) == (result.version, "2")
+
+
+def _lock(store, md5: str):
+    lock = store / "dvc.lock"
+    lock.write_text(
+        f"stages:\n  ingest@breast_cancer:\n    outs:\n    - path: raw.parquet\n      md5: {md5}\n"
+    )
+    return lock
+
+
+def test_verify_passes_on_a_good_version(store, trained):
+    from pipelines.lineage import file_md5
+    from pipelines.serving import verify_version
+
+    ok, problems = verify_version(f"{NAME}@champion", _lock(store, file_md5(store / "raw.parquet")))
+    assert problems == []
+    assert any("parity" in line for line in ok)
+
+
+def test_verify_says_when_the_data_has_moved_on(store, trained):
+    from pipelines.serving import verify_version
+
+    _, problems = verify_version(f"{NAME}@champion", _lock(store, "0" * 32))
+    assert len(problems) == 1 and "the data has moved on" in problems[0]
+
+
+def test_verify_catches_a_deleted_artifact(store, trained):
+    import mlflow
+
+    from pipelines.lineage import file_md5
+    from pipelines.serving import verify_version
+
+    info = tracking.version_info(NAME, "champion")
+    artifact_dir = mlflow.MlflowClient().get_run(info.run_id).info.artifact_uri
+    golden = artifact_dir.removeprefix("file://") + "/golden/predictions.npy"
+    os.remove(golden)
+    _, problems = verify_version(f"{NAME}@champion", _lock(store, file_md5(store / "raw.parquet")))
+    assert any("golden sample missing" in p for p in problems)
+
+
+def test_batch_scoring_writes_predictions_beside_the_input(store, trained):
+    from pipelines.datasets import DataError
+    from pipelines.serving import score_file
+
+    raw = pd.read_parquet(store / "data" / "test.parquet").drop(columns=["target"])
+    path = store / "incoming.csv"
+    raw.to_csv(path, index=False)
+    out = score_file(f"{NAME}@champion", path, chunk_rows=50)
+    assert out == store / "incoming.predictions.parquet"
+    scored = pd.read_parquet(out)
+    assert list(scored.columns) == ["predicted", "probability_0", "probability_1"]
+    assert len(scored) == len(raw)
+    np.testing.assert_allclose(scored[["probability_0", "probability_1"]].sum(axis=1), 1, rtol=1e-5)
+    raw.drop(columns=["mean_area"]).to_csv(store / "short.csv", index=False)
+    with pytest.raises(DataError, match="missing 1 feature column"):
+        score_file(f"{NAME}@champion", store / "short.csv")
