@@ -32,7 +32,8 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(store, _breast_cancer, raw_params):
-    """Two real models on the same split: a decent one and an untrained one."""
+    """Two real models on the same split: a decent one, and one that always answers the minority
+    class (worse than the champion and than the majority baseline, deterministically)."""
     from pipelines.builders import build_model
     from pipelines.evaluation import evaluate_task
     from pipelines.preprocessing import SPEC_FILE, Preprocessing, split_and_fit
@@ -49,6 +50,9 @@ def trained(store, _breast_cancer, raw_params):
 
     prep = Preprocessing.load(store / "data" / SPEC_FILE)
     bad = build_model("dnn", {"units": [4]}, prep, cfg.task(NAME).train)
+    head = bad.get_layer("probabilities")
+    kernel, _ = head.get_weights()
+    head.set_weights([np.zeros_like(kernel), np.array([5.0, -5.0], dtype="float32")])
     (store / "bad").mkdir()
     bad.save(store / "bad" / MODEL_FILE)
     for name in (HISTORY_FILE, SUMMARY_FILE):
@@ -141,6 +145,15 @@ def test_a_challenger_worse_than_the_champion_is_refused(store, trained):
     assert "McNemar" in failed[0]["detail"]
     assert tracking.alias_version(NAME) == "2"
     assert tracking.version_info(NAME, result.version).tags["gate.champion"].startswith("FAILED")
+
+
+def test_a_version_that_does_not_beat_the_baseline_is_refused(store, trained):
+    result = _register(
+        store, trained, {"beat_baseline": ["accuracy"]}, model="bad", evaluation="bad-eval"
+    )
+    assert not result.promoted
+    assert any("beats majority" in f for f in result.gate_failures)
+    assert tracking.alias_version(NAME) == "2"
 
 
 def test_a_version_that_does_not_serve_the_pipeline_predictions_is_refused(store, trained):
