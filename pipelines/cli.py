@@ -147,7 +147,7 @@ def register(
     out: Path = typer.Option(...),
     params: Params = Path("params.yaml"),
 ) -> None:
-    """Log the run to MLflow; register a `champion` version if the quality gate passes."""
+    """Log the run, register a new version, promote it to `@champion` if every check passes."""
     _run_flow(
         "register_flow",
         task_name=task,
