@@ -27,6 +27,12 @@ def parse_ref(ref: str) -> tuple[str, str]:
     raise ValueError(f"expected NAME@ALIAS or NAME/VERSION, got {ref!r}")
 
 
+def model_uri(ref: str) -> str:
+    """`NAME@ALIAS` -> `models:/NAME@ALIAS`; `NAME/VERSION` -> `models:/NAME/VERSION`."""
+    name, which = parse_ref(ref)
+    return f"models:/{name}/{which}" if which.isdigit() else f"models:/{name}@{which}"
+
+
 def verify_version(
     ref: str, lock_path: Path, tolerance: float = 1e-6
 ) -> tuple[list[str], list[str]]:
@@ -74,8 +80,7 @@ def score_file(ref: str, input_path: Path, chunk_rows: int = 10_000) -> Path:
     beside it. The file needs the model's feature columns (see its metadata)."""
     from tqdm import tqdm
 
-    name, which = parse_ref(ref)
-    uri = f"models:/{name}/{which}" if which.isdigit() else f"models:/{name}@{which}"
+    uri = model_uri(ref)
     model = tracking.load_pyfunc(uri)
     meta = model.metadata.metadata
     table = read_table(input_path)
@@ -106,8 +111,7 @@ def score_file(ref: str, input_path: Path, chunk_rows: int = 10_000) -> Path:
 
 def serve_command(ref: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
     """The `mlflow models serve` command line and environment for a registered model."""
-    name, which = parse_ref(ref)
-    uri = f"models:/{name}/{which}" if which.isdigit() else f"models:/{name}@{which}"
+    uri = model_uri(ref)
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
