@@ -193,7 +193,7 @@ def register_task(
                 "promoted": passed,
                 "previous_champion": previous,
             },
-            "git": git_state(),
+            "git": {key: tags[key] for key in ("git_commit", "git_dirty")},
             "data": {
                 "md5": tags["data_md5"],
                 "dvc_lock": dvc_lock_hashes(

@@ -13,6 +13,7 @@ import pandas as pd
 from pipelines import tracking
 from pipelines.datasets import DataError, read_table
 from pipelines.lineage import dvc_lock_hashes
+from pipelines.promotion import fresh_process_parity
 
 GOLDEN_DIR = "golden"
 
@@ -45,22 +46,21 @@ def verify_version(
     with tempfile.TemporaryDirectory() as tmp:
         try:
             golden = tracking.download_run_artifacts(info.run_id, GOLDEN_DIR, Path(tmp))
-            inputs, expected = np.load(golden / "inputs.npy"), np.load(golden / "predictions.npy")
+            inputs = np.load(golden / "inputs.npy")
+            np.load(golden / "predictions.npy")  # both halves must be there
             ok.append(f"golden sample present ({len(inputs)} raw inputs)")
         except Exception as err:  # missing files surface as several MLflow/OS error types
             problems.append(f"golden sample missing from run {info.run_id}: {err}")
-            inputs = expected = None
-        try:
-            model = tracking.load_pyfunc(f"models:/{name}/{info.version}")
-            ok.append("model artifacts load")
-        except Exception as err:
-            problems.append(f"model artifacts cannot be loaded: {type(err).__name__}: {err}")
-            model = None
-    if model is not None and inputs is not None:
-        diff = float(np.max(np.abs(np.asarray(model.predict(inputs)) - expected)))
-        (ok if diff <= tolerance else problems).append(
-            f"golden-sample parity: max |difference| {diff:.3g} (tolerance {tolerance})"
-        )
+        else:
+            # The same fresh-process check that gated the version's promotion.
+            check = fresh_process_parity(
+                tracking.tracking_uri(),
+                f"models:/{name}/{info.version}",
+                golden / "inputs.npy",
+                golden / "predictions.npy",
+                tolerance,
+            )
+            (ok if check.passed else problems).append(f"golden-sample parity: {check.detail}")
     dataset, trained = info.tags.get("dataset"), info.tags.get("data_md5")
     current = dvc_lock_hashes(lock_path, [f"ingest@{dataset}"])
     if not current:
