@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,10 +22,16 @@ server_app = typer.Typer(no_args_is_help=True, help="The on-demand local Prefect
 app.add_typer(server_app, name="prefect-server")
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    # Unwind normally, so open MLflow runs are ended FAILED and temp files are cleaned up.
+    raise SystemExit(128 + signum)
+
+
 @app.callback()
-def _quiet_native_logs() -> None:
+def _setup() -> None:
     # TensorFlow's C++ start-up chatter hides the pipeline's own output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 Params = Annotated[Path, typer.Option("--params", help="Params file.")]
@@ -35,9 +42,9 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=1)
 
 
-def _run_flow(name: str, **kwargs: Any) -> Any:
-    """Run a stage flow through Prefect (or its plain function when Prefect is off), turning
-    the pipeline's own errors into one clear message and exit code 1."""
+def _run_stage(name: str, **kwargs: Any) -> Any:
+    """Run a stage as its Prefect flow (or as the plain stage when Prefect is off, without
+    importing Prefect), turning the pipeline's own errors into one message and exit code 1."""
     from pipelines.config import ConfigError
     from pipelines.datasets import DataError
     from pipelines.orchestration import OrchestrationError, ensure_api
@@ -53,11 +60,13 @@ def _run_flow(name: str, **kwargs: Any) -> Any:
         FileNotFoundError,
     )
     try:
-        api = ensure_api()
-        from pipelines import flows
+        if ensure_api():
+            from pipelines import flows
 
-        flow = getattr(flows, name)
-        return flow(**kwargs) if api else flow.fn(**kwargs)
+            return getattr(flows, f"{name}_flow")(**kwargs)
+        from pipelines import stages
+
+        return getattr(stages, name)(**kwargs)
     except expected as err:
         _fail(str(err))
 
@@ -69,7 +78,7 @@ def ingest(
     params: Params = Path("params.yaml"),
 ) -> None:
     """Materialize DATASET (built-in source or CSV/Parquet path from params) as Parquet."""
-    _run_flow("ingest_flow", dataset=dataset, out=str(out), params=str(params))
+    _run_stage("ingest", dataset=dataset, out=str(out), params=str(params))
 
 
 @app.command()
@@ -78,14 +87,17 @@ def validate(
     data: Path = typer.Option(...),
     suite: Path = typer.Option(...),
     report_dir: Path = typer.Option(..., help="Where the Data Docs go."),
+    params: Params = Path("params.yaml"),
 ) -> None:
-    """Check DATA against its Great Expectations suite; exit 1 naming each failure."""
-    _run_flow(
-        "validate_flow",
+    """Check DATA against its Great Expectations suite, the series policy and drift from the
+    champion's training data; exit 1 naming each failure."""
+    _run_stage(
+        "validate",
         dataset=dataset,
         data=str(data),
         suite=str(suite),
         report_dir=str(report_dir),
+        params=str(params),
     )
 
 
@@ -97,9 +109,7 @@ def split(
     params: Params = Path("params.yaml"),
 ) -> None:
     """Seeded stratified split; fit normalization on the training split only."""
-    _run_flow(
-        "split_flow", dataset=dataset, data=str(data), out_dir=str(out_dir), params=str(params)
-    )
+    _run_stage("split", dataset=dataset, data=str(data), out_dir=str(out_dir), params=str(params))
 
 
 @app.command()
@@ -110,8 +120,8 @@ def train(
     params: Params = Path("params.yaml"),
 ) -> None:
     """Train TASK's model with early stopping; save it with its preprocessing inside."""
-    _run_flow(
-        "train_flow",
+    _run_stage(
+        "train",
         task_name=task,
         data_dir=str(data_dir),
         out_dir=str(out_dir),
@@ -127,8 +137,8 @@ def evaluate(
     out_dir: Path = typer.Option(...),
 ) -> None:
     """Test metrics beside the majority baseline, predictions and a confusion matrix."""
-    _run_flow(
-        "evaluate_flow",
+    _run_stage(
+        "evaluate",
         task_name=task,
         model=str(model),
         data_dir=str(data_dir),
@@ -148,8 +158,8 @@ def register(
     params: Params = Path("params.yaml"),
 ) -> None:
     """Log the run, register a new version, promote it to `@champion` if every check passes."""
-    _run_flow(
-        "register_flow",
+    _run_stage(
+        "register",
         task_name=task,
         model_dir=str(model_dir),
         eval_dir=str(eval_dir),

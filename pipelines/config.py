@@ -78,6 +78,20 @@ class DatasetConfig(_Strict):
         return self
 
 
+class DriftConfig(_Strict):
+    """Limits on drift of new data from the champion's training reference (pipelines.drift)."""
+
+    psi: float = Field(0.25, gt=0, description="Population stability index, per feature.")
+    ks: float = Field(0.2, gt=0, le=1, description="Kolmogorov-Smirnov distance, per feature.")
+    on_drift: Literal["fail", "warn"] = Field(
+        "fail", description="Beyond a limit: fail validation, or warn and go on."
+    )
+
+
+class ValidationConfig(_Strict):
+    drift: DriftConfig = DriftConfig()
+
+
 class TrainConfig(_Strict):
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     learning_rate: float = Field(1e-3, gt=0, le=10)
@@ -135,6 +149,7 @@ class TaskConfig(_Strict):
 class PipelineConfig(_Strict):
     base: BaseConfig = BaseConfig()
     paths: PathsConfig = PathsConfig()
+    validation: ValidationConfig = ValidationConfig()
     datasets: dict[str, DatasetConfig]
     tasks: dict[str, TaskConfig]
 
@@ -144,6 +159,10 @@ class PipelineConfig(_Strict):
                 f"datasets.{name}: no such dataset (known: {', '.join(self.datasets)})"
             )
         return self.datasets[name]
+
+    def tasks_of(self, dataset: str) -> list[str]:
+        """Registered model names trained on `dataset`, in params order."""
+        return [name for name, task in self.tasks.items() if task.dataset == dataset]
 
     def task(self, name: str) -> TaskConfig:
         """The entry `tasks.<name>`; its key is the registered model's name."""
@@ -212,6 +231,7 @@ __all__ = [
     "MODALITIES",
     "ConfigError",
     "DatasetConfig",
+    "DriftConfig",
     "GateConfig",
     "PipelineConfig",
     "TaskConfig",

@@ -144,11 +144,14 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
     try:
-        return reader(path)
+        table = reader(path)
     except DataError:
         raise
     except Exception as err:  # pandas/pyarrow raise many types for a damaged file
         raise DataError(f"{path}: cannot be read as {path.suffix[1:]}: {err}") from None
+    if len(table) == 0:
+        raise DataError(f"{path}: no rows (a header with {table.shape[1]} column(s) and no data)")
+    return table
 
 
 def load_source(source: str) -> pd.DataFrame:

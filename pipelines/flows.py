@@ -1,74 +1,74 @@
-"""Thin Prefect flows and tasks over the plain step functions.
+"""Thin Prefect flows and tasks over the plain stages (`pipelines.stages`).
 
 Each DVC stage runs one of these flows through the CLI. Flows take strings (paths, names) so
-their parameters show up readably in the Prefect UI; they parse the params file once and pass
-validated objects down. Import this module only after `orchestration.ensure_api()`.
+their parameters show up readably in the Prefect UI; the stage body is shared with the
+Prefect-free path, only each step becomes a Prefect task. Import this module only after
+`orchestration.ensure_api()`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.context import FlowRunContext
 
-from pipelines import datasets, evaluation, preprocessing, registration, training, validation
-from pipelines.config import load_config
+from pipelines import (
+    datasets,
+    evaluation,
+    preprocessing,
+    registration,
+    stages,
+    training,
+    validation,
+)
 
 
-def _step(fn: Any, **options: Any) -> Any:
+def _task(fn: Callable[..., Any], **options: Any) -> Any:
     return task(fn, cache_policy=NO_CACHE, **options)
 
 
-ingest_task = _step(datasets.ingest, name="ingest", retries=1, retry_delay_seconds=2)
-validate_task = _step(validation.validate_file, name="validate")
-split_task = _step(preprocessing.split_and_fit, name="split-normalize")
-train_task = _step(training.train_task, name="train")
-evaluate_task = _step(evaluation.evaluate_task, name="evaluate")
-# Not retried: a retry after a partial failure could register a second version.
-register_task = _step(registration.register_task, name="register")
+TASKS = {
+    datasets.ingest: _task(datasets.ingest, name="ingest", retries=1, retry_delay_seconds=2),
+    validation.validate_dataset: _task(validation.validate_dataset, name="validate"),
+    preprocessing.split_and_fit: _task(preprocessing.split_and_fit, name="split-normalize"),
+    training.train_task: _task(training.train_task, name="train"),
+    evaluation.evaluate_task: _task(evaluation.evaluate_task, name="evaluate"),
+    # Not retried: a retry after a partial failure could register a second version.
+    registration.register_task: _task(registration.register_task, name="register"),
+}
 
 
-def _call(step: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a task inside a flow run, or its plain function when Prefect is off."""
-    if FlowRunContext.get() is None:
-        return step.fn(*args, **kwargs)
-    return step(*args, **kwargs)
+def as_task(fn: Callable[..., Any]) -> Any:
+    return TASKS[fn]
 
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(dataset: str, out: str, params: str = "params.yaml") -> str:
-    cfg = load_config(params)
-    return str(_call(ingest_task, dataset, cfg.dataset(dataset), Path(out)))
+    return stages.ingest(dataset, out, params, step=as_task)
 
 
 @flow(name="validate", log_prints=True)
-def validate_flow(dataset: str, data: str, suite: str, report_dir: str) -> dict:
-    report = _call(validate_task, dataset, Path(data), Path(suite), Path(report_dir))
-    return asdict(report)
+def validate_flow(
+    dataset: str, data: str, suite: str, report_dir: str, params: str = "params.yaml"
+) -> dict:
+    return stages.validate(dataset, data, suite, report_dir, params, step=as_task)
 
 
 @flow(name="split-normalize", log_prints=True)
 def split_flow(dataset: str, data: str, out_dir: str, params: str = "params.yaml") -> dict:
-    cfg = load_config(params)
-    prep = _call(
-        split_task, dataset, Path(data), cfg.dataset(dataset), cfg.base.seed, Path(out_dir)
-    )
-    return asdict(prep)
+    return stages.split(dataset, data, out_dir, params, step=as_task)
 
 
 @flow(name="train", log_prints=True)
 def train_flow(task_name: str, data_dir: str, out_dir: str, params: str = "params.yaml") -> dict:
-    cfg = load_config(params)
-    return asdict(_call(train_task, cfg, task_name, Path(data_dir), Path(out_dir)))
+    return stages.train(task_name, data_dir, out_dir, params, step=as_task)
 
 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(task_name: str, model: str, data_dir: str, out_dir: str) -> dict:
-    return _call(evaluate_task, task_name, Path(model), Path(data_dir), Path(out_dir))
+    return stages.evaluate(task_name, model, data_dir, out_dir, step=as_task)
 
 
 @flow(name="register", log_prints=True)
@@ -82,16 +82,6 @@ def register_flow(
     out: str,
     params: str = "params.yaml",
 ) -> dict:
-    cfg = load_config(params)
-    result = _call(
-        register_task,
-        cfg,
-        task_name,
-        model_dir=Path(model_dir),
-        eval_dir=Path(eval_dir),
-        data_dir=Path(data_dir),
-        raw_data=Path(raw_data),
-        docs_dir=Path(docs_dir),
-        out=Path(out),
+    return stages.register(
+        task_name, model_dir, eval_dir, data_dir, raw_data, docs_dir, out, params, step=as_task
     )
-    return asdict(result)

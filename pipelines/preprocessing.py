@@ -20,6 +20,7 @@ import pandas as pd
 
 from pipelines.config import ConfigError, DatasetConfig
 from pipelines.datasets import PIXEL_PREFIX, DataError, image_shape, read_table
+from pipelines.drift import REFERENCE_FILE, drift_features, reference_profile, save_reference
 
 SPLITS = ("train", "validation", "test")
 SPEC_FILE = "preprocessing.json"
@@ -116,32 +117,74 @@ def _images(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits
     return splits, prep
 
 
-def fill_gaps(df: pd.DataFrame, time_column: str, value: str, max_gap: int) -> pd.DataFrame:
-    """Check the time index (strictly increasing, one regular step) and fill runs of at most
-    `max_gap` missing values by linear interpolation. Longer gaps are an error; missing values
-    at either end are dropped."""
-    times = df[time_column].reset_index(drop=True)
-    steps = times.diff().iloc[1:]
-    if (steps <= pd.Timedelta(0)).any():
-        where = times.iloc[1:][(steps <= pd.Timedelta(0)).to_numpy()].iloc[0]
-        raise DataError(f"time column {time_column!r} is not strictly increasing at {where}")
-    step = steps.mode().iloc[0]
-    if (steps != step).any():
-        where = times.iloc[1:][(steps != step).to_numpy()].iloc[0]
-        raise DataError(
-            f"time column {time_column!r} is irregular at {where}: a step other than {step} "
-            "(for missing measurements keep the timestamp and leave the value empty)"
-        )
-    missing = df[value].isna().reset_index(drop=True)
+def _longest_gap(values: pd.Series) -> tuple[int, int]:
+    """(length, start position) of the longest run of missing values."""
+    missing = values.isna().reset_index(drop=True)
     run_id = (missing != missing.shift()).cumsum()
     run_length = missing.groupby(run_id).transform("size").where(missing, 0)
-    longest = int(run_length.max())
-    if longest > max_gap:
-        start = times[(run_length == longest).to_numpy()].iloc[0]
-        raise DataError(
-            f"{value!r} has a gap of {longest} missing steps from {start}; "
-            f"the fill policy allows at most max_gap={max_gap}"
+    longest = int(run_length.max()) if len(run_length) else 0
+    return longest, int(np.argmax(run_length.to_numpy() == longest)) if longest else 0
+
+
+def time_index_problems(
+    df: pd.DataFrame, time_column: str, value: str, max_gap: int
+) -> list[tuple[str, str, str]]:
+    """The series policy, as (check, column, detail) for each broken rule: the time index is
+    strictly increasing with one regular step, and no run of missing values is longer than
+    `max_gap` (shorter ones are filled by interpolation)."""
+    if time_column not in df.columns or value not in df.columns or len(df) < 2:
+        return []  # the expectation suite reports missing columns and too few rows
+    times = pd.to_datetime(df[time_column], errors="coerce").reset_index(drop=True)
+    steps = times.diff().iloc[1:]
+    problems = []
+    backwards = (steps <= pd.Timedelta(0)).to_numpy()
+    if backwards.any():
+        where = times.iloc[1:][backwards]
+        problems.append(
+            (
+                "time_index_strictly_increasing",
+                time_column,
+                f"{int(backwards.sum())} step(s) go back or repeat, first at {where.iloc[0]}",
+            )
         )
+    elif len(steps) and steps.notna().all():
+        step = steps.mode().iloc[0]
+        irregular = (steps != step).to_numpy()
+        if irregular.any():
+            where = times.iloc[1:][irregular]
+            problems.append(
+                (
+                    "time_index_regular",
+                    time_column,
+                    f"{int(irregular.sum())} step(s) other than {step}, first at "
+                    f"{where.iloc[0]}, e.g. {sorted(set(map(str, steps[irregular])))[:3]} "
+                    "(for missing measurements keep the timestamp and leave the value empty)",
+                )
+            )
+    longest, start = _longest_gap(pd.to_numeric(df[value], errors="coerce"))
+    if longest > max_gap:
+        problems.append(
+            (
+                "gap_within_max_gap",
+                value,
+                f"a gap of {longest} missing steps from {times.iloc[start]}; "
+                f"the fill policy (series.max_gap) allows at most {max_gap}",
+            )
+        )
+    return problems
+
+
+def fill_gaps(df: pd.DataFrame, time_column: str, value: str, max_gap: int) -> pd.DataFrame:
+    """Check the time index (see `time_index_problems`) and fill runs of at most `max_gap`
+    missing values by linear interpolation. A broken rule is an error; missing values at either
+    end are dropped."""
+    problems = time_index_problems(df, time_column, value, max_gap)
+    if problems:
+        raise DataError(
+            "; ".join(f"{check} ({column}): {detail}" for check, column, detail in problems)
+        )
+    missing = df[value].isna().reset_index(drop=True)
+    longest, _ = _longest_gap(df[value])
     filled = df[[time_column, value]].reset_index(drop=True)
     filled[value] = filled[value].interpolate(method="linear", limit_area="inside")
     filled = filled.dropna(subset=[value]).reset_index(drop=True)
@@ -209,6 +252,8 @@ def split_and_fit(
     for part in SPLITS:
         getattr(splits, part).to_parquet(out_dir / f"{part}.parquet", index=False)
     prep.save(out_dir / SPEC_FILE)
+    reference = drift_features(splits.train, dataset.modality, dataset.label, prep.time_column)
+    save_reference(reference_profile(reference), out_dir / REFERENCE_FILE)
     sizes = {part: len(getattr(splits, part)) for part in SPLITS}
     print(f"split {data_path.name}: {sizes}; preprocessing fitted on train only")
     return prep

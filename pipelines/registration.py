@@ -12,6 +12,7 @@ import pandas as pd
 
 from pipelines import tracking
 from pipelines.config import PipelineConfig
+from pipelines.drift import REFERENCE_FILE
 from pipelines.evaluation import METRICS_FILE, PLOT_FILE, PREDICTIONS_FILE
 from pipelines.gate import apply_gate
 from pipelines.lineage import dvc_lock_hashes, file_md5, git_state, library_versions
@@ -132,12 +133,13 @@ def register_task(
                 "training": model_dir / HISTORY_FILE,
                 "data_docs": docs_dir,
                 "preprocessing": data_dir / SPEC_FILE,
+                tracking.REFERENCE_DIR: data_dir / REFERENCE_FILE,
                 GOLDEN_DIR: golden,
             },
             model_path=model_dir / MODEL_FILE,
             registered_name=name,
-            signature_input=x_test,
             model_metadata=model_metadata(name, task_cfg.task, prep),
+            model_artifacts={"reference": data_dir / REFERENCE_FILE},
         )
         checks = [Check("thresholds", thresholds.passed, "; ".join(thresholds.checks))]
         if champion_before is not None:

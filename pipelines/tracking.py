@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +16,9 @@ import pandas as pd
 
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"
+REFERENCE_DIR = "reference"
+RAW_MODEL_CODE = Path(__file__).with_name("raw_model.py")
+_PID_TAG, _HOST_TAG = "pipelines.pid", "pipelines.host"
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -39,6 +44,8 @@ def tracking_uri() -> str:
 
 
 def _mlflow():
+    # Downloads here are small; MLflow's progress bars would only clutter stage logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
@@ -52,6 +59,67 @@ class RunRecord:
     model_uri: str | None = None
     registered_name: str | None = None
     version: str | None = None
+
+
+def _process_tags() -> dict[str, str]:
+    """Who owns a run while it is RUNNING, so a later process can tell it was killed."""
+    return {_PID_TAG: str(os.getpid()), _HOST_TAG: socket.gethostname()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_abandoned_runs(experiment: str) -> list[str]:
+    """Mark FAILED every RUNNING run of `experiment` whose process (on this host) is gone, and
+    tag any model version it registered as incomplete. Returns the run ids closed.
+
+    A stage killed mid-way (SIGKILL, OOM, a lost machine) cannot close its own run; the next
+    stage that logs to the same experiment does it here."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    closed = []
+    host = socket.gethostname()
+    for run in client.search_runs(
+        [found.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+    ):
+        tags = run.data.tags
+        pid = tags.get(_PID_TAG, "")
+        if tags.get(_HOST_TAG) != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        reason = f"process {pid} on {host} ended without closing this run (killed)"
+        client.set_tag(run.info.run_id, "failure", reason)
+        client.set_terminated(run.info.run_id, status="FAILED")
+        for mv in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+            if "gate" not in mv.tags:
+                client.set_model_version_tag(
+                    mv.name, mv.version, "gate", f"incomplete: registration {reason}"
+                )
+        closed.append(run.info.run_id)
+        print(f"closed abandoned MLflow run {run.info.run_id}: {reason}")
+    return closed
+
+
+def _requirements() -> list[str]:
+    """Pinned requirements of the served model, without importing TensorFlow to infer them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for dist in ("mlflow", "keras", "tensorflow-cpu", "tensorflow", "numpy", "pandas"):
+        try:
+            pins.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return pins
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
@@ -74,21 +142,23 @@ def log_training_run(
     artifacts: Mapping[str, Path],
     model_path: Path | None = None,
     registered_name: str | None = None,
-    signature_input: np.ndarray | None = None,
     model_metadata: Mapping[str, Any] | None = None,
+    model_artifacts: Mapping[str, Path] | None = None,
 ) -> RunRecord:
     """Log one training run: params, per-epoch curves, test metrics and artifacts.
 
-    When `model_path` and `registered_name` are given, the Keras model is logged with a numpy
-    signature and registered as a new version, without any alias: promotion is a separate,
-    later step. Any error marks the run FAILED, so no run is left RUNNING.
+    When `model_path` and `registered_name` are given, the Keras model is logged behind the
+    raw-input pyfunc wrapper (`pipelines/raw_model.py`, stored as code, nothing pickled) with
+    `model_metadata` as the schema it checks requests against, and registered as a new version
+    without any alias: promotion is a separate, later step. Any error marks the run FAILED, and
+    a run whose process is killed is closed by the next logging process.
     """
     mlflow = _mlflow()
     from mlflow.entities import Metric
-    from mlflow.models import infer_signature
 
     mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name) as run:
+    close_abandoned_runs(experiment)
+    with mlflow.start_run(run_name=run_name, tags=_process_tags()) as run:
         client = mlflow.MlflowClient()
         flat = _flatten("", params, {})
         mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
@@ -111,13 +181,19 @@ def log_training_run(
         record = RunRecord(run.info.run_id, run.info.experiment_id)
         if model_path is None or registered_name is None:
             return record
-        import keras
+        from pipelines.raw_model import KERAS_ARTIFACT
 
-        model = keras.saving.load_model(model_path, safe_mode=True)
-        example = np.asarray(signature_input[:5], dtype="float64")
-        signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
-        info = mlflow.keras.log_model(
-            model, name="model", signature=signature, metadata=dict(model_metadata or {})
+        schema = dict(model_metadata or {})
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(RAW_MODEL_CODE),
+            artifacts={
+                KERAS_ARTIFACT: str(model_path),
+                **{k: str(v) for k, v in (model_artifacts or {}).items()},
+            },
+            model_config=schema,
+            metadata=schema,
+            pip_requirements=_requirements(),
         )
         version = mlflow.register_model(info.model_uri, registered_name)
         tag_version(registered_name, str(version.version), {**tags, "run_id": run.info.run_id})
@@ -128,6 +204,74 @@ def log_training_run(
             registered_name,
             str(version.version),
         )
+
+
+def log_failed_run(
+    *,
+    experiment: str,
+    run_name: str,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str],
+    history: pd.DataFrame,
+    reason: str,
+) -> str:
+    """Record a training that failed (e.g. diverged) as a FAILED run with its curves."""
+    mlflow = _mlflow()
+    mlflow.set_experiment(experiment)
+    run = mlflow.start_run(run_name=run_name, tags={**tags, **_process_tags(), "failure": reason})
+    try:
+        mlflow.log_params({k: str(v)[:500] for k, v in _flatten("", params, {}).items()})
+        for _, row in history.iterrows():
+            finite = {k: float(v) for k, v in row.items() if k != "epoch" and np.isfinite(float(v))}
+            mlflow.log_metrics(finite, step=int(row["epoch"]))
+    finally:
+        mlflow.end_run(status="FAILED")
+    return run.info.run_id
+
+
+def log_validation_run(
+    *,
+    experiment: str,
+    run_name: str,
+    tags: Mapping[str, str],
+    metrics: Mapping[str, float],
+    docs_dir: Path,
+    success: bool,
+) -> str:
+    """One run per validation: Data Docs, summary and drift scores; FAILED when the data did
+    not pass, so failed validations stand out in the MLflow UI."""
+    mlflow = _mlflow()
+    mlflow.set_experiment(experiment)
+    close_abandoned_runs(experiment)
+    run = mlflow.start_run(run_name=run_name, tags={**tags, **_process_tags()})
+    status = "FAILED"
+    try:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        mlflow.log_artifacts(str(docs_dir), artifact_path="data_docs")
+        status = "FINISHED" if success else "FAILED"
+    finally:
+        mlflow.end_run(status=status)
+    return run.info.run_id
+
+
+def champion_reference(names: list[str], dest: Path) -> tuple[str, dict[str, Any]] | None:
+    """The training reference (`pipelines.drift`) of the first of `names` that has a champion
+    carrying one: ("NAME version N (@champion)", profile), or None."""
+    from pipelines.drift import REFERENCE_FILE
+
+    for name in names:
+        version = alias_version(name)
+        if version is None:
+            continue
+        info = version_info(name, version)
+        try:
+            path = download_run_artifacts(
+                info.run_id, f"{REFERENCE_DIR}/{REFERENCE_FILE}", dest / name
+            )
+        except Exception:  # a version registered before references existed
+            continue
+        return f"{name} version {version} (@{CHAMPION})", json.loads(Path(path).read_text())
+    return None
 
 
 def load_pyfunc(model_uri: str):

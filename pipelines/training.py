@@ -43,6 +43,27 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def _record_divergence(cfg: PipelineConfig, task: str, curves: pd.DataFrame, reason: str) -> None:
+    """Leave a FAILED MLflow run with the curves up to the divergence, for the post-mortem."""
+    from pipelines import tracking
+
+    task_cfg = cfg.task(task)
+    run_id = tracking.log_failed_run(
+        experiment=cfg.base.experiment,
+        run_name=f"{task}-seed{cfg.base.seed}-diverged",
+        params={
+            "family": task_cfg.family,
+            "seed": cfg.base.seed,
+            "model": cfg.model_params(task).model_dump(),
+            "train": task_cfg.train.model_dump(),
+        },
+        tags={"stage": "train", "model_name": task, "family": task_cfg.family},
+        history=curves,
+        reason=f"diverged: {reason}",
+    )
+    print(f"MLflow run {run_id} marked FAILED: {reason}")
+
+
 def train_task(cfg: PipelineConfig, task: str, data_dir: Path, out_dir: Path) -> TrainingSummary:
     """Build the task's model from params, fit it with early stopping on validation loss
     (best weights restored) and save model, per-epoch history and a summary to `out_dir`."""
@@ -77,10 +98,14 @@ def train_task(cfg: PipelineConfig, task: str, data_dir: Path, out_dir: Path) ->
     curves = pd.DataFrame(history.history)
     curves.insert(0, "epoch", range(1, len(curves) + 1))
     bad = curves[~np.isfinite(curves[["loss", "val_loss"]]).all(axis=1)]
-    if len(bad):
+    if len(bad) or len(curves) == 0:
+        epoch = int(bad["epoch"].iloc[0]) if len(bad) else 1
+        loss = bad["loss"].iloc[0] if len(bad) else float("nan")
+        _record_divergence(cfg, task, curves, f"loss became {loss} at epoch {epoch}")
         raise TrainingDiverged(
-            f"{task}: loss became {bad['loss'].iloc[0]} at epoch {int(bad['epoch'].iloc[0])} "
-            f"(learning_rate={task_cfg.train.learning_rate}); nothing was saved"
+            f"{task}: loss became {loss} at epoch {epoch} "
+            f"(learning_rate={task_cfg.train.learning_rate}); training stopped (TerminateOnNaN), "
+            "nothing was saved or registered; the MLflow run is marked FAILED"
         )
     best = int(curves["val_loss"].idxmin())
     summary = TrainingSummary(

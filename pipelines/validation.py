@@ -3,6 +3,11 @@
 Suites are GX's own JSON (`gx/expectations/<dataset>.json`), kept in the repo and reviewed like
 code. `propose_suite` drafts one from a trusted reference file; a person reviews and commits
 it. `validate_file` runs a suite, writes Data Docs and raises with every failed expectation.
+
+`validate_dataset` is the validate stage: the suite, then the series policy from params (a
+regular time index, no gap wider than `max_gap`), then drift against the champion's training
+reference (`pipelines.drift`). It writes Data Docs, `summary.json` and `drift.json` under the
+report folder and logs them, with the drift scores as metrics, to an MLflow run per validation.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines.config import PipelineConfig
 from pipelines.datasets import read_table
 
 SUMMARY_FILE = "summary.json"
@@ -44,6 +51,18 @@ class ValidationReport:
     evaluated: int
     failures: list[Failure] = field(default_factory=list)
     docs: str | None = None
+    warnings: list[Failure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def error(self, data_path: Path, suite_path: Path) -> ValidationFailed:
+        lines = "\n".join(f"  - {f}" for f in self.failures)
+        return ValidationFailed(
+            f"{data_path} failed {len(self.failures)} of {self.evaluated} checks "
+            f"(suite {suite_path}):\n{lines}\nData Docs: {self.docs}"
+        )
+
+    def save(self, report_dir: Path) -> None:
+        (report_dir / SUMMARY_FILE).write_text(json.dumps(asdict(self), indent=2, default=str))
 
 
 def _gx():
@@ -82,10 +101,54 @@ def _build_suite(gx: Any, suite: dict[str, Any]) -> Any:
     )
 
 
+def _column_diff(observed: list[str], expected: list[str]) -> str:
+    missing = [c for c in expected if c not in observed]
+    extra = [c for c in observed if c not in expected]
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} column(s) {missing[:8]}")
+    if extra:
+        parts.append(f"unexpected {len(extra)} column(s) {extra[:8]}")
+    if not parts:
+        at = next(i for i, (a, b) in enumerate(zip(observed, expected, strict=False)) if a != b)
+        parts.append(f"out of order: {observed[at]!r} at position {at}, not {expected[at]!r}")
+    return f"{'; '.join(parts)} (expected {len(expected)} columns, got {len(observed)})"
+
+
+def _non_numeric_examples(df: pd.DataFrame, failure: Failure) -> Failure:
+    """A type failure on a column that should be numeric: show a few values that are not."""
+    column = failure.column
+    if column not in df.columns or pd.api.types.is_numeric_dtype(df[column]):
+        return failure
+    values = df[column]
+    bad = values[pd.to_numeric(values, errors="coerce").isna() & values.notna()]
+    if not len(bad):
+        return failure
+    examples = bad.drop_duplicates().head(5).tolist()
+    detail = f"{failure.detail}; {len(bad)} value(s) are not numbers, e.g. {examples}"
+    return Failure(failure.expectation, column, detail)
+
+
+def _exception_message(info: Any) -> str | None:
+    """GX keeps evaluation errors flat or keyed by metric; return the first message."""
+    if not isinstance(info, dict):
+        return None
+    if info.get("exception_message"):
+        return str(info["exception_message"]).strip().splitlines()[-1][:300]
+    for inner in info.values():
+        found = _exception_message(inner)
+        if found:
+            return found
+    return None
+
+
 def _describe(result: Any) -> Failure:
     cfg = result.expectation_config
     res = result.result or {}
     column = cfg.kwargs.get("column")
+    if cfg.type == "expect_table_columns_to_match_ordered_list" and "observed_value" in res:
+        detail = _column_diff(res["observed_value"], cfg.kwargs["column_list"])
+        return Failure(cfg.type, None, detail)
     if res.get("unexpected_count") is not None:
         examples = [v for v in (res.get("partial_unexpected_list") or [])[:5]]
         detail = (
@@ -95,8 +158,8 @@ def _describe(result: Any) -> Failure:
     elif "observed_value" in res:
         expected = {k: v for k, v in cfg.kwargs.items() if k not in ("column", "batch_id")}
         detail = f"observed {res['observed_value']!r}, expected {expected}"
-    elif result.exception_info and result.exception_info.get("raised_exception"):
-        detail = f"could not be evaluated: {result.exception_info.get('exception_message')}"
+    elif _exception_message(result.exception_info):
+        detail = f"could not be evaluated: {_exception_message(result.exception_info)}"
     else:
         detail = f"failed with {res}"
     return Failure(cfg.type, column, detail)
@@ -144,27 +207,112 @@ def validate_frame(
     outcome = checkpoint.run(batch_parameters={"dataframe": df})
     results = [r for vr in outcome.run_results.values() for r in vr.results]
     failures = [_describe(r) for r in results if not r.success]
+    failures = [
+        _non_numeric_examples(df, f) if f.expectation == "expect_column_values_to_be_of_type" else f
+        for f in failures
+    ]
     report = ValidationReport(
         dataset, bool(outcome.success), len(results), failures, str(report_dir / "index.html")
     )
-    (report_dir / SUMMARY_FILE).write_text(json.dumps(asdict(report), indent=2, default=str))
+    report.save(report_dir)
     return report
 
 
 def validate_file(
     dataset: str, data_path: Path, suite_path: Path, report_dir: Path
 ) -> ValidationReport:
-    """Validate a data file; raise `ValidationFailed` naming every failed expectation."""
+    """Validate a data file against its suite; raise `ValidationFailed` naming every failed
+    expectation."""
     report = validate_frame(read_table(data_path), dataset, suite_path, report_dir)
     if not report.success:
-        lines = "\n".join(f"  - {f}" for f in report.failures)
-        raise ValidationFailed(
-            f"{data_path} failed {len(report.failures)} of {report.evaluated} expectations "
-            f"in {suite_path}:\n{lines}\nData Docs: {report.docs}"
-        )
+        raise report.error(data_path, suite_path)
     print(
         f"validated {data_path}: {report.evaluated} expectations passed; Data Docs: {report.docs}"
     )
+    return report
+
+
+def _drift(
+    cfg: PipelineConfig, name: str, df: pd.DataFrame, report_dir: Path
+) -> tuple[list[Failure], list[str], dict[str, float]]:
+    """Drift of `df` against the first champion trained on this dataset that carries a
+    reference: (breaches, notes, metrics)."""
+    from pipelines import tracking
+    from pipelines.drift import DRIFT_FILE, drift_features, score_drift
+
+    dataset, limits = cfg.dataset(name), cfg.validation.drift
+    models = cfg.tasks_of(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        found = tracking.champion_reference(models, Path(tmp))
+    if found is None:
+        return [], [f"drift not checked: no champion of {models} with a training reference yet"], {}
+    source, profile = found
+    time_column = dataset.series.time_column if dataset.series else None
+    features = drift_features(df, dataset.modality, dataset.label, time_column)
+    report = score_drift(profile, features, limits.psi, limits.ks, source)
+    report.save(report_dir / DRIFT_FILE)
+    breaches = [Failure("drift", f.feature, report.describe(f)) for f in report.breaches]
+    worst = max(report.features, key=lambda f: f.psi, default=None)
+    note = f"drift against {source}: {len(report.features)} features, {len(breaches)} over limits"
+    if worst is not None:
+        note += f"; largest PSI {worst.psi:.3f} ({worst.feature})"
+    return breaches, [note], report.metrics()
+
+
+def validate_dataset(
+    cfg: PipelineConfig, name: str, data_path: Path, suite_path: Path, report_dir: Path
+) -> ValidationReport:
+    """The validate stage: suite, series policy and drift; logged to MLflow; raises
+    `ValidationFailed` naming every failure (Data Docs are written either way)."""
+    from pipelines import tracking
+    from pipelines.preprocessing import time_index_problems
+
+    dataset = cfg.dataset(name)
+    df = read_table(data_path)
+    suite_report = validate_frame(df, name, suite_path, report_dir)
+    failures, evaluated = list(suite_report.failures), suite_report.evaluated
+    if dataset.series is not None:
+        series = dataset.series
+        problems = time_index_problems(df, series.time_column, dataset.label, series.max_gap)
+        failures += [Failure(check, column, detail) for check, column, detail in problems]
+        evaluated += 3
+    breaches, notes, metrics = _drift(cfg, name, df, report_dir.resolve())
+    evaluated += len([k for k in metrics if k.startswith("drift_psi.")])
+    warnings: list[Failure] = []
+    if cfg.validation.drift.on_drift == "fail":
+        failures += breaches
+    else:
+        warnings += breaches
+    report = ValidationReport(
+        name, not failures, evaluated, failures, suite_report.docs, warnings, notes
+    )
+    report.save(report_dir.resolve())
+    tracking.log_validation_run(
+        experiment=cfg.base.experiment,
+        run_name=f"validate-{name}",
+        tags={
+            "stage": "validate",
+            "dataset": name,
+            "data_path": str(data_path),
+            "outcome": "passed" if report.success else "failed",
+            **({"failures": " | ".join(map(str, failures))[:5000]} if failures else {}),
+        },
+        metrics={
+            "rows": float(len(df)),
+            "checks_evaluated": float(evaluated),
+            "checks_failed": float(len(failures)),
+            **metrics,
+        },
+        docs_dir=report_dir,
+        success=report.success,
+    )
+    for note in notes:
+        print(note)
+    for warning in warnings:
+        print(f"WARNING {warning}")
+    if not report.success:
+        raise report.error(data_path, suite_path)
+    print(f"validated {data_path}: {evaluated} checks passed; Data Docs: {report.docs}")
     return report
 
 
@@ -189,7 +337,8 @@ def propose_suite(
     """Draft a suite from a trusted reference table.
 
     Every modality gets the schema (ordered columns, types), row-count bounds and value ranges.
-    Tabular data: no nulls, ranges widened by `margin` of the observed range, the label set.
+    Tables and images: at most 1% duplicated rows beyond the reference's own.
+    Tabular: no nulls, ranges widened by `margin` of the observed range, the label set.
     Images: no nulls, pixel values within the observed range (not widened), the label set.
     Series: a unique, increasing time column; the value column may miss as many values as the
     reference does (gaps are filled later under `max_gap`), and its range is widened.
@@ -208,6 +357,15 @@ def propose_suite(
             "expect_table_row_count_to_be_between", min_value=max(1, rows // 2), max_value=rows * 20
         ),
     ]
+    if modality != "sequence":
+        duplicates = float(df.duplicated().mean())
+        expectations.append(
+            expect(
+                "expect_compound_columns_to_be_unique",
+                column_list=list(df.columns),
+                mostly=max(0.0, math.floor((0.99 - duplicates) * 100) / 100),
+            )
+        )
     pad_share = 0.0 if modality == "images" else margin
     pixels = [c for c in df.columns if c != label] if modality == "images" else []
     # One range for every pixel: a corner pixel that happens to be always 0 may still be lit.

@@ -1,0 +1,114 @@
+"""The registered model's pyfunc wrapper: raw request in, answer in original units out.
+
+MLflow stores this file with every registered version ("models from code") and runs it when the
+version is loaded, so it must stand alone: it imports numpy, pandas, keras and mlflow only,
+never the `pipelines` package, and nothing is pickled. The Keras model beside it (preprocessing
+inside) loads in safe mode.
+
+Before predicting, every request is checked against the training schema the version carries
+(`model_config`: feature names, input shape, modality). A bad request gets an
+`MlflowException` with INVALID_PARAMETER_VALUE, which `mlflow models serve` answers with HTTP 400
+and the message, instead of a stack trace or a silent garbage prediction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+KERAS_ARTIFACT = "keras_model"
+
+
+def _bad_request(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _describe_shape(config: dict[str, Any]) -> str:
+    shape = tuple(config["input_shape"])
+    features = config["features"]
+    if config["modality"] == "tabular":
+        names = ", ".join(features[:3]) + (", ..." if len(features) > 3 else "")
+        return f"(n, {shape[0]}): rows of {shape[0]} raw features ({names})"
+    if config["modality"] == "images":
+        return f"(n, {shape[0]}, {shape[1]}): raw pixel arrays"
+    return f"(n, {shape[0]}) or (n, {', '.join(map(str, shape))}): raw windows, oldest value first"
+
+
+def check_request(model_input: Any, config: dict[str, Any]) -> np.ndarray:
+    """Turn a request into a float64 batch of shape (n, *input_shape), or raise naming the
+    problem: empty batch, missing columns, non-numeric values, wrong shape, NaN or inf."""
+    name = config.get("model_name", "this model")
+    shape = tuple(int(d) for d in config["input_shape"])
+    features = list(config["features"])
+    expected = _describe_shape(config)
+    if isinstance(model_input, dict) and len(model_input) == 1:
+        model_input = next(iter(model_input.values()))
+    if isinstance(model_input, pd.DataFrame):
+        named = [c for c in model_input.columns if isinstance(c, str)]
+        if named:
+            missing = [f for f in features if f not in model_input.columns]
+            if missing:
+                raise _bad_request(
+                    f"{name}: request is missing {len(missing)} feature column(s), "
+                    f"e.g. {missing[:5]}; it takes {expected}"
+                )
+            model_input = model_input[features]
+        model_input = model_input.to_numpy()
+    try:
+        batch = np.asarray(model_input)
+    except ValueError as err:  # ragged nested lists
+        raise _bad_request(f"{name}: rows of unequal length ({err}); it takes {expected}") from None
+    if batch.size == 0 or batch.ndim == 0:
+        raise _bad_request(f"{name}: empty batch; send at least one row of shape {expected}")
+    if batch.dtype.kind not in "biuf":
+        flat = batch.reshape(-1)
+        for i, value in enumerate(flat):
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                where = np.unravel_index(i, batch.shape)
+                raise _bad_request(
+                    f"{name}: non-numeric value {value!r} at index {list(map(int, where))}; "
+                    f"it takes numbers, shape {expected}"
+                ) from None
+        batch = batch.astype("float64")
+    if batch.ndim == 2 and len(shape) > 1 and batch.shape[1] == int(np.prod(shape)):
+        batch = batch.reshape(-1, *shape)  # flat rows of an image or a window
+    if tuple(batch.shape[1:]) != shape:
+        raise _bad_request(f"{name}: input of shape {batch.shape}; it takes {expected}")
+    batch = batch.astype("float64", copy=False)
+    finite = np.isfinite(batch)
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        row = int(bad[0][0])
+        cell = int(np.ravel_multi_index(tuple(bad[0][1:]), shape)) if len(shape) else 0
+        feature = features[cell] if cell < len(features) else f"position {cell}"
+        raise _bad_request(
+            f"{name}: {len(bad)} NaN or infinite value(s), first at row {row}, "
+            f"feature {feature!r}; every value must be a finite number"
+        )
+    return batch
+
+
+class RawInputModel(mlflow.pyfunc.PythonModel):
+    """The Keras model (preprocessing inside) behind request checks."""
+
+    def load_context(self, context: Any) -> None:
+        import keras
+
+        self.config = dict(context.model_config or {})
+        self.model = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], safe_mode=True)
+
+    # No type hints on purpose: MLflow would derive a schema from them and check requests
+    # itself, before (and less clearly than) `check_request`.
+    def predict(self, context, model_input, params=None):
+        batch = check_request(model_input, self.config)
+        return np.asarray(self.model.predict(batch, verbose=0))
+
+
+mlflow.models.set_model(RawInputModel())
