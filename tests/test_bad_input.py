@@ -495,3 +495,19 @@ def test_good_requests_in_every_accepted_form_agree(champion, rows):
     np.testing.assert_array_equal(champion.predict(as_frame), expected)  # columns by name
     np.testing.assert_array_equal(champion.predict(rows.astype(int)), champion.predict(rows // 1))
     np.testing.assert_array_equal(champion.predict(rows.tolist()), expected)
+
+
+def test_the_registered_model_is_code_plus_a_keras_file_never_a_pickle(project):
+    import mlflow
+
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{NAME}@champion", dst_path=str(project / "dl")
+        )
+    )
+    files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+    assert not [f for f in files if f.endswith((".pkl", ".pickle"))], files
+    assert {"MLmodel", "artifacts/model.keras", "artifacts/reference.json"} <= set(files), files
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    assert mlmodel["flavors"]["python_function"]["model_code_path"].endswith("raw_model.py")
+    assert mlmodel["metadata"]["features"][0] == "mean_radius"

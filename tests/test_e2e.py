@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -214,7 +215,6 @@ def test_fresh_process_serves_raw_inputs_like_the_pipeline(project, name):
 def test_champion_is_served_over_http(project):
     """The real `mlflow models serve` (through `pipelines serve`) answers raw JSON with the
     golden predictions, and a malformed request with a 4xx and a message."""
-    import signal
     import time
     import urllib.error
     import urllib.request
@@ -262,10 +262,19 @@ def test_champion_is_served_over_http(project):
         got = np.asarray(json.loads(body)["predictions"])
         want = np.load(project.root / f"reports/{MODEL}/test_predictions.npy")[:16]
         assert np.abs(got - want).max() <= 1e-6
-        status, body = post({"inputs": [[1.0, 2.0, 3.0]]})
-        assert 400 <= status < 500 and "shape" in body.lower(), body
-        status, body = post({"inputs": [["a"] * 30]})
-        assert 400 <= status < 500, body
+        bad_requests = [
+            ({"inputs": [[1.0, 2.0, 3.0]]}, "input of shape (1, 3); it takes (n, 30)"),
+            ({"inputs": [["a"] * 30]}, "non-numeric value 'a' at index [0, 0]"),
+            ({"inputs": []}, "empty batch"),
+            ({"inputs": [[float("nan")] + [1.0] * 29]}, "1 NaN or infinite value(s)"),
+        ]
+        for payload, fragment in bad_requests:
+            status, body = post(payload)
+            assert status == 400, body
+            answer = json.loads(body)
+            assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
+            assert f"{MODEL}: " in answer["message"] and fragment in answer["message"], body
+            assert "stack_trace" not in answer and "Traceback" not in body
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -308,6 +317,35 @@ def test_same_seed_and_params_give_the_same_metrics(project):
     assert project.metrics() == first
     np.testing.assert_array_equal(np.load(predictions), first_proba)
     project.repro()
+
+
+def test_a_repro_killed_mid_training_recovers_on_the_next_repro(project):
+    project.set_param("tasks.tabular-dnn.train.learning_rate", 0.002)
+    proc = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=project.root,
+        env=project.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("Epoch 5/"):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert any(line.startswith("Epoch 5/") for line in seen), "".join(seen[-30:])
+    status = _sh(["dvc", "status"], project.root, project.env).stdout
+    assert "train@tabular-dnn" in status, status  # the half-done stage is not trusted
+    out = project.repro()
+    assert {"train@tabular-dnn", "register@tabular-dnn"} <= _stages_run(out)
+    assert "Data and pipelines are up to date" in project.repro()
+    client = project.client()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(experiments, "attributes.status = 'RUNNING'") == []
 
 
 def test_bad_data_stops_at_validation_and_registers_nothing(project, breast_cancer):

@@ -1,0 +1,154 @@
+"""Training faults, for real: a diverging run is stopped and recorded as FAILED, and a process
+killed mid-way leaves neither a half-written model nor an MLflow run stuck in RUNNING."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines import tracking
+
+NAME = "tabular-dnn"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, _breast_cancer, raw_params):
+    """A split dataset and an empty SQLite MLflow store in a temp folder."""
+    from pipelines.config import parse_config
+    from pipelines.preprocessing import split_and_fit
+
+    root = tmp_path_factory.mktemp("faults")
+    raw = root / "raw.parquet"
+    _breast_cancer.to_parquet(raw, index=False)
+    cfg = parse_config(raw_params)
+    split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, root / "data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("PIPELINES_PREFECT", "off")
+        yield root
+
+
+def _params(store: Path, raw_params: dict, name: str, **train) -> Path:
+    params = copy.deepcopy(raw_params)
+    params["tasks"][NAME]["train"].update(train)
+    if train.get("optimizer") == "sgd":
+        params["tasks"][NAME]["model"]["activation"] = "relu"
+    path = store / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", *args]
+
+
+def test_a_diverging_run_stops_is_marked_failed_and_nothing_is_saved(store, raw_params):
+    import mlflow
+
+    params = _params(store, raw_params, "huge-lr", optimizer="sgd", learning_rate=10.0)
+    out = store / "diverged"
+    proc = subprocess.run(
+        _cli("train", NAME, "--data-dir", "data", "--out-dir", str(out), "--params", str(params)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Invalid loss, terminating training" in proc.stdout  # Keras' TerminateOnNaN
+    assert "training stopped (TerminateOnNaN)" in proc.stderr
+    assert "learning_rate=10.0" in proc.stderr
+    assert not (out / "model.keras").exists()
+    assert not list(out.glob("*.tmp*")) if out.exists() else True
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["status"] == "FAILED"
+    assert run["tags.failure"].startswith("diverged: loss became")
+    assert run["params.train.learning_rate"] == "10.0"
+    assert mlflow.MlflowClient().search_registered_models() == []
+
+
+def test_a_training_killed_mid_epoch_leaves_no_model_file(store, raw_params):
+    params = _params(store, raw_params, "long", max_epochs=400, patience=400)
+    out = store / "killed"
+    proc = subprocess.Popen(
+        _cli("train", NAME, "--data-dir", "data", "--out-dir", str(out), "--params", str(params)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("Epoch 4/"):
+            break
+    proc.kill()
+    proc.wait(timeout=30)
+    assert any(line.startswith("Epoch 4/") for line in seen), "".join(seen[-20:])
+    assert not out.exists() or not any(out.iterdir()), sorted(out.iterdir())
+
+
+_HOLD_A_RUN = """
+import os, signal, sys, time
+import mlflow
+from pipelines import tracking
+from pipelines.cli import _exit_on_sigterm
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
+mlflow.set_tracking_uri(tracking.tracking_uri())
+mlflow.set_experiment("faults")
+with mlflow.start_run(tags=tracking._process_tags()) as run:
+    print(run.info.run_id, flush=True)
+    time.sleep(120)
+"""
+
+
+def _start_holder() -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_A_RUN], stdout=subprocess.PIPE, text=True)
+    run_id = proc.stdout.readline().strip()
+    assert run_id, "the helper process did not start its run"
+    return proc, run_id
+
+
+def _status(run_id: str) -> str:
+    import mlflow
+
+    return mlflow.MlflowClient().get_run(run_id).info.status
+
+
+def test_sigterm_ends_the_open_run_as_failed(store):
+    proc, run_id = _start_holder()
+    assert _status(run_id) == "RUNNING"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert _status(run_id) == "FAILED"
+
+
+def test_a_run_whose_process_was_killed_is_closed_by_the_next_one(store):
+    import mlflow
+
+    proc, run_id = _start_holder()
+    os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
+    proc.wait(timeout=30)
+    time.sleep(0.2)
+    assert _status(run_id) == "RUNNING"
+    alive, alive_id = _start_holder()  # a live run must be left alone
+    try:
+        assert tracking.close_abandoned_runs("faults") == [run_id]
+        assert _status(run_id) == "FAILED"
+        assert (
+            "ended without closing this run"
+            in mlflow.MlflowClient().get_run(run_id).data.tags["failure"]
+        )
+        assert _status(alive_id) == "RUNNING"
+    finally:
+        alive.kill()
+        alive.wait(timeout=30)
