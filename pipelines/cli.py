@@ -310,6 +310,99 @@ def serve(
     os.execvpe(command[0], command, env)
 
 
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key or not rest:
+            _fail(f"{what}: expected NAME=VALUE, got {value!r}")
+        pairs[key] = rest
+    return pairs
+
+
+@app.command()
+def retrain(
+    task: list[str] = typer.Option(None, "--task", help="Model to retrain (repeat; default all)."),
+    source: list[str] = typer.Option(
+        None, "--source", help="DATASET=PATH: train on a new file (recorded in params.yaml)."
+    ),
+    runner: str = typer.Option(None, help="sequential | threads | dask (default: params)."),
+    push: bool = typer.Option(True, help="dvc push when a remote is configured."),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Run the retraining flow now: the DVC stages as one Prefect flow, models side by side on
+    the configured task runner, dvc.lock committed, data pushed, a summary artifact."""
+    from pipelines.config import ConfigError
+    from pipelines.orchestration import OrchestrationError, ensure_api
+
+    if runner not in (None, "sequential", "threads", "dask"):
+        _fail(f"--runner: expected sequential, threads or dask, not {runner!r}")
+    try:
+        ensure_api()
+        from pipelines.retrain import retrain as flow
+
+        result = flow(
+            tasks=task or None,
+            sources=_pairs(source or [], "--source") or None,
+            runner=runner,
+            push=push,
+            params=str(params),
+        )
+    except (ConfigError, OrchestrationError, RuntimeError, KeyError) as err:
+        _fail(str(err))
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def deploy(
+    name: str = typer.Option("scheduled", help="Deployment name."),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Create (or update) the scheduled retraining deployment on the Prefect server in
+    PREFECT_API_URL (or the local one): cron, timezone and work pool from params.yaml
+    `orchestration`. Start a worker with `prefect worker start --pool <work_pool>`."""
+    import subprocess
+
+    from pipelines.config import ConfigError, load_config
+    from pipelines.orchestration import OrchestrationError, ensure_api
+    from pipelines.tracking import project_root
+
+    try:
+        orch = load_config(params).orchestration
+        api = ensure_api()
+    except (ConfigError, OrchestrationError) as err:
+        _fail(str(err))
+    if not api:
+        _fail("a deployment needs a Prefect server: unset PIPELINES_PREFECT=off")
+    prefect = Path(sys.executable).with_name("prefect")
+    subprocess.run(
+        [str(prefect), "work-pool", "create", orch.work_pool, "--type", "process"],
+        capture_output=True,
+        check=False,
+    )
+    from prefect import flow
+    from prefect.schedules import Cron
+
+    root = project_root()
+    deployment_id = flow.from_source(
+        source=str(root), entrypoint="pipelines/retrain.py:retrain"
+    ).deploy(
+        name=name,
+        work_pool_name=orch.work_pool,
+        schedules=[Cron(orch.schedule, timezone=orch.timezone)],
+        parameters={"params": str(params)},
+        build=False,
+        push=False,
+        print_next_steps=False,
+    )
+    typer.echo(
+        f"deployment retrain/{name} ({deployment_id}) on work pool {orch.work_pool!r}, "
+        f"schedule {orch.schedule!r} ({orch.timezone}); start a worker: "
+        f"prefect worker start --pool {orch.work_pool}; run now: "
+        f"prefect deployment run retrain/{name} --watch"
+    )
+
+
 @server_app.command("start")
 def server_start() -> None:
     """Start the local Prefect server (or reuse a running one) and print its API URL."""

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipelines.builders import FAMILIES, MODALITIES, family_spec
 from pipelines.metrics import METRIC_DIRECTIONS
@@ -92,12 +99,50 @@ class ValidationConfig(_Strict):
     drift: DriftConfig = DriftConfig()
 
 
+_DISTRIBUTE = ("none", "mirrored")
+
+
 class TrainConfig(_Strict):
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     learning_rate: float = Field(1e-3, gt=0, le=10)
     batch_size: int = Field(32, ge=1)
     max_epochs: int = Field(200, ge=1)
     patience: int = Field(10, ge=0)
+    distribute: str = Field(
+        "none", description="tf.distribute strategy: none (one device), mirrored (GPUs of a node)."
+    )
+
+    @field_validator("distribute")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value in ("multi_worker_mirrored", "multiworkermirrored"):
+            raise ValueError(
+                "multi_worker_mirrored is broken with Keras 3 (keras-team/keras#20585); "
+                "scale out across machines with orchestration.task_runner: dask instead"
+            )
+        if value not in _DISTRIBUTE:
+            raise ValueError(f"unknown strategy {value!r} (known: {', '.join(_DISTRIBUTE)})")
+        return value
+
+
+class OrchestrationConfig(_Strict):
+    """The retraining flow (`pipelines retrain`) and its scheduled deployment."""
+
+    schedule: str = Field("0 3 * * 1", description="Cron of the retraining deployment (UTC).")
+    timezone: str = "UTC"
+    work_pool: str = Field("pipelines", min_length=1)
+    task_runner: Literal["sequential", "threads", "dask"] = "sequential"
+    workers: int = Field(2, ge=1, description="Threads, or workers of the local Dask cluster.")
+    retries: int = Field(2, ge=0, description="Retries of a stage that failed transiently.")
+    retry_delay_seconds: list[int] = [10, 60]
+    stage_timeout_s: int = Field(3600, ge=10)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"expected a 5-field cron expression, got {value!r}")
+        return value
 
 
 class GateConfig(_Strict):
@@ -150,6 +195,7 @@ class PipelineConfig(_Strict):
     base: BaseConfig = BaseConfig()
     paths: PathsConfig = PathsConfig()
     validation: ValidationConfig = ValidationConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
     datasets: dict[str, DatasetConfig]
     tasks: dict[str, TaskConfig]
 

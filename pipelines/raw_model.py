@@ -71,6 +71,7 @@ def check_request(model_input: Any, config: dict[str, Any]) -> np.ndarray:
             try:
                 float(value)
             except (TypeError, ValueError):
+                value = value.item() if isinstance(value, np.generic) else value
                 where = np.unravel_index(i, batch.shape)
                 raise _bad_request(
                     f"{name}: non-numeric value {value!r} at index {list(map(int, where))}; "

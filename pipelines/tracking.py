@@ -109,6 +109,25 @@ def close_abandoned_runs(experiment: str) -> list[str]:
     return closed
 
 
+def mark_incomplete_versions(name: str) -> list[str]:
+    """Tag versions of `name` that never got a gate verdict (their registration stopped
+    half-way) as incomplete, so nobody mistakes them for checked ones. They never hold an
+    alias: promotion is the last step. Returns the versions tagged."""
+    client = _mlflow().MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except Exception:  # no such registered model yet
+        return []
+    tagged = []
+    for mv in versions:
+        if "gate" not in mv.tags:
+            client.set_model_version_tag(
+                name, mv.version, "gate", "incomplete: registration stopped before the gate"
+            )
+            tagged.append(str(mv.version))
+    return tagged
+
+
 def _requirements() -> list[str]:
     """Pinned requirements of the served model, without importing TensorFlow to infer them."""
     from importlib.metadata import PackageNotFoundError, version

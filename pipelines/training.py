@@ -43,6 +43,18 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def distribution_strategy(name: str):
+    """The `tf.distribute` strategy named in `train.distribute`: `none` is TensorFlow's default
+    (one device); `mirrored` replicates the model on every GPU of this node (or the CPU)."""
+    import tensorflow as tf
+
+    if name == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+        print(f"MirroredStrategy over {strategy.num_replicas_in_sync} replica(s)")
+        return strategy
+    return tf.distribute.get_strategy()
+
+
 def _record_divergence(cfg: PipelineConfig, task: str, curves: pd.DataFrame, reason: str) -> None:
     """Leave a FAILED MLflow run with the curves up to the divergence, for the post-mortem."""
     from pipelines import tracking
@@ -74,7 +86,9 @@ def train_task(cfg: PipelineConfig, task: str, data_dir: Path, out_dir: Path) ->
     prep = Preprocessing.load(data_dir / SPEC_FILE)
     x_train, y_train = load_split(data_dir, "train", prep)
     x_val, y_val = load_split(data_dir, "validation", prep)
-    model = build_model(task_cfg.family, cfg.model_params(task), prep, task_cfg.train)
+    strategy = distribution_strategy(task_cfg.train.distribute)
+    with strategy.scope():
+        model = build_model(task_cfg.family, cfg.model_params(task), prep, task_cfg.train)
     callbacks = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=task_cfg.train.patience, restore_best_weights=True

@@ -110,3 +110,23 @@ def test_every_family_has_a_task_in_the_shipped_params(repo_root):
         "sequence-transformer",
         "tabular-dnn",
     ]
+
+
+def test_distribution_strategy_choices(raw_params):
+    cfg = parse_config(_with(raw_params, "tasks.tabular-dnn.train.distribute", "mirrored"))
+    assert cfg.task("tabular-dnn").train.distribute == "mirrored"
+    with pytest.raises(ConfigError, match=r"train\.distribute: .*keras-team/keras#20585"):
+        parse_config(
+            _with(raw_params, "tasks.tabular-dnn.train.distribute", "multi_worker_mirrored")
+        )
+    with pytest.raises(ConfigError, match=r"train\.distribute: .*unknown strategy 'tpu'"):
+        parse_config(_with(raw_params, "tasks.tabular-dnn.train.distribute", "tpu"))
+
+
+def test_orchestration_settings(raw_params):
+    cfg = parse_config(raw_params)
+    assert cfg.orchestration.schedule == "0 3 * * 1"  # weekly
+    with pytest.raises(ConfigError, match=r"orchestration\.schedule: .*5-field cron"):
+        parse_config(_with(raw_params, "orchestration.schedule", "weekly"))
+    with pytest.raises(ConfigError, match=r"orchestration\.task_runner"):
+        parse_config(_with(raw_params, "orchestration.task_runner", "ray"))

@@ -348,6 +348,89 @@ def test_a_repro_killed_mid_training_recovers_on_the_next_repro(project):
     assert client.search_runs(experiments, "attributes.status = 'RUNNING'") == []
 
 
+def _prefect_env(project) -> dict:
+    return {
+        **project.env,
+        "PREFECT_API_URL": f"http://127.0.0.1:{project.env['PIPELINES_PREFECT_PORT']}/api",
+    }
+
+
+def test_scheduled_deployment_runs_to_completion_and_keeps_dvc_consistent(project, tmp_path):
+    """The README's commands against the real local server: deploy (cron from params), a
+    process worker, `prefect deployment run --watch`; then a new version, `dvc status` clean
+    and the data pushed to a local-directory DVC remote given by the environment."""
+    env = {**_prefect_env(project), "PIPELINES_DVC_REMOTE": str(tmp_path / "remote")}
+    bin_dir = Path(sys.executable).parent
+    before = project.versions()
+    project.set_param("tasks.tabular-dnn.train.learning_rate", 0.003)
+    out = _sh([str(bin_dir / "pipelines"), "deploy"], project.root, env).stdout
+    assert "schedule '0 3 * * 1' (UTC)" in out
+    inspect = _sh(
+        [str(bin_dir / "prefect"), "deployment", "inspect", "retrain/scheduled"], project.root, env
+    ).stdout
+    assert "0 3 * * 1" in inspect
+    worker_log = open(project.root / "worker.log", "wb")  # noqa: SIM115 - outlives this block
+    worker = subprocess.Popen(
+        [str(bin_dir / "prefect"), "worker", "start", "--pool", "pipelines"],
+        cwd=tmp_path,
+        env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2"},
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        run = _sh(
+            [
+                str(bin_dir / "prefect"),
+                "deployment",
+                "run",
+                "retrain/scheduled",
+                "--param",
+                'tasks=["tabular-dnn"]',
+                "--watch",
+                "--watch-timeout",
+                "900",
+            ],
+            project.root,
+            env,
+            check=False,
+        )
+        assert run.returncode == 0, (
+            run.stdout + run.stderr + (project.root / "worker.log").read_text()[-4000:]
+        )
+        assert "Completed" in run.stdout + run.stderr
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+        worker_log.close()
+    assert len(project.versions()) == len(before) + 1
+    assert "Data and pipelines are up to date" in project.repro()
+    lock = yaml.safe_load((project.root / "dvc.lock").read_text())
+    trained = lock["stages"]["train@tabular-dnn"]
+    assert trained["params"]["params.yaml"]["tasks.tabular-dnn.train"]["learning_rate"] == 0.003
+    assert any((tmp_path / "remote").rglob("*")), "nothing was pushed to the DVC remote"
+    synced = _sh(["dvc", "status", "--cloud"], project.root, project.env)
+    assert "in sync" in synced.stdout, synced.stdout
+
+
+def test_dask_runner_trains_every_family_in_parallel_and_registers_them(project):
+    for name in MODELS:
+        project.set_param(f"tasks.{name}.train.max_epochs", 3)
+    client = project.client()
+    before = {name: len(client.search_model_versions(f"name='{name}'")) for name in MODELS}
+    out = _sh(
+        [sys.executable, "-m", "pipelines.cli", "retrain", "--runner", "dask", "--no-push"],
+        project.root,
+        _prefect_env(project),
+    )
+    text = out.stdout + out.stderr
+    assert "DaskTaskRunner" in text or "dask" in text.lower()
+    for name in MODELS:
+        after = len(client.search_model_versions(f"name='{name}'"))
+        assert after == before[name] + 1, (name, text[-3000:])
+    assert "Data and pipelines are up to date" in project.repro()
+
+
 def test_bad_data_stops_at_validation_and_registers_nothing(project, breast_cancer):
     before = project.versions()
     champion = project.client().get_model_version_by_alias(MODEL, "champion").version

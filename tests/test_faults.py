@@ -152,3 +152,32 @@ def test_a_run_whose_process_was_killed_is_closed_by_the_next_one(store):
     finally:
         alive.kill()
         alive.wait(timeout=30)
+
+
+def test_the_mirrored_strategy_trains_on_cpu(store, raw_params):
+    from pipelines.config import parse_config
+    from pipelines.evaluation import load_keras_model
+    from pipelines.training import train_task
+
+    params = copy.deepcopy(raw_params)
+    params["tasks"][NAME]["train"].update(distribute="mirrored", max_epochs=3)
+    summary = train_task(parse_config(params), NAME, store / "data", store / "mirrored")
+    assert summary.stopped_epoch == 3
+    model = load_keras_model(store / "mirrored" / "model.keras")
+    assert model.output_shape == (None, 2)
+
+
+def test_a_version_left_without_a_gate_verdict_is_tagged_incomplete(store):
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.create_registered_model("half-registered")
+    checked = client.create_model_version(
+        "half-registered", source=str(store), tags={"gate": "passed"}
+    )
+    stopped = client.create_model_version("half-registered", source=str(store))
+    assert tracking.mark_incomplete_versions("half-registered") == [str(stopped.version)]
+    tags = client.get_model_version("half-registered", stopped.version).tags
+    assert tags["gate"].startswith("incomplete")
+    assert client.get_model_version("half-registered", checked.version).tags["gate"] == "passed"
+    assert tracking.mark_incomplete_versions("no-such-model") == []

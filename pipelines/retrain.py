@@ -1,0 +1,296 @@
+"""The retraining flow: the DVC pipeline as one Prefect flow, for schedules and scale-out.
+
+`retrain` runs the very stages of `dvc.yaml`, so a scheduled run and `dvc repro` at a desk
+produce the same artifacts and both leave `dvc.lock` as the record of what was trained on what:
+
+1. per dataset, `ingest -> validate -> split` through `dvc repro --single-item` (a validation
+   failure stops the flow at once, with its report; it is never retried);
+2. per model, `train -> evaluate -> register`, each model's chain independent of the others, so
+   a task runner can run them in parallel (`orchestration.task_runner`: sequential, threads, or
+   a Dask cluster, one model per worker). Each stage is its `dvc.yaml` command, run only when
+   DVC says it (or something before it) changed; afterwards `dvc commit` records the outputs in
+   `dvc.lock` and the cache, one at a time, as `dvc repro` would have;
+3. `dvc push` when a DVC remote is configured (or given in `PIPELINES_DVC_REMOTE`), and a
+   markdown summary of each model's test metrics and gate verdict as a Prefect artifact.
+
+Stages are retried with back-off only for transient faults (a locked database, a busy or
+unreachable server); every stage has a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from pipelines.config import OrchestrationConfig, PipelineConfig, load_config
+from pipelines.tracking import project_root
+
+DATA_STAGES = ("ingest", "validate", "split")
+MODEL_STAGES = ("train", "evaluate", "register")
+REMOTE_ENV = "PIPELINES_DVC_REMOTE"
+TRANSIENT = (
+    "database is locked",
+    "Connection refused",
+    "Connection reset",
+    "Temporary failure in name resolution",
+    "Max retries exceeded",
+    "TEMPORARILY_UNAVAILABLE",
+    "503 Service Unavailable",
+    "Unable to acquire lock",
+)
+
+
+class StageFailed(RuntimeError):
+    """A stage command exited non-zero; `transient` says whether a retry may help."""
+
+    def __init__(self, stage: str, code: int, tail: str):
+        self.stage, self.code, self.tail = stage, code, tail
+        self.transient = any(marker in tail for marker in TRANSIENT)
+        kind = "transient fault, retried" if self.transient else "not retried"
+        super().__init__(f"stage {stage} exited with {code} ({kind}):\n{tail}")
+
+
+def _bin(name: str) -> str:
+    local = Path(sys.executable).with_name(name)
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+def _path_with_venv() -> str:
+    return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [_bin("dvc"), *args], cwd=root, capture_output=True, text=True, check=False
+    )
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def changed_stages(root: Path) -> set[str]:
+    """Stages whose deps, params or outputs differ from `dvc.lock` (`dvc status`)."""
+    status = json.loads(dvc(root, "status", "--json").stdout or "{}")
+    return {name.split(":")[-1] for name in status}
+
+
+def stage_commands(root: Path, names: list[str]) -> dict[str, str]:
+    """The resolved `cmd` of each named stage, as `dvc.yaml` defines it."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return {name: repo.stage.collect(name)[0].cmd for name in names}
+
+
+def set_sources(params_path: Path, sources: dict[str, str]) -> None:
+    """Point datasets at new files, editing `params.yaml` in place (comments kept), so that
+    DVC sees the change and `dvc.lock` records it."""
+    from dvc.utils.serialize import modify_yaml
+
+    with modify_yaml(str(params_path)) as data:
+        for dataset, source in sources.items():
+            if dataset not in data["datasets"]:
+                raise KeyError(f"datasets.{dataset}: no such dataset")
+            data["datasets"][dataset]["source"] = source
+
+
+def models_to_run(changed: set[str], names: list[str]) -> dict[str, list[str]]:
+    """Per model, its stages from the first changed one on (later ones read its outputs)."""
+    plan = {}
+    for name in names:
+        chain = [f"{stage}@{name}" for stage in MODEL_STAGES]
+        first = next((i for i, stage in enumerate(chain) if stage in changed), None)
+        if first is not None:
+            plan[name] = chain[first:]
+    return plan
+
+
+def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except StageFailed as err:
+        return err.transient
+    except Exception:
+        return False
+    return False
+
+
+@task(
+    name="stage", task_run_name="{stage}", cache_policy=NO_CACHE, retry_condition_fn=_is_transient
+)
+def run_stage(stage: str, command: str, root: str) -> str:
+    """Run one stage command in the project, streaming its output to the Prefect log."""
+    logger = get_run_logger()
+    logger.info("%s: %s", stage, command)
+    proc = subprocess.Popen(
+        command,
+        shell=True,
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PATH": _path_with_venv()},
+    )
+    tail: deque[str] = deque(maxlen=40)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        tail.append(line.rstrip())
+        logger.info("%s | %s", stage, line.rstrip())
+    code = proc.wait()
+    if code != 0:
+        raise StageFailed(stage, code, "\n".join(tail))
+    return stage
+
+
+def _stage_task(orch: OrchestrationConfig) -> Any:
+    return run_stage.with_options(
+        retries=orch.retries,
+        retry_delay_seconds=orch.retry_delay_seconds,
+        timeout_seconds=orch.stage_timeout_s,
+    )
+
+
+def task_runner(kind: str, workers: int) -> Any:
+    """`sequential`, `threads` (N at once) or `dask`: a local cluster of N worker processes,
+    or the cluster at `PIPELINES_DASK_ADDRESS` (tcp://host:8786), whose workers must see this
+    project at the same path."""
+    if kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        address = os.environ.get("PIPELINES_DASK_ADDRESS")
+        if address:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
+    return ThreadPoolTaskRunner(max_workers=1 if kind == "sequential" else workers)
+
+
+@flow(name="train-models", log_prints=True)
+def train_models(
+    plan: dict[str, list[str]], commands: dict[str, str], root: str, params: str
+) -> dict:
+    """Each model's chain of stages; chains run side by side as the task runner allows."""
+    stage = _stage_task(load_config(params).orchestration)
+    futures = {}
+    for name, chain in plan.items():
+        previous = None
+        for step in chain:
+            previous = stage.submit(
+                step, commands[step], root, wait_for=[previous] if previous else []
+            )
+        futures[name] = previous
+    outcome = {}
+    for name, future in futures.items():
+        try:
+            future.result()
+            outcome[name] = "ok"
+        except Exception as err:  # one model failing does not stop the others
+            outcome[name] = f"failed: {str(err).splitlines()[0]}"
+    return outcome
+
+
+def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome: dict) -> str:
+    """A table of each model's test metrics and gate verdict."""
+    rows = [
+        "| model | family | test metrics | version | gate | this run |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in names:
+        metrics_file = root / cfg.paths.reports / name / "metrics.json"
+        registration_file = root / cfg.paths.models / name / "registration.json"
+        metrics = json.loads(metrics_file.read_text())["test"] if metrics_file.exists() else {}
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in list(metrics.items())[:4]) or "-"
+        reg = json.loads(registration_file.read_text()) if registration_file.exists() else {}
+        gate = (
+            "promoted to @champion"
+            if reg.get("promoted")
+            else "not promoted: " + "; ".join(reg.get("gate_failures", []))[:200]
+            if reg
+            else "-"
+        )
+        rows.append(
+            f"| {name} | {cfg.task(name).family} | {shown} | {reg.get('version', '-')} | "
+            f"{gate} | {outcome.get(name, 'up to date')} |"
+        )
+    return "\n".join(rows)
+
+
+def push_data(root: Path) -> str:
+    """`dvc push` to the remote in `PIPELINES_DVC_REMOTE` (set up in `.dvc/config.local`, never
+    committed) or to the configured default remote; nothing when there is none."""
+    url = os.environ.get(REMOTE_ENV)
+    if url:
+        dvc(root, "remote", "add", "--local", "--force", "--default", "pipelines-remote", url)
+    if not dvc(root, "remote", "list").stdout.strip():
+        return "no DVC remote configured: nothing pushed"
+    return (dvc(root, "push").stdout.strip().splitlines() or ["pushed"])[-1]
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(
+    tasks: list[str] | None = None,
+    sources: dict[str, str] | None = None,
+    runner: str | None = None,
+    push: bool = True,
+    params: str = "params.yaml",
+) -> dict:
+    """Retrain `tasks` (default: every model in params.yaml), optionally on new data files
+    (`sources`: dataset -> path), through the DVC stages; then push data and summarize."""
+    root = project_root()
+    params_path = root / params
+    if sources:
+        set_sources(params_path, sources)
+    cfg = load_config(params_path)
+    names = list(tasks or cfg.tasks)
+    for name in names:
+        cfg.task(name)  # unknown names fail here, naming the known ones
+    orch = cfg.orchestration
+    stage = _stage_task(orch)
+    for dataset in dict.fromkeys(cfg.task(n).dataset for n in names):
+        for step in DATA_STAGES:
+            target = f"{step}@{dataset}"
+            stage(target, f"{_bin('dvc')} repro --single-item {target}", str(root))
+
+    plan = models_to_run(changed_stages(root), names)
+    print(f"stages to run: {plan or 'none, every model is up to date'}")
+    outcome = {}
+    if plan:
+        commands = stage_commands(root, [s for chain in plan.values() for s in chain])
+        kind = runner or orch.task_runner
+        outcome = train_models.with_options(task_runner=task_runner(kind, orch.workers))(
+            plan, commands, str(root), str(params_path)
+        )
+        done = [s for name, chain in plan.items() if outcome[name] == "ok" for s in chain]
+        if done:
+            dvc(root, "commit", "--force", *done)
+    left = sorted(changed_stages(root) & {f"{s}@{n}" for s in MODEL_STAGES for n in names})
+    pushed = push_data(root) if push else "push skipped"
+    print(pushed)
+    create_markdown_artifact(
+        key="retrain-summary",
+        markdown="# Retraining summary\n\n" + summary_markdown(root, cfg, names, outcome),
+        description="Test metrics and gate verdict per model",
+    )
+    failed = {n: o for n, o in outcome.items() if o != "ok"}
+    if failed:
+        raise RuntimeError(f"models failed: {failed}")
+    if left:
+        raise RuntimeError(f"DVC still reports changed stages after the run: {left}")
+    return {"ran": plan, "outcome": outcome, "push": pushed}

@@ -1,0 +1,46 @@
+"""The retraining flow's own logic: which stages run, and which faults are retried."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.retrain import StageFailed, _is_transient, models_to_run, set_sources
+
+
+def test_each_model_runs_from_its_first_changed_stage():
+    changed = {"evaluate@a", "register@a", "register@b", "split@digits", "train@d"}
+    assert models_to_run(changed, ["a", "b", "c", "d"]) == {
+        "a": ["evaluate@a", "register@a"],
+        "b": ["register@b"],
+        "d": ["train@d", "evaluate@d", "register@d"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("tail", "retried"),
+    [
+        ("sqlite3.OperationalError: database is locked", True),
+        ("urllib3: Max retries exceeded with url: /api/2.0/mlflow/runs/create", True),
+        ("ERROR: Unable to acquire lock. Most likely another DVC process is running", True),
+        ("error: data/raw/x.parquet failed 2 of 127 checks (suite ...)", False),
+        ("tabular-dnn: loss became inf at epoch 2", False),
+    ],
+)
+def test_only_transient_faults_are_retried(tail, retried):
+    from prefect.states import Failed
+
+    error = StageFailed("register@tabular-dnn", 1, tail)
+    assert error.transient is retried
+    assert _is_transient(None, None, Failed(data=error)) is retried
+    assert ("retried" if retried else "not retried") in str(error)
+
+
+def test_new_sources_are_written_to_params_keeping_comments(tmp_path, repo_root):
+    params = tmp_path / "params.yaml"
+    params.write_text((repo_root / "params.yaml").read_text())
+    set_sources(params, {"breast_cancer": "data/external/new.csv"})
+    text = params.read_text()
+    assert "source: data/external/new.csv" in text
+    assert "# The validate stage" in text, "comments must survive"
+    with pytest.raises(KeyError, match=r"datasets\.nope"):
+        set_sources(params, {"nope": "x.csv"})
