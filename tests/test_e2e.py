@@ -404,6 +404,10 @@ def test_scheduled_deployment_runs_to_completion_and_keeps_dvc_consistent(projec
         worker.wait(timeout=30)
         worker_log.close()
     assert len(project.versions()) == len(before) + 1
+    summary = _sh(
+        [str(bin_dir / "prefect"), "artifact", "inspect", "retrain-summary"], project.root, env
+    ).stdout
+    assert "| tabular-dnn | dnn |" in summary and "accuracy" in summary, summary[-2000:]
     assert "Data and pipelines are up to date" in project.repro()
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())
     trained = lock["stages"]["train@tabular-dnn"]
