@@ -31,7 +31,6 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 def _setup() -> None:
     # TensorFlow's C++ start-up chatter hides the pipeline's own output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 Params = Annotated[Path, typer.Option("--params", help="Params file.")]
@@ -338,7 +337,8 @@ def retrain(
     if runner not in (None, "sequential", "threads", "dask"):
         _fail(f"--runner: expected sequential, threads or dask, not {runner!r}")
     try:
-        ensure_api()
+        if not ensure_api():
+            _fail("the retraining flow needs Prefect: unset PIPELINES_PREFECT=off")
         from pipelines.retrain import retrain as flow
 
         result = flow(
@@ -420,6 +420,7 @@ def server_stop() -> None:
 
 
 def main() -> None:  # pragma: no cover
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app()
 
 

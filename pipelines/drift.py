@@ -14,6 +14,7 @@ series, the one-step change (its level trends by design, its dynamics should not
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ def drift_features(
         from pipelines.datasets import PIXEL_PREFIX
 
         pixels = df[[c for c in df.columns if c.startswith(PIXEL_PREFIX)]]
+        if pixels.shape[1] == 0:
+            return pd.DataFrame()  # not an image table: the suite says so
         values = pixels.apply(pd.to_numeric, errors="coerce").to_numpy("float64")
         return pd.DataFrame(
             {
@@ -46,6 +49,8 @@ def drift_features(
             }
         )
     if modality == "sequence":
+        if label not in df.columns:
+            return pd.DataFrame()  # the suite reports the missing column
         ordered = df.sort_values(time_column) if time_column in df.columns else df
         values = pd.to_numeric(ordered[label], errors="coerce").reset_index(drop=True)
         return pd.DataFrame({"step_change": values.diff()}).dropna()
@@ -67,8 +72,9 @@ def _cdf(values: np.ndarray, edges: list[float]) -> list[float]:
     return (np.searchsorted(ordered, edges, side="right") / max(len(values), 1)).tolist()
 
 
-def reference_profile(frame: pd.DataFrame) -> dict[str, Any]:
-    """Per-feature statistics of the training data, to compare new data with later."""
+def reference_profile(frame: pd.DataFrame, time_end: str | None = None) -> dict[str, Any]:
+    """Per-feature statistics of the training data, to compare new data with later. For a
+    series, `time_end` is the last training timestamp: only later steps count as new."""
     features = {}
     for column in frame.columns:
         values = _finite(frame[column])
@@ -83,7 +89,7 @@ def reference_profile(frame: pd.DataFrame) -> dict[str, Any]:
             "shares": _shares(values, edges).tolist(),
             "cdf": _cdf(values, edges),
         }
-    return {"rows": len(frame), "bins": _BINS, "features": features}
+    return {"rows": len(frame), "bins": _BINS, "time_end": time_end, "features": features}
 
 
 def save_reference(profile: dict[str, Any], path: Path) -> None:
@@ -127,8 +133,9 @@ class DriftReport:
             "drift_features_over_limit": float(len(self.breaches)),
         }
         for f in self.features:
-            out[f"drift_psi.{f.feature}"] = f.psi
-            out[f"drift_ks.{f.feature}"] = f.ks
+            name = re.sub(r"[^A-Za-z0-9_\-. /]", "_", f.feature)  # MLflow's metric-name rules
+            out[f"drift_psi.{name}"] = f.psi
+            out[f"drift_ks.{name}"] = f.ks
         return out
 
     def save(self, path: Path) -> None:

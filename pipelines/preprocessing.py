@@ -137,6 +137,11 @@ def time_index_problems(
     times = pd.to_datetime(df[time_column], errors="coerce").reset_index(drop=True)
     steps = times.diff().iloc[1:]
     problems = []
+    unreadable = int(times.isna().sum())
+    if unreadable:
+        problems.append(
+            ("time_index_readable", time_column, f"{unreadable} value(s) are not dates")
+        )
     backwards = (steps <= pd.Timedelta(0)).to_numpy()
     if backwards.any():
         where = times.iloc[1:][backwards]
@@ -253,7 +258,8 @@ def split_and_fit(
         getattr(splits, part).to_parquet(out_dir / f"{part}.parquet", index=False)
     prep.save(out_dir / SPEC_FILE)
     reference = drift_features(splits.train, dataset.modality, dataset.label, prep.time_column)
-    save_reference(reference_profile(reference), out_dir / REFERENCE_FILE)
+    time_end = str(splits.train[prep.time_column].max()) if prep.time_column else None
+    save_reference(reference_profile(reference, time_end), out_dir / REFERENCE_FILE)
     sizes = {part: len(getattr(splits, part)) for part in SPLITS}
     print(f"split {data_path.name}: {sizes}; preprocessing fitted on train only")
     return prep

@@ -46,8 +46,15 @@ def check_request(model_input: Any, config: dict[str, Any]) -> np.ndarray:
     shape = tuple(int(d) for d in config["input_shape"])
     features = list(config["features"])
     expected = _describe_shape(config)
-    if isinstance(model_input, dict) and len(model_input) == 1:
-        model_input = next(iter(model_input.values()))
+    if isinstance(model_input, dict):
+        # {"inputs": {...}} / {"instances": [{...}]}: one entry, or one array per named column
+        if len(model_input) == 1:
+            model_input = next(iter(model_input.values()))
+        else:
+            try:
+                model_input = pd.DataFrame(model_input)
+            except ValueError as err:
+                raise _bad_request(f"{name}: columns of unequal length ({err})") from None
     if isinstance(model_input, pd.DataFrame):
         named = [c for c in model_input.columns if isinstance(c, str)]
         if named:
@@ -65,10 +72,16 @@ def check_request(model_input: Any, config: dict[str, Any]) -> np.ndarray:
         raise _bad_request(f"{name}: rows of unequal length ({err}); it takes {expected}") from None
     if batch.size == 0 or batch.ndim == 0:
         raise _bad_request(f"{name}: empty batch; send at least one row of shape {expected}")
-    if batch.dtype.kind not in "biuf":
+    if batch.dtype.kind == "b":
+        raise _bad_request(f"{name}: true/false values; it takes numbers, shape {expected}")
+    if batch.dtype.kind not in "iuf":
         flat = batch.reshape(-1)
         for i, value in enumerate(flat):
+            if value is None:
+                continue  # JSON null: reported below with the NaN values
             try:
+                if isinstance(value, bool | np.bool_):
+                    raise TypeError("boolean")
                 float(value)
             except (TypeError, ValueError):
                 value = value.item() if isinstance(value, np.generic) else value
@@ -77,7 +90,7 @@ def check_request(model_input: Any, config: dict[str, Any]) -> np.ndarray:
                     f"{name}: non-numeric value {value!r} at index {list(map(int, where))}; "
                     f"it takes numbers, shape {expected}"
                 ) from None
-        batch = batch.astype("float64")
+        batch = np.where(batch == None, np.nan, batch).astype("float64")  # noqa: E711
     if batch.ndim == 2 and len(shape) > 1 and batch.shape[1] == int(np.prod(shape)):
         batch = batch.reshape(-1, *shape)  # flat rows of an image or a window
     if tuple(batch.shape[1:]) != shape:
@@ -90,7 +103,7 @@ def check_request(model_input: Any, config: dict[str, Any]) -> np.ndarray:
         cell = int(np.ravel_multi_index(tuple(bad[0][1:]), shape)) if len(shape) else 0
         feature = features[cell] if cell < len(features) else f"position {cell}"
         raise _bad_request(
-            f"{name}: {len(bad)} NaN or infinite value(s), first at row {row}, "
+            f"{name}: {len(bad)} NaN, null or infinite value(s), first at row {row}, "
             f"feature {feature!r}; every value must be a finite number"
         )
     return batch

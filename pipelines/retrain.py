@@ -22,8 +22,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,9 @@ class StageFailed(RuntimeError):
         self.transient = any(marker in tail for marker in TRANSIENT)
         kind = "transient fault, retried" if self.transient else "not retried"
         super().__init__(f"stage {stage} exited with {code} ({kind}):\n{tail}")
+
+    def __reduce__(self) -> tuple:  # travels between Dask processes
+        return (StageFailed, (self.stage, self.code, self.tail))
 
 
 def _bin(name: str) -> str:
@@ -129,8 +134,9 @@ def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
 @task(
     name="stage", task_run_name="{stage}", cache_policy=NO_CACHE, retry_condition_fn=_is_transient
 )
-def run_stage(stage: str, command: str, root: str) -> str:
-    """Run one stage command in the project, streaming its output to the Prefect log."""
+def run_stage(stage: str, command: str, root: str, timeout_s: float = 3600) -> str:
+    """Run one stage command in the project, streaming its output to the Prefect log. The
+    command is stopped (its whole process group) on timeout or on any other way out."""
     logger = get_run_logger()
     logger.info("%s: %s", stage, command)
     proc = subprocess.Popen(
@@ -141,24 +147,52 @@ def run_stage(stage: str, command: str, root: str) -> str:
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PATH": _path_with_venv()},
+        start_new_session=True,
     )
     tail: deque[str] = deque(maxlen=40)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        tail.append(line.rstrip())
-        logger.info("%s | %s", stage, line.rstrip())
-    code = proc.wait()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail.append(line.rstrip())
+            logger.info("%s | %s", stage, line.rstrip())
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        code = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        _stop(proc)
+    reader.join(timeout=10)
+    if code is None:
+        raise StageFailed(stage, -1, f"timed out after {timeout_s:.0f} s\n" + "\n".join(tail))
     if code != 0:
         raise StageFailed(stage, code, "\n".join(tail))
     return stage
 
 
-def _stage_task(orch: OrchestrationConfig) -> Any:
-    return run_stage.with_options(
-        retries=orch.retries,
-        retry_delay_seconds=orch.retry_delay_seconds,
-        timeout_seconds=orch.stage_timeout_s,
-    )
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate a stage's process group if it is still running (timeout, cancellation)."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            return
+
+
+def _stage_task(orch: OrchestrationConfig, stage: str) -> Any:
+    # A register stage is never retried: a retry after a partial failure could register a
+    # second version (the first is tagged incomplete by the next registration).
+    retries = 0 if stage.startswith("register@") else orch.retries
+    return run_stage.with_options(retries=retries, retry_delay_seconds=orch.retry_delay_seconds)
 
 
 def task_runner(kind: str, workers: int) -> Any:
@@ -186,33 +220,53 @@ def task_runner(kind: str, workers: int) -> Any:
 def train_models(
     plan: dict[str, list[str]], commands: dict[str, str], root: str, params: str
 ) -> dict:
-    """Each model's chain of stages; chains run side by side as the task runner allows."""
-    stage = _stage_task(load_config(params).orchestration)
-    futures = {}
-    for name, chain in plan.items():
-        previous = None
-        for step in chain:
-            previous = stage.submit(
-                step, commands[step], root, wait_for=[previous] if previous else []
-            )
-        futures[name] = previous
+    """Each model's chain of stages; chains run side by side as the task runner allows.
+    Returns, per model, the stages that succeeded (in order) and the first error, if any."""
+    orch = load_config(params).orchestration
+    futures: dict[str, list[tuple[str, Any]]] = {name: [] for name in plan}
+    # Level by level (every train, then every evaluate...), so that with a thread pool the
+    # stages waiting on a training never hold the threads another training could use.
+    for level in range(max(len(chain) for chain in plan.values())):
+        for name, chain in plan.items():
+            if level < len(chain):
+                step = chain[level]
+                before = [futures[name][-1][1]] if futures[name] else []
+                task = _stage_task(orch, step)
+                futures[name].append(
+                    (
+                        step,
+                        task.submit(
+                            step, commands[step], root, orch.stage_timeout_s, wait_for=before
+                        ),
+                    )
+                )
     outcome = {}
-    for name, future in futures.items():
-        try:
-            future.result()
-            outcome[name] = "ok"
-        except Exception as err:  # one model failing does not stop the others
-            outcome[name] = f"failed: {str(err).splitlines()[0]}"
+    for name, steps in futures.items():
+        done, error = [], None
+        for step, future in steps:
+            try:
+                future.result()
+            except Exception as err:  # one model failing does not stop the others
+                error = f"{step}: {str(err).splitlines()[0]}"
+                break
+            done.append(step)
+        outcome[name] = {"done": done, "error": error}
     return outcome
 
 
 def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome: dict) -> str:
-    """A table of each model's test metrics and gate verdict."""
+    """A table of each model's test metrics and gate verdict (of this run, or of the last one
+    when the model was up to date)."""
     rows = [
         "| model | family | test metrics | version | gate | this run |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for name in names:
+        result = outcome.get(name)
+        if result and result["error"]:
+            failure = result["error"].replace("|", "/")
+            rows.append(f"| {name} | {cfg.task(name).family} | - | - | - | FAILED {failure} |")
+            continue
         metrics_file = root / cfg.paths.reports / name / "metrics.json"
         registration_file = root / cfg.paths.models / name / "registration.json"
         metrics = json.loads(metrics_file.read_text())["test"] if metrics_file.exists() else {}
@@ -227,7 +281,7 @@ def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome:
         )
         rows.append(
             f"| {name} | {cfg.task(name).family} | {shown} | {reg.get('version', '-')} | "
-            f"{gate} | {outcome.get(name, 'up to date')} |"
+            f"{gate} | {'retrained' if result else 'up to date'} |"
         )
     return "\n".join(rows)
 
@@ -255,18 +309,19 @@ def retrain(
     (`sources`: dataset -> path), through the DVC stages; then push data and summarize."""
     root = project_root()
     params_path = root / params
-    if sources:
-        set_sources(params_path, sources)
     cfg = load_config(params_path)
     names = list(tasks or cfg.tasks)
     for name in names:
         cfg.task(name)  # unknown names fail here, naming the known ones
+    if sources:
+        set_sources(params_path, sources)  # recorded like any params edit; see README
+        cfg = load_config(params_path)
     orch = cfg.orchestration
-    stage = _stage_task(orch)
     for dataset in dict.fromkeys(cfg.task(n).dataset for n in names):
         for step in DATA_STAGES:
             target = f"{step}@{dataset}"
-            stage(target, f"{_bin('dvc')} repro --single-item {target}", str(root))
+            command = f"{_bin('dvc')} repro --single-item {target}"
+            _stage_task(orch, target)(target, command, str(root), orch.stage_timeout_s)
 
     plan = models_to_run(changed_stages(root), names)
     print(f"stages to run: {plan or 'none, every model is up to date'}")
@@ -277,7 +332,8 @@ def retrain(
         outcome = train_models.with_options(task_runner=task_runner(kind, orch.workers))(
             plan, commands, str(root), str(params_path)
         )
-        done = [s for name, chain in plan.items() if outcome[name] == "ok" for s in chain]
+        # Record what finished, even of a chain that failed later (no retraining next time).
+        done = [step for result in outcome.values() for step in result["done"]]
         if done:
             dvc(root, "commit", "--force", *done)
     left = sorted(changed_stages(root) & {f"{s}@{n}" for s in MODEL_STAGES for n in names})
@@ -288,7 +344,7 @@ def retrain(
         markdown="# Retraining summary\n\n" + summary_markdown(root, cfg, names, outcome),
         description="Test metrics and gate verdict per model",
     )
-    failed = {n: o for n, o in outcome.items() if o != "ok"}
+    failed = {n: o["error"] for n, o in outcome.items() if o["error"]}
     if failed:
         raise RuntimeError(f"models failed: {failed}")
     if left:

@@ -273,6 +273,18 @@ def log_validation_run(
     return run.info.run_id
 
 
+def _missing(err: Exception) -> bool:
+    code = getattr(err, "error_code", "")
+    text = str(err).lower()
+    return (
+        isinstance(err, FileNotFoundError)
+        or code == "RESOURCE_DOES_NOT_EXIST"
+        or "no such file" in text
+        or "not found" in text
+        or "does not exist" in text
+    )
+
+
 def champion_reference(names: list[str], dest: Path) -> tuple[str, dict[str, Any]] | None:
     """The training reference (`pipelines.drift`) of the first of `names` that has a champion
     carrying one: ("NAME version N (@champion)", profile), or None."""
@@ -287,8 +299,10 @@ def champion_reference(names: list[str], dest: Path) -> tuple[str, dict[str, Any
             path = download_run_artifacts(
                 info.run_id, f"{REFERENCE_DIR}/{REFERENCE_FILE}", dest / name
             )
-        except Exception:  # a version registered before references existed
-            continue
+        except Exception as err:  # a version registered before references existed
+            if _missing(err):
+                continue
+            raise
         return f"{name} version {version} (@{CHAMPION})", json.loads(Path(path).read_text())
     return None
 
@@ -299,12 +313,15 @@ def load_pyfunc(model_uri: str):
 
 
 def alias_version(name: str, alias: str = CHAMPION) -> str | None:
-    """The version behind `name@alias`, or None when there is none."""
+    """The version behind `name@alias`, or None when there is none. Other errors (a locked
+    database, an unreachable server) are raised, not mistaken for "no champion"."""
     mlflow = _mlflow()
     try:
         return str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
-    except mlflow.exceptions.MlflowException:
-        return None
+    except mlflow.exceptions.MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 def tag_version(name: str, version: str, tags: Mapping[str, Any]) -> None:

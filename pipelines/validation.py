@@ -248,6 +248,12 @@ def _drift(
         return [], [f"drift not checked: no champion of {models} with a training reference yet"], {}
     source, profile = found
     time_column = dataset.series.time_column if dataset.series else None
+    if time_column and profile.get("time_end") and time_column in df.columns:
+        # A series keeps its history: only the steps after the training span are new.
+        times = pd.to_datetime(df[time_column], errors="coerce")
+        df = df[times > pd.Timestamp(profile["time_end"])]
+        if len(df) < 10:
+            return [], [f"drift not checked: {len(df)} steps after the training span"], {}
     features = drift_features(df, dataset.modality, dataset.label, time_column)
     report = score_drift(profile, features, limits.psi, limits.ks, source)
     report.save(report_dir / DRIFT_FILE)

@@ -43,6 +43,9 @@ def project(tmp_path_factory, raw_params, repo_root):
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         mp.setenv("PIPELINES_PREFECT", "off")
+        import mlflow
+
+        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
         cfg = parse_config(params)
         from pipelines.datasets import ingest
 
@@ -456,9 +459,11 @@ REQUEST_CASES = [
     (
         "nan",
         lambda r: np.where(np.arange(30) == 2, np.nan, r),
-        "2 NaN or infinite value(s), first at row 0, feature 'mean_perimeter'",
+        "2 NaN, null or infinite value(s), first at row 0, feature 'mean_perimeter'",
     ),
     ("empty-batch", lambda r: r[:0], "empty batch"),
+    ("null", lambda r: [[None, *r[0, 1:].tolist()]], "1 NaN, null or infinite value(s)"),
+    ("booleans", lambda r: r > 10, "true/false values"),
     ("empty-list", lambda r: [], "empty batch"),
     (
         "missing-named-column",
@@ -495,6 +500,8 @@ def test_good_requests_in_every_accepted_form_agree(champion, rows):
     np.testing.assert_array_equal(champion.predict(as_frame), expected)  # columns by name
     np.testing.assert_array_equal(champion.predict(rows.astype(int)), champion.predict(rows // 1))
     np.testing.assert_array_equal(champion.predict(rows.tolist()), expected)
+    columns = {f: rows[:, i] for i, f in enumerate(features)}  # {"inputs": {name: [...]}}
+    np.testing.assert_array_equal(champion.predict(columns), expected)
 
 
 def test_the_registered_model_is_code_plus_a_keras_file_never_a_pickle(project):

@@ -266,7 +266,7 @@ def test_champion_is_served_over_http(project):
             ({"inputs": [[1.0, 2.0, 3.0]]}, "input of shape (1, 3); it takes (n, 30)"),
             ({"inputs": [["a"] * 30]}, "non-numeric value 'a' at index [0, 0]"),
             ({"inputs": []}, "empty batch"),
-            ({"inputs": [[float("nan")] + [1.0] * 29]}, "1 NaN or infinite value(s)"),
+            ({"inputs": [[float("nan")] + [1.0] * 29]}, "1 NaN, null or infinite value(s)"),
         ]
         for payload, fragment in bad_requests:
             status, body = post(payload)

@@ -34,6 +34,9 @@ def store(tmp_path_factory, _breast_cancer, raw_params):
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         mp.setenv("PIPELINES_PREFECT", "off")
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking.tracking_uri())  # this module's store, not a previous one
         yield root
 
 
