@@ -36,21 +36,29 @@ def main(runs: int = 3) -> None:
     out = str(Path(tempfile.mkdtemp()) / "bc.parquet")
     stage = [sys.executable, "-m", "pipelines.cli", "ingest", "breast_cancer", "--out", out]
     # Start (or find) the local server once, as the first DVC stage does.
-    subprocess.run([sys.executable, "-m", "pipelines.cli", "prefect-server", "start"],
-                   env=base, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "prefect-server", "start"],
+        env=base,
+        check=True,
+        capture_output=True,
+    )
     modes = {
         "off": (stage, {**base, "PIPELINES_PREFECT": "off"}),
         "local": (stage, {**base, "PIPELINES_PREFECT": "auto"}),
-        "ephemeral": ([sys.executable, "-c", f"import sys; {EPHEMERAL}", out],
-                      {**base, "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "true"}),
+        "ephemeral": (
+            [sys.executable, "-c", f"import sys; {EPHEMERAL}", out],
+            {**base, "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "true"},
+        ),
     }
     medians = {}
     for mode, (command, env) in modes.items():
         times = [_time(command, env) for _ in range(runs)]
         medians[mode] = statistics.median(times)
         print(f"{mode:10s} median {medians[mode]:6.2f} s  runs {[round(t, 2) for t in times]}")
-    print(f"Prefect cost per stage: local server +{medians['local'] - medians['off']:.2f} s, "
-          f"ephemeral +{medians['ephemeral'] - medians['off']:.2f} s")
+    print(
+        f"Prefect cost per stage: local server +{medians['local'] - medians['off']:.2f} s, "
+        f"ephemeral +{medians['ephemeral'] - medians['off']:.2f} s"
+    )
 
 
 if __name__ == "__main__":
