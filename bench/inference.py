@@ -1,0 +1,135 @@
+"""Inference: the registered pyfunc model on raw rows against the bare Keras network on rows
+normalized beforehand, and single-request latency through `mlflow models serve`.
+
+Usage, in a project after `make run` (uses `models:/tabular-dnn@champion`):
+    .venv/bin/python bench/inference.py [repeats]
+
+Throughput: median over `repeats` (default 5) of rows per second at batch sizes 1, 32, 1024 and
+65,536 (raw rows resampled from the real test split). Both sides call `predict` the same way
+(Keras' default batching), so the ratio is the cost of the wrapper: request checks and the
+Normalization layer inside the model. Latency: 200 single-row requests over HTTP, p50 and p99.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MODEL = "tabular-dnn"
+BATCHES = (1, 32, 1024, 65_536)
+
+
+def _bare_network(model):
+    """The same layers after the Normalization layer, as a model of its own."""
+    import keras
+
+    names = [layer.name for layer in model.layers]
+    start = names.index("normalize") + 1
+    x = inputs = keras.Input(shape=model.input_shape[1:])
+    for layer in model.layers[start:]:
+        x = layer(x)
+    return keras.Model(inputs, x)
+
+
+def _rate(fn, x: np.ndarray, repeats: int) -> float:
+    fn(x[:1])  # warm up (graph tracing)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - start)
+    return len(x) / statistics.median(times)
+
+
+def throughput(repeats: int) -> list[tuple[int, float, float]]:
+    import keras
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    meta = pyfunc.metadata.metadata
+    model = keras.saving.load_model(f"models/{MODEL}/model.keras", safe_mode=True)
+    bare = _bare_network(model)
+    prep = json.loads(Path("data/processed/breast_cancer/preprocessing.json").read_text())
+    mean, std = np.asarray(prep["stats"]["mean"]), np.sqrt(prep["stats"]["variance"])
+    test = pd.read_parquet("data/processed/breast_cancer/test.parquet")[meta["features"]]
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch in BATCHES:
+        raw = test.to_numpy("float64")[rng.integers(0, len(test), batch)]
+        normalized = ((raw - mean) / np.maximum(std, 1e-7)).astype("float32")
+        wrapped = _rate(pyfunc.predict, raw, repeats)
+        plain = _rate(lambda x: bare.predict(x, verbose=0), normalized, repeats)
+        rows.append((batch, wrapped, plain))
+    return rows
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def latency(requests: int = 200) -> tuple[float, float]:
+    port = _free_port()
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    server = subprocess.Popen(
+        [str(bin_dir / "pipelines"), "serve", f"{MODEL}@champion", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{base}/ping", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        test = pd.read_parquet("data/processed/breast_cancer/test.parquet").drop(columns="target")
+        body = json.dumps({"inputs": test.to_numpy("float64")[:1].tolist()}).encode()
+        times = []
+        for i in range(requests + 10):
+            request = urllib.request.Request(
+                f"{base}/invocations", body, {"Content-Type": "application/json"}
+            )
+            start = time.perf_counter()
+            urllib.request.urlopen(request, timeout=30).read()
+            if i >= 10:  # the first requests warm the server up
+                times.append(time.perf_counter() - start)
+        return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def main(repeats: int = 5) -> None:
+    print(
+        "| batch rows | pyfunc on raw rows (rows/s) | bare Keras on normalized rows (rows/s) "
+        "| ratio |\n| --- | --- | --- | --- |"
+    )
+    for batch, wrapped, plain in throughput(repeats):
+        print(f"| {batch:,} | {wrapped:,.0f} | {plain:,.0f} | {wrapped / plain:.2f} |")
+    p50, p99 = latency()
+    print(
+        f"\nsingle-row request through `mlflow models serve`: p50 {p50 * 1000:.1f} ms, "
+        f"p99 {p99 * 1000:.1f} ms (200 requests)"
+    )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)

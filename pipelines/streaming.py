@@ -1,0 +1,75 @@
+"""Training data that does not fit in memory: Parquet shards streamed through `tf.data`.
+
+`shard_dataset` reads record batches from a list of Parquet files (one at a time, never a whole
+file) and yields `(features, label)` batches; `adapt_normalization` fits a Keras
+`Normalization` layer in one streaming pass over the same shards. Memory stays bounded by a few
+record batches, whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def iter_batches(
+    shards: Sequence[Path], features: list[str], label: str | None, batch_rows: int
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(x float32 (n, features), y int64 (n,)) batches read shard by shard."""
+    import pyarrow.parquet as pq
+
+    columns = [*features, label] if label else list(features)
+    for shard in shards:
+        parquet = pq.ParquetFile(shard)
+        missing = [c for c in columns if c not in parquet.schema_arrow.names]
+        if missing:
+            raise ValueError(f"{shard}: missing column(s) {missing}")
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+            table = batch.to_pandas()
+            x = table[features].to_numpy(dtype="float32")
+            y = table[label].to_numpy(dtype="int64") if label else None
+            yield x, y
+
+
+def shard_dataset(
+    shards: Sequence[Path], features: list[str], label: str, batch_rows: int = 4096
+) -> Any:
+    """A `tf.data.Dataset` of (x, y) batches streamed from the shards, prefetched."""
+    import tensorflow as tf
+
+    def generate() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        yield from iter_batches(shards, features, label, batch_rows)
+
+    signature = (
+        tf.TensorSpec(shape=(None, len(features)), dtype=tf.float32),
+        tf.TensorSpec(shape=(None,), dtype=tf.int64),
+    )
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(
+        tf.data.AUTOTUNE
+    )
+
+
+def adapt_normalization(
+    shards: Sequence[Path], features: list[str], batch_rows: int = 65_536
+) -> dict[str, list[float]]:
+    """Mean and variance of every feature in one streaming pass (Keras `Normalization.adapt`
+    over a dataset), as `preprocessing.json` stores them."""
+    import keras
+    import tensorflow as tf
+
+    def generate() -> Iterator[np.ndarray]:
+        for x, _ in iter_batches(shards, features, None, batch_rows):
+            yield x
+
+    dataset = tf.data.Dataset.from_generator(
+        generate, output_signature=tf.TensorSpec(shape=(None, len(features)), dtype=tf.float32)
+    )
+    layer = keras.layers.Normalization(axis=-1)
+    layer.adapt(dataset)
+    return {
+        "mean": np.asarray(layer.mean).reshape(-1).astype(float).tolist(),
+        "variance": np.asarray(layer.variance).reshape(-1).astype(float).tolist(),
+    }
