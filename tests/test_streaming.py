@@ -11,9 +11,9 @@ from pipelines.streaming import adapt_normalization, iter_batches, shard_dataset
 @pytest.fixture
 def shards(breast_cancer, tmp_path):
     paths = []
-    for i, part in enumerate(np.array_split(breast_cancer, 3)):
+    for i, rows in enumerate(np.array_split(np.arange(len(breast_cancer)), 3)):
         paths.append(tmp_path / f"part-{i}.parquet")
-        part.to_parquet(paths[-1], index=False, row_group_size=50)
+        breast_cancer.iloc[rows].to_parquet(paths[-1], index=False, row_group_size=50)
     return paths
 
 
