@@ -28,9 +28,13 @@ def iter_batches(
         if missing:
             raise ValueError(f"{shard}: missing column(s) {missing}")
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
-            table = batch.to_pandas()
-            x = table[features].to_numpy(dtype="float32")
-            y = table[label].to_numpy(dtype="int64") if label else None
+            # Arrow columns straight to one float32 matrix: no pandas frame in between.
+            x = np.empty((batch.num_rows, len(features)), dtype="float32")
+            for i, name in enumerate(features):
+                x[:, i] = batch.column(name).to_numpy(zero_copy_only=False)
+            y = None
+            if label:
+                y = batch.column(label).to_numpy(zero_copy_only=False).astype("int64")
             yield x, y
 
 
