@@ -43,7 +43,12 @@ def registry_problems() -> list[str]:
     problems = []
     for name in MODELS:
         versions = client.search_model_versions(f"name='{name}'")
-        champions = [v.version for v in versions if "champion" in v.aliases]
+        # search results do not carry aliases: ask for each version
+        champions = [
+            v.version
+            for v in versions
+            if "champion" in client.get_model_version(name, v.version).aliases
+        ]
         if len(champions) != 1:
             problems.append(f"{name}: {len(champions)} champions")
         unchecked = [v.version for v in versions if "gate" not in v.tags]
@@ -75,10 +80,12 @@ def concurrency(tries: int) -> collections.Counter:
         codes = (first.returncode, second.returncode)
         if codes == (0, 0):
             outcomes["both completed (serialized)"] += 1
-        elif sorted(codes)[0] == 0 and any("Unable to acquire lock" in o for o in outs):
-            outcomes["one refused: 'Unable to acquire lock' (DVC's repo lock)"] += 1
+        elif sorted(codes)[0] == 0:
+            refused = outs[codes.index(max(codes))]
+            errors = [line for line in refused.splitlines() if line.startswith("ERROR")]
+            outcomes[f"one refused: {errors[:1] or refused.splitlines()[-1:]}"] += 1
         else:
-            outcomes[f"other: exit codes {codes}"] += 1
+            outcomes[f"both failed: exit codes {codes}"] += 1
         subprocess.run([str(BIN / "dvc"), "repro"], env=ENV, capture_output=True, check=True)
         problems = registry_problems()
         outcomes["registry consistent" if not problems else f"registry: {problems}"] += 1
