@@ -364,7 +364,7 @@ def deploy(
     import subprocess
 
     from pipelines.config import ConfigError, load_config
-    from pipelines.orchestration import OrchestrationError, ensure_api
+    from pipelines.orchestration import OrchestrationError, ensure_api, executable
     from pipelines.tracking import project_root
 
     try:
@@ -374,9 +374,8 @@ def deploy(
         _fail(str(err))
     if not api:
         _fail("a deployment needs a Prefect server: unset PIPELINES_PREFECT=off")
-    prefect = Path(sys.executable).with_name("prefect")
     subprocess.run(
-        [str(prefect), "work-pool", "create", orch.work_pool, "--type", "process"],
+        [executable("prefect"), "work-pool", "create", orch.work_pool, "--type", "process"],
         capture_output=True,
         check=False,
     )

@@ -57,12 +57,17 @@ def healthy(api_url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def executable(name: str) -> str:
+    """A console script of this environment (`prefect`, `dvc`), else the one on PATH."""
+    local = Path(sys.executable).with_name(name)
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
 def start_local_server(api_url: str, wait_s: float = 90.0) -> int:
     """Start `prefect server start` detached, wait until it answers, return its pid."""
     port = api_url.rsplit(":", 1)[1].split("/")[0]
-    exe = Path(sys.executable).with_name("prefect")
     command = [
-        str(exe) if exe.exists() else (shutil.which("prefect") or "prefect"),
+        executable("prefect"),
         "server",
         "start",
         "--host",

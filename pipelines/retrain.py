@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipelines.config import OrchestrationConfig, PipelineConfig, load_config
+from pipelines.orchestration import executable
 from pipelines.tracking import project_root
 
 DATA_STAGES = ("ingest", "validate", "split")
@@ -66,18 +66,13 @@ class StageFailed(RuntimeError):
         return (StageFailed, (self.stage, self.code, self.tail))
 
 
-def _bin(name: str) -> str:
-    local = Path(sys.executable).with_name(name)
-    return str(local) if local.exists() else (shutil.which(name) or name)
-
-
 def _path_with_venv() -> str:
     return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [_bin("dvc"), *args], cwd=root, capture_output=True, text=True, check=False
+        [executable("dvc"), *args], cwd=root, capture_output=True, text=True, check=False
     )
     if check and proc.returncode != 0:
         raise RuntimeError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -320,7 +315,7 @@ def retrain(
     for dataset in dict.fromkeys(cfg.task(n).dataset for n in names):
         for step in DATA_STAGES:
             target = f"{step}@{dataset}"
-            command = f"{_bin('dvc')} repro --single-item {target}"
+            command = f"{executable('dvc')} repro --single-item {target}"
             _stage_task(orch, target)(target, command, str(root), orch.stage_timeout_s)
 
     plan = models_to_run(changed_stages(root), names)
