@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit lint format ui prefect-ui prefect-stop clean
+.PHONY: help install run test test-unit bench lint format ui prefect-ui prefect-stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -32,6 +32,14 @@ test: install ## Install, then run every test (unit and end-to-end)
 
 test-unit: install ## Unit tests only (no end-to-end pipeline runs)
 	python -m pytest -m "not e2e"
+
+BENCH_DIR ?= /tmp/pipelines-bench
+bench: ## Benchmark suite (about 75 min) in a scratch clone of HEAD; ONLY=name,... for a subset
+	rm -rf $(BENCH_DIR) && git clone -q . $(BENCH_DIR)
+	$(MAKE) -C $(BENCH_DIR) run
+	cd $(BENCH_DIR) && .venv/bin/python -m pip install -q -c constraints.txt -e ".[bench]" \
+		&& .venv/bin/python bench/run.py $(if $(ONLY),--only $(ONLY))
+	mkdir -p bench/out && cp -r $(BENCH_DIR)/bench/out/. bench/out/
 
 lint: install ## ruff lint and format check
 	ruff check . && ruff format --check pipelines tests

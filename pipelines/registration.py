@@ -17,7 +17,14 @@ from pipelines.evaluation import METRICS_FILE, PLOT_FILE, PREDICTIONS_FILE
 from pipelines.gate import apply_gate
 from pipelines.lineage import dvc_lock_hashes, file_md5, git_state, library_versions
 from pipelines.preprocessing import SPEC_FILE, Preprocessing, load_split
-from pipelines.promotion import GOLDEN_ROWS, Check, compare_with_champion, fresh_process_parity
+from pipelines.promotion import (
+    GOLDEN_ROWS,
+    Check,
+    compare_with_champion,
+    parity_check,
+    precomputed,
+    score_in_fresh_process,
+)
 from pipelines.serving import GOLDEN_DIR
 from pipelines.training import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
 
@@ -144,11 +151,19 @@ def register_task(
             model_artifacts={"reference": data_dir / REFERENCE_FILE},
         )
         checks = [Check("thresholds", thresholds.passed, "; ".join(thresholds.checks))]
+        # One fresh process (as `mlflow models serve` loads a model) scores the new version on
+        # the golden raw inputs and the current champion on the test rows.
+        new_uri = f"models:/{name}/{record.version}"
+        jobs = [(new_uri, golden / "inputs.npy")]
         if champion_before is not None:
-            champion = tracking.load_pyfunc(f"models:/{name}/{champion_before}")
+            test_inputs = Path(tmp) / "test_inputs.npy"
+            np.save(test_inputs, x_test)
+            jobs.append((f"models:/{name}/{champion_before}", test_inputs))
+        scores = score_in_fresh_process(tracking.tracking_uri(), jobs)
+        if champion_before is not None:
             checks.append(
                 compare_with_champion(
-                    champion.predict,
+                    precomputed(scores[1]),
                     x_test,
                     y_test,
                     predictions,
@@ -162,13 +177,7 @@ def register_task(
         else:
             checks.append(Check("champion", True, "no champion yet"))
         checks.append(
-            fresh_process_parity(
-                tracking.tracking_uri(),
-                f"models:/{name}/{record.version}",
-                golden / "inputs.npy",
-                golden / "predictions.npy",
-                gate.parity_tolerance,
-            )
+            parity_check(new_uri, scores[0], predictions[:GOLDEN_ROWS], gate.parity_tolerance)
         )
     passed = all(c.passed for c in checks)
     failures = [

@@ -231,3 +231,28 @@ def test_batch_scoring_writes_predictions_beside_the_input(store, trained):
     raw.drop(columns=["mean_area"]).to_csv(store / "short.csv", index=False)
     with pytest.raises(DataError, match="missing 1 feature column"):
         score_file(f"{NAME}@champion", store / "short.csv")
+
+
+def test_fresh_process_scoring_names_a_model_that_cannot_load(store, trained, tmp_path):
+    from pipelines.promotion import compare_with_champion, precomputed, score_in_fresh_process
+
+    inputs = tmp_path / "inputs.npy"
+    np.save(inputs, np.zeros((2, 30), dtype="float32"))
+    good, missing = score_in_fresh_process(
+        tracking.tracking_uri(), [(f"models:/{NAME}/1", inputs), (f"models:/{NAME}/999", inputs)]
+    )
+    assert good.shape == (2, 2) and np.allclose(good.sum(axis=1), 1)
+    assert isinstance(missing, str) and "999" in missing
+    # A champion that cannot score the new test rows is not held against the challenger.
+    check = compare_with_champion(
+        precomputed(missing),
+        np.zeros((2, 30)),
+        np.array([0, 1]),
+        good,
+        "classification",
+        0.05,
+        0.0,
+        10,
+        0,
+    )
+    assert check.passed and "cannot score" in check.detail and "999" in check.detail
