@@ -131,13 +131,15 @@ def full_repro(shim_dir: Path, profile_dir: Path | None = None) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as log:
         stage_log = Path(log.name)
     start = time.perf_counter()
-    subprocess.run(
+    proc = subprocess.run(
         [str(BIN / "dvc"), "repro", "--force"],
         env=_env(stage_log, profile_dir, shim_dir),
-        check=True,
-        stdout=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
     )
     wall = time.perf_counter() - start
+    if proc.returncode:
+        sys.exit(f"dvc repro --force failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     stages = [json.loads(line) for line in stage_log.read_text().splitlines()]
     stage_log.unlink()
     metrics = {

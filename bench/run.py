@@ -57,6 +57,11 @@ def machine() -> str:
     )
 
 
+def _noise(line: str) -> bool:
+    """Prefect's and TensorFlow's log lines: kept in `<name>.txt`, left out of the results."""
+    return "| INFO" in line or "| WARNING" in line or line[:5] in ("I0000", "W0000", "E0000")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated benchmark names: " + ", ".join(SUITE))
@@ -95,13 +100,13 @@ def main() -> None:
             for line in proc.stdout:
                 log.write(line)
                 lines.append(line)
-                if not line.lstrip().startswith(("|", "{")) and "| INFO" not in line:
+                if not _noise(line):
                     print(f"   {line}", end="", flush=True)
             code = proc.wait()
         minutes = (time.perf_counter() - start) / 60
         if code:
             failed.append(name)
-        result = [line.rstrip() for line in lines if "| INFO" not in line]
+        result = [line.rstrip() for line in lines if not _noise(line)]
         sections += [
             f"## {name}",
             "",

@@ -1,19 +1,23 @@
 """Training past memory: Parquet shards streamed with `tf.data` against in-memory numpy.
 
-Usage: .venv/bin/python bench/scale.py [--dir /tmp/pipelines-scale]
+Usage: .venv/bin/python bench/scale.py [--dir /tmp/pipelines-scale] [--repeats 3]
 
 Synthesizes 16 shards of 1M rows each by resampling the real breast-cancer rows with 1%
 multiplicative noise (written once, reused). For 1M, 4M and 16M rows it trains the tabular DNN
 of params.yaml for one epoch (batch 4096) in a fresh process per case:
   streaming: normalization adapted in one streaming pass, then `fit` on `shard_dataset`;
   in memory: the shards read into one numpy array, adapted and fitted from it.
-It prints rows per second of `fit`, seconds of the adapt pass and the process's peak RSS.
+It prints rows per second of `fit`, seconds of the adapt pass and the process's peak RSS,
+medians over `repeats` runs (the cases alternate, so drift in the machine's speed hits both),
+the streaming/in-memory throughput ratio per size, and the growth of peak RSS from the
+smallest to the largest size.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -81,34 +85,57 @@ def synthesize(folder: Path, shards: int) -> list[Path]:
     return paths
 
 
+def run_case(mode: str, shards: list[Path]) -> dict:
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, *map(str, shards)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result.update(mode=mode, wall_s=time.perf_counter() - start)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dir", type=Path, default=Path("/tmp/pipelines-scale"))
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     shards = synthesize(args.dir, max(SIZES))
-    rows = []
-    for size in SIZES:
-        for mode in ("streaming", "in memory"):
-            start = time.perf_counter()
-            out = subprocess.run(
-                [sys.executable, "-c", CHILD, mode, *map(str, shards[:size])],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            result.update(mode=mode, wall_s=time.perf_counter() - start)
-            rows.append(result)
-            print(json.dumps(result), flush=True)
+    runs: dict[tuple[int, str], list[dict]] = {}
+    for _ in range(args.repeats):
+        for size in SIZES:
+            for mode in ("streaming", "in memory"):
+                result = run_case(mode, shards[:size])
+                runs.setdefault((size, mode), []).append(result)
+                print(json.dumps(result), flush=True)
+    med = statistics.median
     print(
-        "\n| rows | mode | fit rows/s | adapt pass (s) | peak RSS (MiB) |\n"
-        "| --- | --- | --- | --- | --- |"
+        f"\nMedians of {args.repeats} runs:\n\n"
+        "| rows | mode | fit rows/s | streaming / in memory | adapt pass (s) | peak RSS (MiB) |\n"
+        "| --- | --- | --- | --- | --- | --- |"
     )
-    for r in rows:
+    rate = {key: med([r["rows"] / r["fit_s"] for r in rs]) for key, rs in runs.items()}
+    rss = {key: med([r["peak_rss_mb"] for r in rs]) for key, rs in runs.items()}
+    for (size, mode), rs in runs.items():
+        ratio = rate[(size, "streaming")] / rate[(size, "in memory")]
         print(
-            f"| {r['rows']:,} | {r['mode']} | {r['rows'] / r['fit_s']:,.0f} | "
-            f"{r['adapt_s']:.1f} | {r['peak_rss_mb']:,.0f} |"
+            f"| {rs[0]['rows']:,} | {mode} | {rate[(size, mode)]:,.0f} | "
+            f"{f'{ratio:.2f}' if mode == 'streaming' else ''} | "
+            f"{med([r['adapt_s'] for r in rs]):.1f} | {rss[(size, mode)]:,.0f} |"
         )
+    for mode in ("streaming", "in memory"):
+        growth = rss[(max(SIZES), mode)] / rss[(min(SIZES), mode)] - 1
+        print(f"\npeak RSS growth {min(SIZES)}M -> {max(SIZES)}M rows, {mode}: {growth:+.1%}")
+    spread = {
+        key: (min(r["rows"] / r["fit_s"] for r in rs), max(r["rows"] / r["fit_s"] for r in rs))
+        for key, rs in runs.items()
+    }
+    print("\nfit rows/s range over the runs:")
+    for (size, mode), (low, high) in spread.items():
+        print(f"- {size}M {mode}: {low:,.0f} to {high:,.0f}")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
+READ_ROWS = 65_536
 
-def iter_batches(
-    shards: Sequence[Path], features: list[str], label: str | None, batch_rows: int
+
+def _read(
+    shards: Sequence[Path], features: list[str], label: str | None, read_rows: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """(x float32 (n, features), y int64 (n,)) batches read shard by shard."""
+    """Record batches of up to `read_rows` rows, shard by shard, as (x float32, y int64)."""
     import pyarrow.parquet as pq
 
     columns = [*features, label] if label else list(features)
@@ -27,7 +29,7 @@ def iter_batches(
         missing = [c for c in columns if c not in parquet.schema_arrow.names]
         if missing:
             raise ValueError(f"{shard}: missing column(s) {missing}")
-        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+        for batch in parquet.iter_batches(batch_size=read_rows, columns=columns):
             # Arrow columns straight to one float32 matrix: no pandas frame in between.
             x = np.empty((batch.num_rows, len(features)), dtype="float32")
             for i, name in enumerate(features):
@@ -36,6 +38,38 @@ def iter_batches(
             if label:
                 y = batch.column(label).to_numpy(zero_copy_only=False).astype("int64")
             yield x, y
+
+
+def iter_batches(
+    shards: Sequence[Path],
+    features: list[str],
+    label: str | None,
+    batch_rows: int,
+    read_rows: int = READ_ROWS,
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(x float32 (n, features), y int64 (n,)) batches of exactly `batch_rows` rows (the last
+    one may be shorter), in file order: the batches numpy feeding makes with shuffle off.
+
+    Parquet is decoded in large record batches (`read_rows`), then sliced: decoding 4,096 rows
+    at a time costs about four times more CPU per row than 65,536 at a time, CPU that training
+    needs on a small machine. Rows left over at the end of a read carry into the next batch."""
+    carry_x: np.ndarray | None = None
+    carry_y: np.ndarray | None = None
+    for x, y in _read(shards, features, label, max(read_rows, batch_rows)):
+        if carry_x is not None:
+            x = np.concatenate([carry_x, x])
+            y = None if y is None else np.concatenate([carry_y, y])
+        full = len(x) - len(x) % batch_rows
+        for start in range(0, full, batch_rows):
+            yield (
+                x[start : start + batch_rows],
+                None if y is None else y[start : start + batch_rows],
+            )
+        carry_x, carry_y = (
+            (x[full:], None if y is None else y[full:]) if full < len(x) else (None, None)
+        )
+    if carry_x is not None:
+        yield carry_x, carry_y
 
 
 def shard_dataset(
@@ -65,7 +99,7 @@ def adapt_normalization(
     import tensorflow as tf
 
     def generate() -> Iterator[np.ndarray]:
-        for x, _ in iter_batches(shards, features, None, batch_rows):
+        for x, _ in _read(shards, features, None, batch_rows):
             yield x
 
     dataset = tf.data.Dataset.from_generator(

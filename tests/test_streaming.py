@@ -24,7 +24,18 @@ def test_every_row_arrives_once_in_order(breast_cancer, shards):
     y = np.concatenate([b[1].numpy() for b in batches])
     np.testing.assert_array_equal(x, breast_cancer[features].to_numpy("float32"))
     np.testing.assert_array_equal(y, breast_cancer["target"].to_numpy())
-    assert max(len(b[0]) for b in batches) <= 64
+    # Full batches across record-batch and shard ends (190 rows a shard), as numpy feeding.
+    assert [len(b[0]) for b in batches] == [64] * 8 + [569 - 8 * 64]
+
+
+@pytest.mark.parametrize("read_rows", [100, 1000])
+def test_batches_are_full_whatever_the_read_size(breast_cancer, shards, read_rows):
+    features = [c for c in breast_cancer.columns if c != "target"]
+    batches = list(iter_batches(shards, features, "target", 48, read_rows=read_rows))
+    assert [len(x) for x, _ in batches] == [48] * 11 + [569 - 11 * 48]
+    np.testing.assert_array_equal(
+        np.concatenate([y for _, y in batches]), breast_cancer["target"].to_numpy()
+    )
 
 
 def test_streaming_statistics_match_the_in_memory_ones(breast_cancer, shards):
