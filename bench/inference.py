@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from pipelines.local_server import free_port, wait_until_answers
 
 MODEL = "tabular-dnn"
 BATCHES = (1, 32, 1024, 65_536)
@@ -75,14 +76,8 @@ def throughput(repeats: int) -> list[tuple[int, float, float]]:
     return rows
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def latency(requests: int = 200) -> tuple[float, float]:
-    port = _free_port()
+    port = free_port()
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     server = subprocess.Popen(
@@ -94,12 +89,7 @@ def latency(requests: int = 200) -> tuple[float, float]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{base}/ping", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_until_answers(f"{base}/ping", server, 300)
         test = pd.read_parquet("data/processed/breast_cancer/test.parquet").drop(columns="target")
         body = json.dumps({"inputs": test.to_numpy("float64")[:1].tolist()}).encode()
         times = []

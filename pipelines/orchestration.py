@@ -19,8 +19,9 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+from pipelines.local_server import ServerDidNotStart, answers, wait_until_answers
 
 DEFAULT_PORT = 4200
 
@@ -50,11 +51,7 @@ def _pid_file() -> Path:
 
 
 def healthy(api_url: str, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as response:
-            return response.status == 200
-    except OSError:
-        return False
+    return answers(f"{api_url}/health", timeout)
 
 
 def executable(name: str) -> str:
@@ -88,20 +85,15 @@ def start_local_server(api_url: str, wait_s: float = 90.0) -> int:
             start_new_session=True,
         )
     _pid_file().write_text(str(proc.pid))
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if healthy(api_url):
-            return proc.pid
-        if proc.poll() is not None:
-            raise OrchestrationError(
-                f"the Prefect server exited with code {proc.returncode}; see {log_path}"
-            )
-        time.sleep(0.5)
-    proc.terminate()
-    raise OrchestrationError(
-        f"the Prefect server did not answer within {wait_s:.0f} s; "
-        f"see {log_path}, or set PIPELINES_PREFECT=off"
-    )
+    try:
+        wait_until_answers(f"{api_url}/health", proc, wait_s, log_path)
+    except ServerDidNotStart as err:
+        if proc.poll() is None:
+            proc.terminate()
+        raise OrchestrationError(
+            f"the Prefect server did not start: {err}\n(or set PIPELINES_PREFECT=off)"
+        ) from None
+    return proc.pid
 
 
 def ensure_api() -> str | None:

@@ -10,13 +10,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from pipelines.local_server import free_port, wait_until_answers
 
 pytestmark = pytest.mark.e2e
 
@@ -27,12 +28,6 @@ MODELS = {  # registered model -> its dataset
     "sequence-lstm": "co2",
     "sequence-transformer": "co2",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _sh(args: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
@@ -104,7 +99,7 @@ def project(tmp_path_factory, repo_root):
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         PREFECT_HOME=str(root / ".prefect-home"),
-        PIPELINES_PREFECT_PORT=str(_free_port()),
+        PIPELINES_PREFECT_PORT=str(free_port()),
         TF_CPP_MIN_LOG_LEVEL="2",
         GIT_AUTHOR_NAME="t",
         GIT_AUTHOR_EMAIL="t@example.com",
@@ -215,14 +210,13 @@ def test_fresh_process_serves_raw_inputs_like_the_pipeline(project, name):
 def test_champion_is_served_over_http(project):
     """The real `mlflow models serve` (through `pipelines serve`) answers raw JSON with the
     golden predictions, and a malformed request with a 4xx and a message."""
-    import time
     import urllib.error
     import urllib.request
 
     import numpy as np
     import pandas as pd
 
-    port = _free_port()
+    port = free_port()
     log = open(project.root / "serve.log", "wb")  # noqa: SIM115 - outlives this block
     server = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "serve", f"{MODEL}@champion", "--port", str(port)],
@@ -247,14 +241,7 @@ def test_champion_is_served_over_http(project):
             return err.code, err.read().decode()
 
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{base}/ping", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise AssertionError((project.root / "serve.log").read_text()[-3000:])
+        wait_until_answers(f"{base}/ping", server, 300, project.root / "serve.log")
         raw = pd.read_parquet(project.root / "data/processed/breast_cancer/test.parquet")
         rows = raw.drop(columns=["target"]).to_numpy("float64")[:16]
         status, body = post({"inputs": rows.tolist()})

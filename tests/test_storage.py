@@ -6,28 +6,21 @@ from __future__ import annotations
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from pipelines.local_server import free_port, wait_until_answers
+
 NAME = "tabular-dnn"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     log = open(root / "server.log", "wb")  # noqa: SIM115 - outlives this block
     proc = subprocess.Popen(
         [
@@ -51,16 +44,7 @@ def server(tmp_path_factory):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise AssertionError((root / "server.log").read_text()[-3000:]) from None
-                time.sleep(0.5)
-        else:
-            raise AssertionError("mlflow server did not start")
+        wait_until_answers(f"{url}/health", proc, 120, root / "server.log")
         yield url, root
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
