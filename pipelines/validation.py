@@ -168,7 +168,8 @@ def _describe(result: Any) -> Failure:
 def validate_frame(
     df: pd.DataFrame, dataset: str, suite_path: Path, report_dir: Path
 ) -> ValidationReport:
-    """Run the suite on `df`, write Data Docs under `report_dir` and return the outcome."""
+    """Run the suite on `df`, write Data Docs under `report_dir` and return the outcome (the
+    caller saves the summary, once it has every check)."""
     gx = _gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -211,11 +212,9 @@ def validate_frame(
         _non_numeric_examples(df, f) if f.expectation == "expect_column_values_to_be_of_type" else f
         for f in failures
     ]
-    report = ValidationReport(
+    return ValidationReport(
         dataset, bool(outcome.success), len(results), failures, str(report_dir / "index.html")
     )
-    report.save(report_dir)
-    return report
 
 
 def validate_file(
@@ -224,6 +223,7 @@ def validate_file(
     """Validate a data file against its suite; raise `ValidationFailed` naming every failed
     expectation."""
     report = validate_frame(read_table(data_path), dataset, suite_path, report_dir)
+    report.save(report_dir.resolve())
     if not report.success:
         raise report.error(data_path, suite_path)
     print(
