@@ -256,3 +256,16 @@ def test_fresh_process_scoring_names_a_model_that_cannot_load(store, trained, tm
         0,
     )
     assert check.passed and "cannot score" in check.detail and "999" in check.detail
+
+
+def test_the_served_model_scores_large_requests_in_chunks_like_keras(store, trained):
+    import keras
+
+    from pipelines.raw_model import CHUNK_ROWS
+
+    raw = pd.read_parquet(store / "data" / "test.parquet").drop(columns=["target"])
+    rows = raw.to_numpy("float64")[np.random.default_rng(0).integers(0, len(raw), CHUNK_ROWS + 7)]
+    served = tracking.load_pyfunc(f"models:/{NAME}/1").predict(rows)
+    model = keras.saving.load_model(store / "good" / "model.keras", safe_mode=True)
+    assert served.shape == (CHUNK_ROWS + 7, 2)
+    np.testing.assert_allclose(served, model.predict(rows, verbose=0), atol=1e-6)
