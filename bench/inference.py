@@ -5,11 +5,12 @@ Usage, in a project after `make run` (uses `models:/tabular-dnn@champion`):
     .venv/bin/python bench/inference.py [repeats]
 
 Throughput: median over `repeats` (default 5) of rows per second at batch sizes 1, 32, 1024 and
-65,536 (raw rows resampled from the real test split). The wrapper scores with Keras'
-`predict_on_batch` in chunks of 4,096 rows (`pipelines/raw_model.py`). Two baselines on rows
-normalized beforehand: the bare network called the same way (so the ratio is the wrapper's own
-cost: request checks and the Normalization layer), and the bare network's plain `predict` (what
-a script would call). Latency: 200 single-row requests over HTTP, p50 and p99.
+65,536 (raw rows resampled from the real test split; each repeat calls the model for at least
+0.5 s). The wrapper scores with Keras' `predict_on_batch` in chunks of 4,096 rows
+(`pipelines/raw_model.py`). Two baselines on rows normalized beforehand: the bare network called
+the same way (so the ratio is the wrapper's own cost: MLflow's pyfunc layer, request checks and
+the Normalization layer), and the bare network's plain `predict` (what a script would call).
+Latency: 200 single-row requests over HTTP, p50 and p99.
 """
 
 from __future__ import annotations
@@ -45,14 +46,29 @@ def _bare_network(model):
     return keras.Model(inputs, x)
 
 
-def _rate(fn, x: np.ndarray, repeats: int) -> float:
-    fn(x[:1])  # warm up (graph tracing)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def _rate(fn, x: np.ndarray, min_seconds: float = 0.5) -> float:
+    """Rows per second of `fn(x)`, called again and again for at least `min_seconds` (a
+    single call of a small batch takes about a millisecond: too short to time alone)."""
+    calls, start = 0, time.perf_counter()
+    while True:
         fn(x)
-        times.append(time.perf_counter() - start)
-    return len(x) / statistics.median(times)
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return calls * len(x) / elapsed
+
+
+def _median_rates(fns: list, inputs: list[np.ndarray], repeats: int) -> list[float]:
+    """Median rows/s of each `fn` on its input; the variants take turns in every repeat, so
+    a change in the machine's speed hits them alike."""
+    for fn, x in zip(fns, inputs, strict=True):
+        fn(x[:1])  # warm up: graph tracing for both shapes
+        fn(x)
+    rates: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, (fn, x) in enumerate(zip(fns, inputs, strict=True)):
+            rates[i].append(_rate(fn, x))
+    return [statistics.median(r) for r in rates]
 
 
 def throughput(repeats: int) -> list[tuple[int, float, float, float]]:
@@ -79,9 +95,11 @@ def throughput(repeats: int) -> list[tuple[int, float, float, float]]:
     for batch in BATCHES:
         raw = test.to_numpy("float64")[rng.integers(0, len(test), batch)]
         normalized = ((raw - mean) / np.maximum(std, 1e-7)).astype("float32")
-        wrapped = _rate(pyfunc.predict, raw, repeats)
-        same_way = _rate(chunked, normalized, repeats)
-        plain = _rate(lambda x: bare.predict(x, verbose=0), normalized, repeats)
+        wrapped, same_way, plain = _median_rates(
+            [pyfunc.predict, chunked, lambda x: bare.predict(x, verbose=0)],
+            [raw, normalized, normalized],
+            repeats,
+        )
         rows.append((batch, wrapped, same_way, plain))
     return rows
 
