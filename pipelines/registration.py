@@ -22,7 +22,6 @@ from pipelines.promotion import (
     Check,
     compare_with_champion,
     parity_check,
-    precomputed,
     score_in_fresh_process,
 )
 from pipelines.serving import GOLDEN_DIR
@@ -163,8 +162,7 @@ def register_task(
         if champion_before is not None:
             checks.append(
                 compare_with_champion(
-                    precomputed(scores[1]),
-                    x_test,
+                    scores[1],
                     y_test,
                     predictions,
                     prep.task_type,

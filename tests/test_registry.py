@@ -234,7 +234,7 @@ def test_batch_scoring_writes_predictions_beside_the_input(store, trained):
 
 
 def test_fresh_process_scoring_names_a_model_that_cannot_load(store, trained, tmp_path):
-    from pipelines.promotion import compare_with_champion, precomputed, score_in_fresh_process
+    from pipelines.promotion import compare_with_champion, score_in_fresh_process
 
     inputs = tmp_path / "inputs.npy"
     np.save(inputs, np.zeros((2, 30), dtype="float32"))
@@ -245,8 +245,7 @@ def test_fresh_process_scoring_names_a_model_that_cannot_load(store, trained, tm
     assert isinstance(missing, str) and "999" in missing
     # A champion that cannot score the new test rows is not held against the challenger.
     check = compare_with_champion(
-        precomputed(missing),
-        np.zeros((2, 30)),
+        missing,
         np.array([0, 1]),
         good,
         "classification",
