@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.local_server import free_port, wait_until_answers
+from pipelines.orchestration import env_with_venv, executable
 
 MODEL = "tabular-dnn"
 BATCHES = (1, 32, 1024, 65_536)
@@ -106,11 +107,9 @@ def throughput(repeats: int) -> list[tuple[int, float, float, float]]:
 
 def latency(requests: int = 200) -> tuple[float, float]:
     port = free_port()
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     server = subprocess.Popen(
-        [str(bin_dir / "pipelines"), "serve", f"{MODEL}@champion", "--port", str(port)],
-        env=env,
+        [executable("pipelines"), "serve", f"{MODEL}@champion", "--port", str(port)],
+        env=env_with_venv(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -27,6 +27,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from pipelines.orchestration import env_with_venv
+
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
 
@@ -119,7 +121,8 @@ def breakdown(profiles: Path) -> dict[str, dict[str, float]]:
 
 
 def _env(stage_log: Path, profile_dir: Path | None, shim_dir: Path) -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{shim_dir}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = env_with_venv()
+    env["PATH"] = f"{shim_dir}{os.pathsep}{env['PATH']}"  # the shim's `python` comes first
     env["BENCH_STAGE_LOG"] = str(stage_log)
     env.pop("BENCH_PROFILE_DIR", None)
     if profile_dir is not None:

@@ -23,8 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.orchestration import env_with_venv
+
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+ENV = env_with_venv()
 MODELS = ("tabular-dnn", "images-cnn", "sequence-lstm", "sequence-transformer")
 
 

@@ -10,7 +10,6 @@ params.yaml is restored and the pipeline re-run at the end.
 
 from __future__ import annotations
 
-import os
 import re
 import statistics
 import subprocess
@@ -18,8 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.orchestration import env_with_venv
+
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+ENV = env_with_venv()
 
 
 def repro() -> tuple[float, set[str]]:

@@ -12,16 +12,17 @@ The params file is restored at the end (and the stages re-run so DVC is consiste
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from pipelines.orchestration import env_with_venv
+
 BIN = Path(sys.executable).parent
 
 
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+ENV = env_with_venv()
 
 
 def _timed(args: list[str]) -> float:

@@ -20,8 +20,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipelines.orchestration import env_with_venv
+
 HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
 
 # name -> arguments. Repeats: each figure is a median over this many runs.
 SUITE = {
@@ -74,7 +75,7 @@ def main() -> None:
     if not Path("dvc.lock").exists() or not Path("mlflow.db").exists():
         sys.exit("run the pipeline first (`make run`): the suite starts from a full run")
     args.out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = env_with_venv()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True

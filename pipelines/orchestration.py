@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from pipelines.local_server import ServerDidNotStart, answers, wait_until_answers
@@ -52,6 +53,14 @@ def _pid_file() -> Path:
 
 def healthy(api_url: str, timeout: float = 1.0) -> bool:
     return answers(f"{api_url}/health", timeout)
+
+
+def env_with_venv(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of `base` (default: this process's environment) with this environment's bin
+    folder first on PATH, so child processes find its `python`, `dvc`, `mlflow`, `prefect`."""
+    env = dict(os.environ if base is None else base)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 def executable(name: str) -> str:

@@ -23,7 +23,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections import deque
 from pathlib import Path
@@ -35,7 +34,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipelines.config import OrchestrationConfig, PipelineConfig, load_config
-from pipelines.orchestration import executable
+from pipelines.orchestration import env_with_venv, executable
 from pipelines.tracking import project_root
 
 DATA_STAGES = ("ingest", "validate", "split")
@@ -64,10 +63,6 @@ class StageFailed(RuntimeError):
 
     def __reduce__(self) -> tuple:  # travels between Dask processes
         return (StageFailed, (self.stage, self.code, self.tail))
-
-
-def _path_with_venv() -> str:
-    return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -141,7 +136,7 @@ def run_stage(stage: str, command: str, root: str, timeout_s: float = 3600) -> s
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PATH": _path_with_venv()},
+        env=env_with_venv(),
         start_new_session=True,
     )
     tail: deque[str] = deque(maxlen=40)

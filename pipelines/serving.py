@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -112,15 +111,12 @@ def score_file(ref: str, input_path: Path, chunk_rows: int = 10_000) -> Path:
 def serve_command(ref: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
     """The `mlflow models serve` command line and environment for a registered model."""
     uri = model_uri(ref)
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": tracking.tracking_uri(),
-        # the server starts uvicorn through the shell: it must find this environment's bin
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    from pipelines.orchestration import env_with_venv
+
+    # the server starts uvicorn through the shell: it must find this environment's bin
+    env = {**env_with_venv(), "MLFLOW_TRACKING_URI": tracking.tracking_uri()}
     command = [
-        str(Path(bin_dir) / "mlflow"),
+        str(Path(sys.executable).with_name("mlflow")),
         "models",
         "serve",
         "-m",

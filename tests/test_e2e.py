@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from pipelines.local_server import free_port, wait_until_answers
+from pipelines.orchestration import env_with_venv
 
 pytestmark = pytest.mark.e2e
 
@@ -96,8 +97,8 @@ def project(tmp_path_factory, repo_root):
         for k, v in os.environ.items()
         if not k.startswith(("MLFLOW_", "PREFECT_", "PIPELINES_"))
     }
+    env = env_with_venv(env)
     env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         PREFECT_HOME=str(root / ".prefect-home"),
         PIPELINES_PREFECT_PORT=str(free_port()),
         TF_CPP_MIN_LOG_LEVEL="2",
