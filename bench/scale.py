@@ -5,9 +5,10 @@ Usage: .venv/bin/python bench/scale.py [--dir /tmp/pipelines-scale] [--repeats 3
 Synthesizes 16 shards of 1M rows each by resampling the real breast-cancer rows with 1%
 multiplicative noise (written once, reused). For 1M, 4M and 16M rows it trains the tabular DNN
 of params.yaml for one epoch (batch 4096) in a fresh process per case:
-  streaming: normalization adapted in one streaming pass, then `fit` on `shard_dataset`;
-  in memory: the shards read into one numpy array, adapted and fitted from it.
-It prints rows per second of `fit`, seconds of the adapt pass and the process's peak RSS,
+  streaming: normalization statistics merged in one streaming pass, then `fit` on
+  `shard_dataset`;
+  in memory: the shards read into one numpy array, statistics and `fit` from it.
+It prints rows per second of `fit`, seconds of the statistics pass and the process's peak RSS,
 medians over `repeats` runs (the cases alternate, so drift in the machine's speed hits both),
 the streaming/in-memory throughput ratio per size, and the growth of peak RSS from the
 smallest to the largest size.
@@ -23,8 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROWS_PER_SHARD = 1_000_000
 SIZES = (1, 4, 16)  # millions of rows
 CHILD = r"""
@@ -35,14 +34,14 @@ mode, shards = sys.argv[1], [Path(p) for p in sys.argv[2:]]
 from pipelines.builders import build_model
 from pipelines.config import TrainConfig
 from pipelines.preprocessing import Preprocessing, fit_normalization
-from pipelines.streaming import adapt_normalization, shard_dataset
+from pipelines.streaming import shard_dataset, stream_normalization
 from pipelines.training import seed_everything
 import pyarrow.parquet as pq
 features = [c for c in pq.ParquetFile(shards[0]).schema_arrow.names if c != "target"]
 seed_everything(42)
 start = time.perf_counter()
 if mode == "streaming":
-    stats = adapt_normalization(shards, features)
+    stats = stream_normalization(shards, features)
 else:
     table = pd.concat([pd.read_parquet(s) for s in shards], ignore_index=True)
     x, y = table[features].to_numpy("float32"), table["target"].to_numpy("int64")
@@ -67,22 +66,10 @@ print(json.dumps({"rows": rows, "adapt_s": adapt_s, "fit_s": fit_s,
 
 def synthesize(folder: Path, shards: int) -> list[Path]:
     from pipelines.datasets import load_source
+    from pipelines.streaming import synthesize_shards
 
-    folder.mkdir(parents=True, exist_ok=True)
     base = load_source("sklearn:breast_cancer")
-    features = [c for c in base.columns if c != "target"]
-    paths = []
-    for i in range(shards):
-        path = folder / f"part-{i:02d}.parquet"
-        paths.append(path)
-        if path.exists():
-            continue
-        rng = np.random.default_rng(i)
-        part = base.iloc[rng.integers(0, len(base), ROWS_PER_SHARD)].reset_index(drop=True)
-        part[features] = part[features].to_numpy() * rng.normal(1, 0.01, (len(part), 30))
-        part.to_parquet(path, index=False, row_group_size=100_000)
-        print(f"wrote {path}", flush=True)
-    return paths
+    return synthesize_shards(base, "target", folder, shards, ROWS_PER_SHARD, noise=0.01)
 
 
 def run_case(mode: str, shards: list[Path]) -> dict:
@@ -114,7 +101,7 @@ def main() -> None:
     med = statistics.median
     print(
         f"\nMedians of {args.repeats} runs:\n\n"
-        "| rows | mode | fit rows/s | streaming / in memory | adapt pass (s) | peak RSS (MiB) |\n"
+        "| rows | mode | fit rows/s | streaming / in memory | stats pass (s) | peak RSS (MiB) |\n"
         "| --- | --- | --- | --- | --- | --- |"
     )
     rate = {key: med([r["rows"] / r["fit_s"] for r in rs]) for key, rs in runs.items()}

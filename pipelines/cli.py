@@ -200,7 +200,15 @@ def propose_suite(
         _fail(f"{out} exists; review changes by hand or pass --force")
     try:
         cfg = load_config(params).dataset(dataset)
-        reference = load_dataset(cfg, data)
+        if cfg.shards is not None:
+            # Profile the first shard; the row-count bounds are the whole dataset's.
+            from pipelines.streaming import read_shard, row_count, shard_paths
+
+            source = Path(data or cfg.source)
+            shards = shard_paths(source) if source.is_dir() else [source]
+            reference = read_shard(shards[0])
+        else:
+            reference = load_dataset(cfg, data)
         suite = draft(
             reference,
             dataset,
@@ -209,6 +217,11 @@ def propose_suite(
             cfg.modality,
             cfg.series.time_column if cfg.series else None,
         )
+        if cfg.shards is not None:
+            rows = row_count(shards)
+            for expectation in suite["expectations"]:
+                if expectation["type"] == "expect_table_row_count_to_be_between":
+                    expectation["kwargs"].update(min_value=max(1, rows // 2), max_value=rows * 20)
     except (ConfigError, DataError, ValueError) as err:
         _fail(str(err))
     out.parent.mkdir(parents=True, exist_ok=True)

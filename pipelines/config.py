@@ -62,6 +62,15 @@ class SeriesConfig(_Strict):
     )
 
 
+class ShardsConfig(_Strict):
+    """A tabular dataset kept as Parquet shards and streamed by every stage, for data larger
+    than memory (pipelines.streaming)."""
+
+    rows: int = Field(
+        1_000_000, ge=1000, description="Rows per shard; one shard is in memory at a time."
+    )
+
+
 class DatasetConfig(_Strict):
     modality: Literal["tabular", "images", "sequence"]
     source: str = Field(
@@ -73,9 +82,14 @@ class DatasetConfig(_Strict):
     )
     split: SplitConfig = SplitConfig()
     series: SeriesConfig | None = None
+    shards: ShardsConfig | None = Field(
+        None, description="Tabular only: keep the data as Parquet shards and stream it."
+    )
 
     @model_validator(mode="after")
     def _series_settings(self) -> DatasetConfig:
+        if self.shards is not None and self.modality != "tabular":
+            raise ValueError(f"shards: only for tabular datasets, not {self.modality}")
         if self.modality == "sequence" and self.series is None:
             raise ValueError("series: required for a sequence dataset (time_column, window)")
         if self.modality != "sequence" and self.series is not None:
@@ -280,6 +294,7 @@ __all__ = [
     "DriftConfig",
     "GateConfig",
     "PipelineConfig",
+    "ShardsConfig",
     "TaskConfig",
     "TrainConfig",
     "load_config",

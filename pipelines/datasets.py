@@ -183,12 +183,34 @@ def load_dataset(dataset: DatasetConfig, source: str | None = None) -> pd.DataFr
     return df
 
 
+def ingest_shards(name: str, dataset: DatasetConfig, out: Path) -> Path:
+    """A sharded dataset: copy its Parquet shards (a folder, or one file) to the folder `out`,
+    a record batch at a time, as shards of `shards.rows` rows."""
+    from pipelines.streaming import copy_shards
+
+    source = Path(dataset.source)
+    if not source.exists():
+        raise DataError(
+            f"datasets.{name}.source: {source} not found (a sharded dataset's source is a folder "
+            "of Parquet files, or one Parquet file)"
+        )
+    assert dataset.shards is not None
+    rows, count = copy_shards(source, out, dataset.shards.rows)
+    print(f"ingested {name}: {rows:,} rows in {count} shard(s) from {source} -> {out}/")
+    return out
+
+
 def ingest(name: str, dataset: DatasetConfig, out: Path) -> Path:
-    """Write dataset `name` to `out` as Parquet and return the path."""
+    """Write dataset `name` to `out` as Parquet (a folder of shards for a sharded dataset) and
+    return the path."""
+    if dataset.shards is not None:
+        return ingest_shards(name, dataset, out)
     df = load_dataset(dataset)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
     df.to_parquet(tmp, index=False)
+    if out.is_dir():  # the dataset used to be sharded
+        shutil.rmtree(out)
     shutil.move(tmp, out)  # never leave a half-written file under the final name
     print(f"ingested {name}: {len(df)} rows x {df.shape[1]} columns from {dataset.source} -> {out}")
     return out

@@ -15,7 +15,14 @@ from pipelines.metrics import (
     regression_metrics,
     seasonal_naive_forecast,
 )
-from pipelines.preprocessing import SPEC_FILE, Preprocessing, load_split
+from pipelines.preprocessing import (
+    SPEC_FILE,
+    Preprocessing,
+    encode_labels,
+    load_split,
+    split_shards_of,
+)
+from pipelines.streaming import label_counts, predict_shards
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "test_predictions.npy"
@@ -105,13 +112,31 @@ def plot_forecast(
     plt.close(fig)
 
 
+def _train_class_counts(data_dir: Path, prep: Preprocessing) -> np.ndarray:
+    """Rows per class index in the training split (only the label column is read)."""
+    if prep.sharded:
+        counts = label_counts(split_shards_of(data_dir, "train"), prep.label)
+        return np.array([counts.get(c, 0) for c in prep.classes])
+    _, y_train = load_split(data_dir, "train", prep)
+    return np.bincount(y_train, minlength=len(prep.classes))
+
+
+def predict_test(model, data_dir: Path, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """(model outputs float64, targets) on the test split: in one call, or batch by batch
+    from the shards of a sharded dataset."""
+    if prep.sharded:
+        shards = split_shards_of(data_dir, "test")
+        outputs, labels = predict_shards(model.predict_on_batch, shards, prep.features, prep.label)
+        return outputs, encode_labels(labels, prep)
+    x_test, y_test = load_split(data_dir, "test", prep)
+    return np.asarray(model.predict(x_test, verbose=0), dtype="float64"), y_test
+
+
 def _evaluate_classifier(
     task: str, model, data_dir: Path, prep: Preprocessing, out_dir: Path
 ) -> tuple[dict, np.ndarray]:
-    x_test, y_test = load_split(data_dir, "test", prep)
-    _, y_train = load_split(data_dir, "train", prep)
-    proba = np.asarray(model.predict(x_test, verbose=0), dtype="float64")
-    majority = majority_baseline(y_train, len(y_test), len(prep.classes))
+    proba, y_test = predict_test(model, data_dir, prep)
+    majority = majority_baseline(_train_class_counts(data_dir, prep), len(y_test))
     metrics = {
         "test": classification_metrics(y_test, proba),
         "baselines": {"majority": classification_metrics(y_test, majority)},

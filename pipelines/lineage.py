@@ -8,7 +8,16 @@ from pathlib import Path
 
 
 def file_md5(path: Path) -> str:
-    """The MD5 of a file's bytes: the same hash DVC records for it in `dvc.lock`."""
+    """The MD5 of a file's bytes: the same hash DVC records for it in `dvc.lock`. For a folder
+    (a sharded dataset): the MD5 of its files' relative paths and MD5s, in name order."""
+    path = Path(path)
+    if path.is_dir():
+        listing = "".join(
+            f"{f.relative_to(path).as_posix()} {file_md5(f)}\n"
+            for f in sorted(path.rglob("*"))
+            if f.is_file()
+        )
+        return hashlib.md5(listing.encode()).hexdigest()
     digest = hashlib.md5()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -52,11 +52,12 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
     }
 
 
-def majority_baseline(y_train: np.ndarray, n_rows: int, n_classes: int) -> np.ndarray:
-    """Probabilities of the majority-class baseline: the training class frequencies for every
-    row, so its accuracy is the majority share and its ROC AUC is 0.5."""
-    prior = np.bincount(y_train, minlength=n_classes).astype("float64")
-    prior /= prior.sum()
+def majority_baseline(class_counts: np.ndarray, n_rows: int) -> np.ndarray:
+    """Probabilities of the majority-class baseline: the training class frequencies
+    (`class_counts`, one per class index) for every row, so its accuracy is the majority share
+    and its ROC AUC is 0.5."""
+    prior = np.asarray(class_counts, dtype="float64")
+    prior = prior / prior.sum()
     return np.tile(prior, (n_rows, 1))
 
 

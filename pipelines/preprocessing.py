@@ -11,6 +11,8 @@ split only.
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import ConfigError, DatasetConfig
+from pipelines.config import ConfigError, DatasetConfig, ShardsConfig
 from pipelines.datasets import PIXEL_PREFIX, DataError, image_shape, read_table
 from pipelines.drift import REFERENCE_FILE, drift_features, reference_profile, save_reference
 
@@ -38,6 +40,8 @@ class Preprocessing:
     stats: dict[str, Any] = field(default_factory=dict)
     task_type: str = "classification"
     time_column: str | None = None
+    sharded: bool = False  # splits are folders of Parquet shards (pipelines.streaming)
+    rows: dict[str, int] = field(default_factory=dict)  # rows per split
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -73,8 +77,11 @@ def fit_normalization(x_train: np.ndarray) -> dict[str, list[float]]:
     the statistics a Keras `Normalization(axis=-1)` layer adapts. The model receives float32
     inputs, so the features are cast to float32 first; the sums run in float64. NumPy, not
     `adapt`: the split stage then does not import TensorFlow (about 4 s)."""
-    x = np.asarray(x_train).astype("float32").astype("float64")
-    return {"mean": x.mean(axis=0).tolist(), "variance": x.var(axis=0).tolist()}
+    from pipelines.streaming import Moments
+
+    moments = Moments()
+    moments.add(np.asarray(x_train).astype("float32"))
+    return moments.result()
 
 
 def _classes(splits: Splits, label: str) -> list[Any]:
@@ -243,17 +250,96 @@ def _sequence(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Spli
 _PREPARERS = {"tabular": _tabular, "images": _images, "sequence": _sequence}
 
 
+def split_shards(
+    name: str, data_path: Path, dataset: DatasetConfig, seed: int, out_dir: Path
+) -> Preprocessing:
+    """The split of a sharded tabular dataset, in one streaming pass: every row goes to test,
+    validation or train at random (seeded, in the configured shares; not stratified, which at
+    this size changes class shares by a fraction of a percent) and to a random shard of that
+    part. Normalization statistics, the label set and the drift reference (a seeded sample of
+    train) are gathered in the same pass."""
+    from pipelines import streaming
+
+    shards = streaming.shard_paths(data_path)
+    columns = streaming.columns_of(shards[0])
+    if dataset.label not in columns:
+        raise ConfigError(f"datasets.{name}.label: column {dataset.label!r} not in {data_path}")
+    features = [c for c in columns if c != dataset.label]
+    total = streaming.row_count(shards)
+    shard_rows = (dataset.shards or ShardsConfig()).rows
+    shares = {"test": dataset.split.test, "validation": dataset.split.validation}
+    shares["train"] = 1.0 - shares["test"] - shares["validation"]
+    writers = {
+        part: streaming.ShardWriter(
+            out_dir / f"{part}.parquet", math.ceil(total * shares[part] / shard_rows)
+        )
+        for part in SPLITS
+    }
+    rng = np.random.default_rng(seed)
+    moments, classes, sample = streaming.Moments(), set(), []
+    sample_share = min(1.0, streaming.SAMPLE_ROWS / max(total * shares["train"], 1))
+    try:
+        for _, frame in streaming.iter_frames(shards):
+            draw = rng.random(len(frame))
+            parts = np.where(
+                draw < shares["test"],
+                0,
+                np.where(draw < shares["test"] + shares["validation"], 1, 2),
+            )
+            for index, part in ((0, "test"), (1, "validation"), (2, "train")):
+                writers[part].scatter(frame[parts == index], rng)
+            train = frame[parts == 2]
+            moments.add(train[features].to_numpy("float32"))
+            classes.update(frame[dataset.label].dropna().unique().tolist())
+            sample.append(train[rng.random(len(train)) < sample_share])
+        rows = {part: writers[part].rows for part in SPLITS}
+        if min(rows.values()) == 0:
+            raise DataError(f"{data_path}: {total} rows are too few to split: {rows}")
+        for writer in writers.values():
+            writer.close()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    prep = Preprocessing(
+        modality="tabular",
+        features=features,
+        label=dataset.label,
+        classes=sorted(c.item() if hasattr(c, "item") else c for c in classes),
+        input_shape=[len(features)],
+        stats=moments.result(),
+        sharded=True,
+        rows=rows,
+    )
+    prep.save(out_dir / SPEC_FILE)
+    reference = drift_features(pd.concat(sample), "tabular", dataset.label)
+    save_reference(reference_profile(reference), out_dir / REFERENCE_FILE)
+    print(
+        f"split {len(shards)} shard(s) of {data_path.name}: {rows}; "
+        "preprocessing fitted on train only, streamed"
+    )
+    return prep
+
+
 def split_and_fit(
     name: str, data_path: Path, dataset: DatasetConfig, seed: int, out_dir: Path
 ) -> Preprocessing:
     """Split the raw table, fit preprocessing on train only, and write both to `out_dir`."""
+    from pipelines.streaming import is_sharded
+
+    if is_sharded(data_path):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return split_shards(name, data_path, dataset, seed, out_dir)
     df = read_table(data_path)
     if dataset.label not in df.columns:
         raise ConfigError(f"datasets.{name}.label: column {dataset.label!r} not in {data_path}")
     splits, prep = _PREPARERS[dataset.modality](df, dataset, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     for part in SPLITS:
-        getattr(splits, part).to_parquet(out_dir / f"{part}.parquet", index=False)
+        path = out_dir / f"{part}.parquet"
+        if path.is_dir():  # the dataset used to be sharded
+            shutil.rmtree(path)
+        getattr(splits, part).to_parquet(path, index=False)
     prep.save(out_dir / SPEC_FILE)
     reference = drift_features(splits.train, dataset.modality, dataset.label, prep.time_column)
     time_end = str(splits.train[prep.time_column].max()) if prep.time_column else None
@@ -263,12 +349,29 @@ def split_and_fit(
     return prep
 
 
+def encode_labels(values: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Targets as the model learns them: class indices for classification, values in original
+    units for regression."""
+    if prep.task_type == "regression":
+        return np.asarray(values, dtype="float64")
+    index = {c: i for i, c in enumerate(prep.classes)}
+    return pd.Series(values).map(index).to_numpy(dtype="int64")
+
+
+def split_shards_of(data_dir: Path, name: str) -> list[Path]:
+    """The Parquet shards of one split of a sharded dataset."""
+    from pipelines.streaming import shard_paths
+
+    return shard_paths(Path(data_dir) / f"{name}.parquet")
+
+
 def load_split(data_dir: Path, name: str, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    """Raw model inputs, shaped as the model takes them, and targets (class indices for
-    classification, values in original units for regression) of one split."""
+    """Raw model inputs, shaped as the model takes them, and targets (`encode_labels`) of one
+    split, read whole. A sharded dataset is never read whole: see `pipelines.streaming`."""
+    if prep.sharded:
+        raise DataError(
+            f"{data_dir}/{name}.parquet is a sharded split; it is streamed, never read whole"
+        )
     df = pd.read_parquet(Path(data_dir) / f"{name}.parquet")
     x = df[prep.features].to_numpy(dtype="float64").reshape(-1, *prep.input_shape)
-    if prep.task_type == "regression":
-        return x, df[prep.label].to_numpy(dtype="float64")
-    index = {c: i for i, c in enumerate(prep.classes)}
-    return x, df[prep.label].map(index).to_numpy(dtype="int64")
+    return x, encode_labels(df[prep.label].to_numpy(), prep)

@@ -16,7 +16,13 @@ from pipelines.drift import REFERENCE_FILE
 from pipelines.evaluation import METRICS_FILE, PLOT_FILE, PREDICTIONS_FILE
 from pipelines.gate import apply_gate
 from pipelines.lineage import dvc_lock_hashes, file_md5, git_state, library_versions
-from pipelines.preprocessing import SPEC_FILE, Preprocessing, load_split
+from pipelines.preprocessing import (
+    SPEC_FILE,
+    Preprocessing,
+    encode_labels,
+    load_split,
+    split_shards_of,
+)
 from pipelines.promotion import (
     GOLDEN_ROWS,
     Check,
@@ -25,6 +31,7 @@ from pipelines.promotion import (
     score_in_fresh_process,
 )
 from pipelines.serving import GOLDEN_DIR
+from pipelines.streaming import take_rows
 from pipelines.training import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
 
 LINEAGE_FILE = "lineage.json"
@@ -68,6 +75,23 @@ def model_metadata(name: str, task: str, prep: Preprocessing) -> dict:
     }
 
 
+COMPARE_ROWS = 100_000  # test rows a sharded dataset's champion comparison uses
+
+
+def comparison_rows(
+    data_dir: Path, prep: Preprocessing, seed: int
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """The test rows the champion is compared on: (positions in the test split or None for
+    all, raw inputs, targets). A sharded split gives a seeded sample of `COMPARE_ROWS`."""
+    if not prep.sharded:
+        return None, *load_split(data_dir, "test", prep)
+    total = prep.rows["test"]
+    rng = np.random.default_rng(seed)
+    positions = np.sort(rng.choice(total, size=min(total, COMPARE_ROWS), replace=False))
+    x, labels = take_rows(split_shards_of(data_dir, "test"), prep.features, prep.label, positions)
+    return positions, x, encode_labels(labels, prep)
+
+
 def register_task(
     cfg: PipelineConfig,
     task: str,
@@ -89,8 +113,10 @@ def register_task(
     summary = json.loads((model_dir / SUMMARY_FILE).read_text())
     history = pd.read_csv(model_dir / HISTORY_FILE)
     prep = Preprocessing.load(data_dir / SPEC_FILE)
-    x_test, y_test = load_split(data_dir, "test", prep)
+    positions, x_test, y_test = comparison_rows(data_dir, prep, cfg.base.seed)
     predictions = np.load(eval_dir / PREDICTIONS_FILE)
+    if positions is not None:
+        predictions = predictions[positions]
     name = task  # one registered model per entry, named after it: `tabular-dnn`
     for version in tracking.mark_incomplete_versions(name):
         print(f"{name} version {version} never got a gate verdict: tagged incomplete")

@@ -1,61 +1,288 @@
-"""Training data that does not fit in memory: Parquet shards streamed through `tf.data`.
+"""Tabular data larger than memory: Parquet shards, read a record batch at a time.
 
-`shard_dataset` reads record batches from a list of Parquet files (one at a time, never a whole
-file) and yields `(features, label)` batches; `adapt_normalization` fits a Keras
-`Normalization` layer in one streaming pass over the same shards. Memory stays bounded by a few
-record batches, whatever the number of rows.
+A dataset with `shards:` in params is kept as a folder of Parquet files (`<name>.parquet/`,
+`part-00000.parquet`, ...) by every stage:
+
+- ingest copies the source shards batch by batch (`copy_shards`);
+- validate runs the suite shard by shard and measures drift on a seeded sample
+  (`sample_rows`);
+- split sends every row to train, validation or test at random (seeded) and scatters it over
+  that part's shards, so each shard is a random sample of the whole; normalization statistics
+  are merged in the same pass (`Moments`) (`split_shards`);
+- train feeds `tf.data` from the shards, one shard in memory at a time, shuffled within it and
+  in a new shard order every epoch (`training_dataset`);
+- evaluate and register predict in batches (`predict_shards`, `take_rows`).
+
+Memory is bounded by one shard (`shards.rows`, 1M rows by default) and a few record batches,
+whatever the number of rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+
+from pipelines.datasets import DataError
 
 READ_ROWS = 65_536
+FLUSH_ROWS = 16_384  # rows an output shard buffers before it writes a row group
+SHARD_PATTERN = "part-{:05d}.parquet"
+SAMPLE_ROWS = 100_000  # rows behind a drift reference or a drift check
+
+
+class ShardError(DataError):
+    """A folder of shards is missing, empty, unreadable or inconsistent."""
+
+
+def is_sharded(path: Path) -> bool:
+    """True for a folder of Parquet shards (what ingest writes for a `shards:` dataset)."""
+    return Path(path).is_dir() and any(Path(path).glob("*.parquet"))
+
+
+def shard_paths(path: Path) -> list[Path]:
+    """The Parquet files of a shard folder, in name order (the order every stage reads)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ShardError(f"{path}: not a folder of Parquet shards")
+    shards = sorted(p for p in path.glob("*.parquet") if p.is_file())
+    if not shards:
+        raise ShardError(f"{path}: no .parquet files in the folder")
+    return shards
+
+
+def _parquet(shard: Path) -> Any:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(shard)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise ShardError(f"{shard}: cannot be read as Parquet: {err}") from None
+
+
+def row_count(shards: Sequence[Path]) -> int:
+    """Rows in all shards, from the Parquet footers (nothing is decoded)."""
+    return sum(_parquet(s).metadata.num_rows for s in shards)
+
+
+def columns_of(shard: Path) -> list[str]:
+    return list(_parquet(shard).schema_arrow.names)
+
+
+def read_shard(shard: Path) -> pd.DataFrame:
+    """One whole shard (at most `shards.rows` rows)."""
+    parquet = _parquet(shard)
+    try:
+        return parquet.read().to_pandas()
+    except Exception as err:
+        raise ShardError(f"{shard}: cannot be read as Parquet: {err}") from None
+
+
+def iter_frames(
+    shards: Sequence[Path], columns: list[str] | None = None, read_rows: int = READ_ROWS
+) -> Iterator[tuple[Path, pd.DataFrame]]:
+    """(shard, frame of up to `read_rows` rows), shard by shard, in file order. Every shard must
+    have the first shard's columns, in the same order."""
+    expected = columns_of(shards[0]) if shards else []
+    for shard in shards:
+        parquet = _parquet(shard)
+        names = list(parquet.schema_arrow.names)
+        wanted = columns or expected
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise ShardError(f"{shard}: missing column(s) {missing}")
+        if columns is None and names != expected:
+            extra = [c for c in names if c not in expected]
+            raise ShardError(
+                f"{shard}: columns differ from {shards[0].name}'s"
+                + (f" (unexpected {extra})" if extra else " (other order)")
+            )
+        try:
+            for batch in parquet.iter_batches(batch_size=read_rows, columns=columns):
+                yield shard, batch.to_pandas()
+        except ShardError:
+            raise
+        except Exception as err:
+            raise ShardError(f"{shard}: cannot be read as Parquet: {err}") from None
+
+
+class ShardWriter:
+    """Write one part's rows to `count` shards in a new folder at `out` (replacing whatever is
+    there only when `close` succeeds): rows are buffered per shard and written as row groups
+    of `FLUSH_ROWS`."""
+
+    def __init__(self, out: Path, count: int):
+        self.out, self.count = Path(out), max(1, count)
+        self.tmp = self.out.with_name(f".{self.out.name}.tmp")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        self.rows = 0
+        self._buffers: list[list[pd.DataFrame]] = [[] for _ in range(self.count)]
+        self._buffered = [0] * self.count
+        self._writers: list[Any] = [None] * self.count
+
+    def write(self, frame: pd.DataFrame, shard: int = 0) -> None:
+        if not len(frame):
+            return
+        self._buffers[shard].append(frame)
+        self._buffered[shard] += len(frame)
+        self.rows += len(frame)
+        if self._buffered[shard] >= FLUSH_ROWS:
+            self._flush(shard)
+
+    def scatter(self, frame: pd.DataFrame, rng: np.random.Generator) -> None:
+        """Each row to a shard drawn at random, so every shard samples the whole part."""
+        target = rng.integers(0, self.count, len(frame))
+        for shard in range(self.count):
+            self.write(frame[target == shard], shard)
+
+    def _flush(self, shard: int) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self._buffers[shard]:
+            return
+        table = pa.Table.from_pandas(
+            pd.concat(self._buffers[shard], ignore_index=True), preserve_index=False
+        )
+        if self._writers[shard] is None:
+            path = self.tmp / SHARD_PATTERN.format(shard)
+            self._writers[shard] = pq.ParquetWriter(path, table.schema)
+        self._writers[shard].write_table(table)
+        self._buffers[shard], self._buffered[shard] = [], 0
+
+    def close(self) -> int:
+        """Finish every shard, then move the folder into place; returns the rows written."""
+        for shard in range(self.count):
+            self._flush(shard)
+            if self._writers[shard] is not None:
+                self._writers[shard].close()
+        if self.out.is_dir():
+            shutil.rmtree(self.out)
+        elif self.out.exists():
+            self.out.unlink()
+        self.tmp.rename(self.out)
+        return self.rows
+
+    def abort(self) -> None:
+        for writer in self._writers:
+            if writer is not None:
+                writer.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def copy_shards(source: Path, out: Path, shard_rows: int) -> tuple[int, int]:
+    """Copy the Parquet shards of `source` (a folder, or one Parquet file) to `out` as shards of
+    at most `shard_rows` rows, a record batch at a time. Returns (rows, shards)."""
+    shards = shard_paths(source) if Path(source).is_dir() else [Path(source)]
+    total = row_count(shards)
+    if total == 0:
+        raise ShardError(f"{source}: no rows in {len(shards)} shard(s)")
+    count = math.ceil(total / shard_rows)
+    writer = ShardWriter(out, count)
+    try:
+        written = 0
+        for _, frame in iter_frames(shards):
+            while len(frame):
+                shard = min(written // shard_rows, count - 1)
+                room = (shard + 1) * shard_rows - written
+                writer.write(frame.iloc[:room], shard)
+                written += min(room, len(frame))
+                frame = frame.iloc[room:]
+        return writer.close(), count
+    except BaseException:
+        writer.abort()
+        raise
+
+
+class Moments:
+    """Per-feature count, mean and population variance, merged batch by batch (Chan et al.).
+    One batch gives exactly NumPy's `mean` and `var` of it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: np.ndarray | None = None
+        self.m2: np.ndarray | None = None
+        self._var: np.ndarray | None = None  # NumPy's own variance while there is one batch
+
+    def add(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype="float64")
+        n = len(x)
+        if n == 0:
+            return
+        mean, var = x.mean(axis=0), x.var(axis=0)
+        m2 = var * n
+        if self.mean is None:
+            self.count, self.mean, self.m2, self._var = n, mean, m2, var
+            return
+        self._var = None
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+        self.count = total
+
+    def result(self) -> dict[str, list[float]]:
+        if self.mean is None:
+            raise ValueError("no rows to compute statistics from")
+        variance = self._var if self._var is not None else self.m2 / self.count
+        return {"mean": self.mean.tolist(), "variance": variance.tolist()}
+
+
+def stream_normalization(
+    shards: Sequence[Path], features: list[str], read_rows: int = READ_ROWS
+) -> dict[str, list[float]]:
+    """Mean and variance of every feature in one streaming pass, as `preprocessing.json`
+    stores them (float32 inputs, float64 sums, like `fit_normalization`)."""
+    moments = Moments()
+    for x, _ in _read(shards, features, None, read_rows):
+        moments.add(x)
+    return moments.result()
+
+
+def sample_rows(
+    shards: Sequence[Path], rows: int, seed: int, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """About `rows` rows drawn uniformly (seeded) from the shards, in one streaming pass."""
+    total = row_count(shards)
+    share = min(1.0, rows / max(total, 1))
+    rng = np.random.default_rng(seed)
+    picked = [frame[rng.random(len(frame)) < share] for _, frame in iter_frames(shards, columns)]
+    return pd.concat(picked, ignore_index=True)
 
 
 def _read(
     shards: Sequence[Path], features: list[str], label: str | None, read_rows: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Record batches of up to `read_rows` rows, shard by shard, as (x float32, y int64)."""
-    import pyarrow.parquet as pq
-
+    """Record batches of up to `read_rows` rows, shard by shard, as (x float32, raw y)."""
     columns = [*features, label] if label else list(features)
     for shard in shards:
-        parquet = pq.ParquetFile(shard)
+        parquet = _parquet(shard)
         missing = [c for c in columns if c not in parquet.schema_arrow.names]
         if missing:
-            raise ValueError(f"{shard}: missing column(s) {missing}")
+            raise ShardError(f"{shard}: missing column(s) {missing}")
         for batch in parquet.iter_batches(batch_size=read_rows, columns=columns):
             # Arrow columns straight to one float32 matrix: no pandas frame in between.
             x = np.empty((batch.num_rows, len(features)), dtype="float32")
             for i, name in enumerate(features):
                 x[:, i] = batch.column(name).to_numpy(zero_copy_only=False)
-            y = None
-            if label:
-                y = batch.column(label).to_numpy(zero_copy_only=False).astype("int64")
+            y = batch.column(label).to_numpy(zero_copy_only=False) if label else None
             yield x, y
 
 
-def iter_batches(
-    shards: Sequence[Path],
-    features: list[str],
-    label: str | None,
-    batch_rows: int,
-    read_rows: int = READ_ROWS,
+def _rebatch(
+    blocks: Iterator[tuple[np.ndarray, np.ndarray | None]], batch_rows: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """(x float32 (n, features), y int64 (n,)) batches of exactly `batch_rows` rows (the last
-    one may be shorter), in file order: the batches numpy feeding makes with shuffle off.
-
-    Parquet is decoded in large record batches (`read_rows`), then sliced: decoding 4,096 rows
-    at a time costs about four times more CPU per row than 65,536 at a time, CPU that training
-    needs on a small machine. Rows left over at the end of a read carry into the next batch."""
+    """Slice blocks into batches of exactly `batch_rows` (the last may be shorter); rows left
+    at the end of a block carry into the next."""
     carry_x: np.ndarray | None = None
     carry_y: np.ndarray | None = None
-    for x, y in _read(shards, features, label, max(read_rows, batch_rows)):
+    for x, y in blocks:
         if carry_x is not None:
             x = np.concatenate([carry_x, x])
             y = None if y is None else np.concatenate([carry_y, y])
@@ -72,42 +299,135 @@ def iter_batches(
         yield carry_x, carry_y
 
 
+def iter_batches(
+    shards: Sequence[Path],
+    features: list[str],
+    label: str | None,
+    batch_rows: int,
+    read_rows: int = READ_ROWS,
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(x float32 (n, features), y) batches of exactly `batch_rows` rows (the last one may be
+    shorter), in file order: the batches numpy feeding makes with shuffle off.
+
+    Parquet is decoded in large record batches (`read_rows`), then sliced: decoding 4,096 rows
+    at a time costs about four times more CPU per row than 65,536 at a time, CPU that training
+    needs on a small machine."""
+    yield from _rebatch(_read(shards, features, label, max(read_rows, batch_rows)), batch_rows)
+
+
+def _shuffled_shards(
+    shards: Sequence[Path], features: list[str], label: str, rng: np.random.Generator
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Whole shards in a random order, each one's rows in a random order."""
+    for i in rng.permutation(len(shards)):
+        parts = list(_read([shards[i]], features, label, READ_ROWS))
+        x = np.concatenate([p[0] for p in parts])
+        y = np.concatenate([p[1] for p in parts])
+        order = rng.permutation(len(x))
+        yield x[order], y[order]
+
+
 def shard_dataset(
-    shards: Sequence[Path], features: list[str], label: str, batch_rows: int = 4096
+    shards: Sequence[Path],
+    features: list[str],
+    label: str,
+    batch_rows: int = 4096,
+    encode: Callable[[np.ndarray], np.ndarray] = lambda y: y.astype("int64"),
+    shuffle_seed: int | None = None,
 ) -> Any:
-    """A `tf.data.Dataset` of (x, y) batches streamed from the shards, prefetched."""
+    """A `tf.data.Dataset` of (x float32, encode(y)) batches streamed from the shards,
+    prefetched. With `shuffle_seed`, every pass reads the shards in a new order and shuffles
+    each one's rows (one shard in memory at a time); the orders depend only on the seed and
+    the pass number, so training is repeatable."""
     import tensorflow as tf
 
-    def generate() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        yield from iter_batches(shards, features, label, batch_rows)
+    passes = iter(range(1 << 30))
+
+    def generate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if shuffle_seed is None:
+            blocks = _read(shards, features, label, max(READ_ROWS, batch_rows))
+        else:
+            rng = np.random.default_rng([shuffle_seed, next(passes)])
+            blocks = _shuffled_shards(shards, features, label, rng)
+        for x, y in _rebatch(blocks, batch_rows):
+            yield x, encode(y)
 
     signature = (
         tf.TensorSpec(shape=(None, len(features)), dtype=tf.float32),
         tf.TensorSpec(shape=(None,), dtype=tf.int64),
     )
-    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(
+    batches = math.ceil(row_count(shards) / batch_rows)
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(
         tf.data.AUTOTUNE
     )
 
 
-def adapt_normalization(
-    shards: Sequence[Path], features: list[str], batch_rows: int = 65_536
-) -> dict[str, list[float]]:
-    """Mean and variance of every feature in one streaming pass (Keras `Normalization.adapt`
-    over a dataset), as `preprocessing.json` stores them."""
-    import keras
-    import tensorflow as tf
+def predict_shards(
+    predict: Callable[[np.ndarray], Any],
+    shards: Sequence[Path],
+    features: list[str],
+    label: str,
+    batch_rows: int = READ_ROWS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions float64, raw labels) over every row of the shards, in file order, one
+    batch in memory at a time besides the outputs."""
+    outputs, labels = [], []
+    for x, y in iter_batches(shards, features, label, batch_rows):
+        outputs.append(np.asarray(predict(x), dtype="float64"))
+        labels.append(y)
+    return np.concatenate(outputs), np.concatenate(labels)
 
-    def generate() -> Iterator[np.ndarray]:
-        for x, _ in _read(shards, features, None, batch_rows):
-            yield x
 
-    dataset = tf.data.Dataset.from_generator(
-        generate, output_signature=tf.TensorSpec(shape=(None, len(features)), dtype=tf.float32)
-    )
-    layer = keras.layers.Normalization(axis=-1)
-    layer.adapt(dataset)
-    return {
-        "mean": np.asarray(layer.mean).reshape(-1).astype(float).tolist(),
-        "variance": np.asarray(layer.variance).reshape(-1).astype(float).tolist(),
-    }
+def label_counts(shards: Sequence[Path], label: str) -> dict[Any, int]:
+    """How often each label value occurs, reading only the label column."""
+    counts: dict[Any, int] = {}
+    for _, frame in iter_frames(shards, [label]):
+        for value, n in frame[label].value_counts().items():
+            key = value.item() if hasattr(value, "item") else value
+            counts[key] = counts.get(key, 0) + int(n)
+    return counts
+
+
+def take_rows(
+    shards: Sequence[Path], features: list[str], label: str, positions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows at the sorted global `positions` (file order) as (x float64, raw y)."""
+    xs, ys, start = [], [], 0
+    for x, y in _read(shards, features, label, READ_ROWS):
+        end = start + len(x)
+        lo, hi = np.searchsorted(positions, [start, end])
+        if hi > lo:
+            local = positions[lo:hi] - start
+            xs.append(x[local].astype("float64"))
+            ys.append(y[local])
+        start = end
+    if not xs:
+        return np.empty((0, len(features))), np.empty(0)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def synthesize_shards(
+    base: pd.DataFrame, label: str, out: Path, shards: int, rows_per_shard: int, noise: float
+) -> list[Path]:
+    """A large table made from a small real one: `shards` Parquet files of `rows_per_shard`
+    rows resampled from `base`, every feature multiplied by 1 + N(0, `noise`). Shard `i` uses
+    seed `i`; existing files are kept."""
+    out.mkdir(parents=True, exist_ok=True)
+    features = [c for c in base.columns if c != label]
+    paths = []
+    for i in range(shards):
+        path = out / f"part-{i:02d}.parquet"
+        paths.append(path)
+        if path.exists():
+            continue
+        rng = np.random.default_rng(i)
+        part = base.iloc[rng.integers(0, len(base), rows_per_shard)].reset_index(drop=True)
+        part[features] = part[features].to_numpy() * rng.normal(
+            1, noise, (len(part), len(features))
+        )
+        tmp = path.with_suffix(".tmp")
+        part.to_parquet(tmp, index=False, row_group_size=100_000)
+        tmp.rename(path)
+        print(f"wrote {path} ({rows_per_shard:,} rows)", flush=True)
+    return paths

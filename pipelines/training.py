@@ -12,7 +12,13 @@ import pandas as pd
 
 from pipelines.builders import build_model
 from pipelines.config import PipelineConfig
-from pipelines.preprocessing import SPEC_FILE, Preprocessing, load_split
+from pipelines.preprocessing import (
+    SPEC_FILE,
+    Preprocessing,
+    encode_labels,
+    load_split,
+    split_shards_of,
+)
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
@@ -76,6 +82,26 @@ def _record_divergence(cfg: PipelineConfig, task: str, curves: pd.DataFrame, rea
     print(f"MLflow run {run_id} marked FAILED: {reason}")
 
 
+def _streamed(
+    data_dir: Path,
+    split: str,
+    prep: Preprocessing,
+    batch_rows: int = 65_536,
+    seed: int | None = None,
+):
+    """A split of a sharded dataset as a `tf.data` pipeline of (raw features, targets)."""
+    from pipelines.streaming import shard_dataset
+
+    return shard_dataset(
+        split_shards_of(data_dir, split),
+        prep.features,
+        prep.label,
+        batch_rows,
+        encode=lambda y: encode_labels(y, prep),
+        shuffle_seed=seed,
+    )
+
+
 def train_task(cfg: PipelineConfig, task: str, data_dir: Path, out_dir: Path) -> TrainingSummary:
     """Build the task's model from params, fit it with early stopping on validation loss
     (best weights restored) and save model, per-epoch history and a summary to `out_dir`."""
@@ -84,8 +110,27 @@ def train_task(cfg: PipelineConfig, task: str, data_dir: Path, out_dir: Path) ->
     task_cfg = cfg.task(task)
     seed_everything(cfg.base.seed)
     prep = Preprocessing.load(data_dir / SPEC_FILE)
-    x_train, y_train = load_split(data_dir, "train", prep)
-    x_val, y_val = load_split(data_dir, "validation", prep)
+    train_cfg = task_cfg.train
+    if prep.sharded:
+        # Streamed from the shards: a new shard order and row order every epoch (seeded).
+        train_data = _streamed(data_dir, "train", prep, train_cfg.batch_size, cfg.base.seed)
+        fit_data = {
+            "x": train_data,
+            "validation_data": _streamed(data_dir, "validation", prep),
+            "shuffle": False,  # the stream shuffles itself
+        }
+        train_rows, val_rows = prep.rows["train"], prep.rows["validation"]
+    else:
+        x_train, y_train = load_split(data_dir, "train", prep)
+        x_val, y_val = load_split(data_dir, "validation", prep)
+        fit_data = {
+            "x": x_train,
+            "y": y_train,
+            "validation_data": (x_val, y_val),
+            "batch_size": train_cfg.batch_size,
+            "shuffle": True,
+        }
+        train_rows, val_rows = len(x_train), len(x_val)
     strategy = distribution_strategy(task_cfg.train.distribute)
     with strategy.scope():
         model = build_model(task_cfg.family, cfg.model_params(task), prep, task_cfg.train)
@@ -96,19 +141,11 @@ def train_task(cfg: PipelineConfig, task: str, data_dir: Path, out_dir: Path) ->
         keras.callbacks.TerminateOnNaN(),
     ]
     print(
-        f"training {task} ({task_cfg.family}) on {len(x_train)} rows, "
-        f"validating on {len(x_val)}, up to {task_cfg.train.max_epochs} epochs"
+        f"training {task} ({task_cfg.family}) on {train_rows:,} rows, "
+        f"validating on {val_rows:,}, up to {train_cfg.max_epochs} epochs"
+        + (" (streamed from shards)" if prep.sharded else "")
     )
-    history = model.fit(
-        x_train,
-        y_train,
-        validation_data=(x_val, y_val),
-        epochs=task_cfg.train.max_epochs,
-        batch_size=task_cfg.train.batch_size,
-        shuffle=True,
-        callbacks=callbacks,
-        verbose=2,
-    )
+    history = model.fit(**fit_data, epochs=train_cfg.max_epochs, callbacks=callbacks, verbose=2)
     curves = pd.DataFrame(history.history)
     curves.insert(0, "epoch", range(1, len(curves) + 1))
     bad = curves[~np.isfinite(curves[["loss", "val_loss"]]).all(axis=1)]
