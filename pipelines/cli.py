@@ -201,27 +201,21 @@ def propose_suite(
     try:
         cfg = load_config(params).dataset(dataset)
         if cfg.shards is not None:
-            # Profile the first shard; the row-count bounds are the whole dataset's.
-            from pipelines.streaming import read_shard, row_count, shard_paths
+            from pipelines.streaming import shard_paths
+            from pipelines.validation import propose_from_shards
 
             source = Path(data or cfg.source)
             shards = shard_paths(source) if source.is_dir() else [source]
-            reference = read_shard(shards[0])
+            suite = propose_from_shards(shards, dataset, cfg.label, str(source))
         else:
-            reference = load_dataset(cfg, data)
-        suite = draft(
-            reference,
-            dataset,
-            cfg.label,
-            data or cfg.source,
-            cfg.modality,
-            cfg.series.time_column if cfg.series else None,
-        )
-        if cfg.shards is not None:
-            rows = row_count(shards)
-            for expectation in suite["expectations"]:
-                if expectation["type"] == "expect_table_row_count_to_be_between":
-                    expectation["kwargs"].update(min_value=max(1, rows // 2), max_value=rows * 20)
+            suite = draft(
+                load_dataset(cfg, data),
+                dataset,
+                cfg.label,
+                data or cfg.source,
+                cfg.modality,
+                cfg.series.time_column if cfg.series else None,
+            )
     except (ConfigError, DataError, ValueError) as err:
         _fail(str(err))
     out.parent.mkdir(parents=True, exist_ok=True)

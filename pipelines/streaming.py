@@ -245,6 +245,17 @@ def stream_normalization(
     return moments.result()
 
 
+def column_ranges(shards: Sequence[Path]) -> dict[str, tuple[float, float]]:
+    """(min, max) of every numeric column over all rows, one record batch at a time."""
+    ranges: dict[str, tuple[float, float]] = {}
+    for _, frame in iter_frames(shards):
+        numeric = frame.select_dtypes("number")
+        for column, low, high in zip(numeric.columns, numeric.min(), numeric.max(), strict=True):
+            old = ranges.get(column, (low, high))
+            ranges[column] = (min(old[0], low), max(old[1], high))
+    return ranges
+
+
 def sample_rows(
     shards: Sequence[Path], rows: int, seed: int, columns: list[str] | None = None
 ) -> pd.DataFrame:

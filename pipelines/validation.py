@@ -386,6 +386,25 @@ def validate_dataset(
     return report
 
 
+def propose_from_shards(shards: list[Path], dataset: str, label: str, source: str) -> dict:
+    """Draft a suite for a sharded dataset in two streaming passes: types, nulls, duplicates
+    and the label set from a seeded sample; ranges and row-count bounds from every row."""
+    from pipelines.streaming import SAMPLE_ROWS, column_ranges, row_count, sample_rows
+
+    suite = propose_suite(
+        sample_rows(shards, SAMPLE_ROWS, seed=0),
+        dataset,
+        label,
+        source,
+        ranges=column_ranges(shards),
+    )
+    rows = row_count(shards)
+    for expectation in suite["expectations"]:
+        if expectation["type"] == ROW_COUNT:
+            expectation["kwargs"].update(min_value=max(1, rows // 2), max_value=rows * 20)
+    return suite
+
+
 def _round_out(value: float, up: bool) -> float:
     """Round a bound outwards to 3 significant digits, so the suite reads well."""
     if value == 0 or not math.isfinite(value):
@@ -403,6 +422,7 @@ def propose_suite(
     modality: str = "tabular",
     time_column: str | None = None,
     margin: float = 0.1,
+    ranges: dict[str, tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
     """Draft a suite from a trusted reference table.
 
@@ -412,6 +432,7 @@ def propose_suite(
     Images: no nulls, pixel values within the observed range (not widened), the label set.
     Series: a unique, increasing time column; the value column may miss as many values as the
     reference does (gaps are filled later under `max_gap`), and its range is widened.
+    `ranges` overrides the observed (min, max) of numeric columns (see `propose_from_shards`).
     """
     for column in (label, time_column):
         if column and column not in df.columns:
@@ -464,7 +485,8 @@ def propose_suite(
                 expect("expect_column_values_to_be_in_set", column=column, value_set=values)
             )
         elif pd.api.types.is_numeric_dtype(series):
-            lo, hi = pixel_range or (float(series.min()), float(series.max()))
+            lo, hi = pixel_range or (ranges or {}).get(column) or (series.min(), series.max())
+            lo, hi = float(lo), float(hi)
             pad = (hi - lo) * pad_share
             low = _round_out(lo - pad, up=False)
             if lo >= 0:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from pipelines.local_server import free_port, wait_until_answers
-from pipelines.orchestration import env_with_venv
+from tests.projects import commit_all, copy_project, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -31,16 +30,6 @@ MODELS = {  # registered model -> its dataset
 }
 
 
-def _sh(args: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(args)} failed ({proc.returncode}):\n"
-            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-    return proc
-
-
 def _stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
@@ -50,7 +39,7 @@ class Project:
         self.root, self.env = root, env
 
     def repro(self, *extra: str, check: bool = True) -> str:
-        proc = _sh(["dvc", "repro", *extra], self.root, self.env, check=check)
+        proc = sh(["dvc", "repro", *extra], self.root, self.env, check=check)
         return proc.stdout + proc.stderr
 
     def metrics(self, name: str = TASK) -> dict:
@@ -80,41 +69,12 @@ class Project:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, repo_root):
     root = tmp_path_factory.mktemp("project")
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    for rel in listed.splitlines():
-        src = repo_root / rel
-        if src.is_file():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, root / rel)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MLFLOW_", "PREFECT_", "PIPELINES_"))
-    }
-    env = env_with_venv(env)
-    env.update(
-        PREFECT_HOME=str(root / ".prefect-home"),
-        PIPELINES_PREFECT_PORT=str(free_port()),
-        TF_CPP_MIN_LOG_LEVEL="2",
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@example.com",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@example.com",
-    )
-    (root / ".gitignore").write_text((root / ".gitignore").read_text() + ".prefect-home/\n")
-    _sh(["git", "init", "-q"], root, env)
-    _sh(["git", "add", "-A"], root, env)
-    _sh(["git", "commit", "-qm", "snapshot"], root, env)
+    env = copy_project(repo_root, root)
+    commit_all(root, env)
     project = Project(root, env)
     project.first_output = project.repro()
     yield project
-    _sh([sys.executable, "-m", "pipelines.cli", "prefect-server", "stop"], root, env, check=False)
+    sh([sys.executable, "-m", "pipelines.cli", "prefect-server", "stop"], root, env, check=False)
 
 
 def test_full_run_registers_four_champions(project):
@@ -185,7 +145,7 @@ def test_fresh_process_serves_raw_inputs_like_the_pipeline(project, name):
         "served_diff = float(np.abs(np.asarray(served) - want[:3]).max())\n"
         "print('MAXDIFF', max(float(np.abs(got - want).max()), served_diff), got.shape, x.shape)\n"
     )
-    proc = _sh(
+    proc = sh(
         [
             sys.executable,
             "-c",
@@ -326,7 +286,7 @@ def test_a_repro_killed_mid_training_recovers_on_the_next_repro(project):
             break
     proc.wait(timeout=60)
     assert any(line.startswith("Epoch 5/") for line in seen), "".join(seen[-30:])
-    status = _sh(["dvc", "status"], project.root, project.env).stdout
+    status = sh(["dvc", "status"], project.root, project.env).stdout
     assert "train@tabular-dnn" in status, status  # the half-done stage is not trusted
     out = project.repro()
     assert {"train@tabular-dnn", "register@tabular-dnn"} <= _stages_run(out)
@@ -351,9 +311,9 @@ def test_scheduled_deployment_runs_to_completion_and_keeps_dvc_consistent(projec
     bin_dir = Path(sys.executable).parent
     before = project.versions()
     project.set_param("tasks.tabular-dnn.train.learning_rate", 0.003)
-    out = _sh([str(bin_dir / "pipelines"), "deploy"], project.root, env).stdout
+    out = sh([str(bin_dir / "pipelines"), "deploy"], project.root, env).stdout
     assert "schedule '0 3 * * 1' (UTC)" in out
-    inspect = _sh(
+    inspect = sh(
         [str(bin_dir / "prefect"), "deployment", "inspect", "retrain/scheduled"], project.root, env
     ).stdout
     assert "0 3 * * 1" in inspect
@@ -367,7 +327,7 @@ def test_scheduled_deployment_runs_to_completion_and_keeps_dvc_consistent(projec
         start_new_session=True,
     )
     try:
-        run = _sh(
+        run = sh(
             [
                 str(bin_dir / "prefect"),
                 "deployment",
@@ -392,7 +352,7 @@ def test_scheduled_deployment_runs_to_completion_and_keeps_dvc_consistent(projec
         worker.wait(timeout=30)
         worker_log.close()
     assert len(project.versions()) == len(before) + 1
-    summary = _sh(
+    summary = sh(
         [str(bin_dir / "prefect"), "artifact", "inspect", "retrain-summary"],
         project.root,
         {**env, "COLUMNS": "1000"},  # the CLI wraps its output to the terminal width
@@ -404,7 +364,7 @@ def test_scheduled_deployment_runs_to_completion_and_keeps_dvc_consistent(projec
     trained = lock["stages"]["train@tabular-dnn"]
     assert trained["params"]["params.yaml"]["tasks.tabular-dnn.train"]["learning_rate"] == 0.003
     assert any((tmp_path / "remote").rglob("*")), "nothing was pushed to the DVC remote"
-    synced = _sh(["dvc", "status", "--cloud"], project.root, project.env)
+    synced = sh(["dvc", "status", "--cloud"], project.root, project.env)
     assert "in sync" in synced.stdout, synced.stdout
 
 
@@ -413,7 +373,7 @@ def test_dask_runner_trains_every_family_in_parallel_and_registers_them(project)
         project.set_param(f"tasks.{name}.train.max_epochs", 3)
     client = project.client()
     before = {name: len(client.search_model_versions(f"name='{name}'")) for name in MODELS}
-    out = _sh(
+    out = sh(
         [sys.executable, "-m", "pipelines.cli", "retrain", "--runner", "dask", "--no-push"],
         project.root,
         _prefect_env(project),
