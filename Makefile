@@ -34,7 +34,7 @@ test-unit: install ## Unit tests only (no end-to-end pipeline runs)
 	python -m pytest -m "not e2e"
 
 BENCH_DIR ?= /tmp/pipelines-bench
-bench: ## Benchmark suite (about 75 min) in a scratch clone of HEAD; ONLY=name,... for a subset
+bench: ## Benchmark suite (about 90 min) in a scratch clone of HEAD; ONLY=name,... for a subset
 	rm -rf $(BENCH_DIR) && git clone -q . $(BENCH_DIR)
 	$(MAKE) -C $(BENCH_DIR) run
 	cd $(BENCH_DIR) && .venv/bin/python -m pip install -q -c constraints.txt -e ".[bench]" \

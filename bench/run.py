@@ -32,6 +32,7 @@ SUITE = {
     "validation_speed": ["3"],
     "reliability": ["5"],  # concurrency and crash recovery, 5 tries each
     "scale": ["--repeats", "3"],
+    "scale_pipeline": ["--sizes", "1,4,16"],  # dvc repro on sharded data, once per size
 }
 
 

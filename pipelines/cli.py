@@ -226,6 +226,23 @@ def propose_suite(
     )
 
 
+@app.command("synthesize-shards")
+def synthesize_shards(
+    out: Path = typer.Option(..., help="Folder to write part-NN.parquet files to."),
+    shards: int = typer.Option(4, min=1, help="Number of shards."),
+    rows_per_shard: int = typer.Option(1_000_000, min=1, help="Rows in each shard."),
+    noise: float = typer.Option(0.01, min=0.0, help="Relative noise on every feature."),
+) -> None:
+    """Write a large tabular dataset made from the real breast-cancer rows (resampled, with
+    multiplicative noise) as Parquet shards: a source for a `shards:` dataset."""
+    from pipelines.datasets import load_source
+    from pipelines.streaming import synthesize_shards as write
+
+    base = load_source("sklearn:breast_cancer")
+    paths = write(base, "target", out, shards, rows_per_shard, noise)
+    typer.echo(f"{len(paths)} shard(s), {len(paths) * rows_per_shard:,} rows in {out}")
+
+
 @app.command()
 def parity(
     model_uri: str,

@@ -294,3 +294,22 @@ def test_dvc_repro_trains_and_registers_a_sharded_dataset(tmp_path, repo_root, r
     predicted = np.load(root / "reports" / TASK / "test_predictions.npy")
     np.testing.assert_allclose(served, predicted, atol=1e-6)
     assert sh(["dvc", "status"], root, env).stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_synthesize_shards_writes_resampled_real_rows(tmp_path, _breast_cancer, capsys):
+    from pipelines.cli import app
+
+    app(
+        ["synthesize-shards", "--out", str(tmp_path), "--shards", "2", "--rows-per-shard", "500"],
+        standalone_mode=False,
+    )
+    assert "2 shard(s), 1,000 rows" in capsys.readouterr().out
+    rows = _read_all(tmp_path)
+    assert len(rows) == 1000 and list(rows.columns) == list(_breast_cancer.columns)
+    assert set(rows["target"]) == {0, 1}
+    # Each row is a real row times 1 + 1% noise: within 6% of it, feature by feature.
+    features = [c for c in rows.columns if c != "target"]
+    real = _breast_cancer[features].to_numpy()
+    made = rows[features].to_numpy()[:, None, :]
+    close = np.abs(made - real[None, :, :]) <= 0.06 * np.abs(real[None, :, :])
+    assert close.all(axis=2).any(axis=1).all()
