@@ -304,8 +304,11 @@ def _rebatch(
                 None if y is None else y[start : start + batch_rows],
             )
         carry_x, carry_y = (
-            (x[full:], None if y is None else y[full:]) if full < len(x) else (None, None)
+            (x[full:].copy(), None if y is None else y[full:].copy())
+            if full < len(x)
+            else (None, None)
         )
+        del x, y  # the block is not kept alive while the next one is read
     if carry_x is not None:
         yield carry_x, carry_y
 
@@ -326,16 +329,29 @@ def iter_batches(
     yield from _rebatch(_read(shards, features, label, max(read_rows, batch_rows)), batch_rows)
 
 
+def _load_shard(shard: Path, features: list[str], label: str) -> tuple[np.ndarray, np.ndarray]:
+    """One shard's features (float32) and labels, read into arrays sized from its footer."""
+    x = np.empty((row_count([shard]), len(features)), dtype="float32")
+    labels, start = [], 0
+    for block, y in _read([shard], features, label, READ_ROWS):
+        x[start : start + len(block)] = block
+        labels.append(y)
+        start += len(block)
+    return x, np.concatenate(labels)
+
+
 def _shuffled_shards(
     shards: Sequence[Path], features: list[str], label: str, rng: np.random.Generator
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Whole shards in a random order, each one's rows in a random order."""
+    """Whole shards in a random order, each one's rows in a random order, as blocks of
+    `READ_ROWS` gathered rows: one shard is in memory at a time, with no shuffled copy."""
     for i in rng.permutation(len(shards)):
-        parts = list(_read([shards[i]], features, label, READ_ROWS))
-        x = np.concatenate([p[0] for p in parts])
-        y = np.concatenate([p[1] for p in parts])
+        x, y = _load_shard(shards[i], features, label)
         order = rng.permutation(len(x))
-        yield x[order], y[order]
+        for start in range(0, len(order), READ_ROWS):
+            rows = order[start : start + READ_ROWS]
+            yield x[rows], y[rows]
+        del x, y  # free this shard before the next one is read
 
 
 def shard_dataset(
