@@ -114,9 +114,10 @@ def register_task(
     history = pd.read_csv(model_dir / HISTORY_FILE)
     prep = Preprocessing.load(data_dir / SPEC_FILE)
     positions, x_test, y_test = comparison_rows(data_dir, prep, cfg.base.seed)
-    predictions = np.load(eval_dir / PREDICTIONS_FILE)
-    if positions is not None:
-        predictions = predictions[positions]
+    if positions is None:
+        predictions = np.load(eval_dir / PREDICTIONS_FILE)
+    else:  # read only the sampled rows' predictions
+        predictions = np.asarray(np.load(eval_dir / PREDICTIONS_FILE, mmap_mode="r")[positions])
     name = task  # one registered model per entry, named after it: `tabular-dnn`
     for version in tracking.mark_incomplete_versions(name):
         print(f"{name} version {version} never got a gate verdict: tagged incomplete")

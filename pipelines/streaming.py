@@ -125,10 +125,13 @@ class ShardWriter:
         self._buffers: list[list[pd.DataFrame]] = [[] for _ in range(self.count)]
         self._buffered = [0] * self.count
         self._writers: list[Any] = [None] * self.count
+        self._finished: set[int] = set()
 
     def write(self, frame: pd.DataFrame, shard: int = 0) -> None:
         if not len(frame):
             return
+        if shard in self._finished:
+            raise RuntimeError(f"shard {shard} of {self.out} is already finished")
         self._buffers[shard].append(frame)
         self._buffered[shard] += len(frame)
         self.rows += len(frame)
@@ -156,12 +159,18 @@ class ShardWriter:
         self._writers[shard].write_table(table)
         self._buffers[shard], self._buffered[shard] = [], 0
 
+    def finish(self, shard: int) -> None:
+        """Write out and close one shard (its writer's buffers are freed)."""
+        self._flush(shard)
+        if self._writers[shard] is not None:
+            self._writers[shard].close()
+            self._writers[shard] = None
+        self._finished.add(shard)
+
     def close(self) -> int:
         """Finish every shard, then move the folder into place; returns the rows written."""
         for shard in range(self.count):
-            self._flush(shard)
-            if self._writers[shard] is not None:
-                self._writers[shard].close()
+            self.finish(shard)
         if self.out.is_dir():
             shutil.rmtree(self.out)
         elif self.out.exists():
@@ -194,6 +203,8 @@ def copy_shards(source: Path, out: Path, shard_rows: int) -> tuple[int, int]:
                 writer.write(frame.iloc[:room], shard)
                 written += min(room, len(frame))
                 frame = frame.iloc[room:]
+                if written % shard_rows == 0:
+                    writer.finish(shard)  # full: one open shard at a time
         return writer.close(), count
     except BaseException:
         writer.abort()

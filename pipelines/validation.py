@@ -267,6 +267,7 @@ def validate_frames(
             failures.append(failure)
         if part is not None:
             print(f"  {part}: {len(df):,} rows, {len(results)} expectations", flush=True)
+        del df, outcome, results  # one frame in memory: free it before the next is read
     return ValidationReport(
         dataset, not failures, evaluated, failures, str(report_dir / "index.html")
     )
