@@ -201,12 +201,11 @@ def propose_suite(
     try:
         cfg = load_config(params).dataset(dataset)
         if cfg.shards is not None:
-            from pipelines.streaming import shard_paths
+            from pipelines.streaming import source_shards
             from pipelines.validation import propose_from_shards
 
             source = Path(data or cfg.source)
-            shards = shard_paths(source) if source.is_dir() else [source]
-            suite = propose_from_shards(shards, dataset, cfg.label, str(source))
+            suite = propose_from_shards(source_shards(source), dataset, cfg.label, str(source))
         else:
             suite = draft(
                 load_dataset(cfg, data),

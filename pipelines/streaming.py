@@ -83,32 +83,44 @@ def read_shard(shard: Path) -> pd.DataFrame:
         raise ShardError(f"{shard}: cannot be read as Parquet: {err}") from None
 
 
+def source_shards(source: Path) -> list[Path]:
+    """The shards of a sharded dataset's source: a folder of Parquet files, or one file."""
+    return shard_paths(source) if Path(source).is_dir() else [Path(source)]
+
+
+def _record_batches(shard: Path, columns: list[str], read_rows: int) -> Iterator[Any]:
+    """Arrow record batches of `columns` from one shard. A missing column or a damaged file is
+    a `ShardError` naming the shard."""
+    parquet = _parquet(shard)
+    missing = [c for c in columns if c not in parquet.schema_arrow.names]
+    if missing:
+        raise ShardError(f"{shard}: missing column(s) {missing}")
+    try:
+        yield from parquet.iter_batches(batch_size=read_rows, columns=columns)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise ShardError(f"{shard}: cannot be read as Parquet: {err}") from None
+
+
 def iter_frames(
     shards: Sequence[Path], columns: list[str] | None = None, read_rows: int = READ_ROWS
 ) -> Iterator[tuple[Path, pd.DataFrame]]:
-    """(shard, frame of up to `read_rows` rows), shard by shard, in file order. Every shard must
-    have the first shard's columns, in the same order."""
+    """(shard, frame of up to `read_rows` rows), shard by shard, in file order. Without
+    `columns`, every shard must have the first shard's columns, in the same order."""
     expected = columns_of(shards[0]) if shards else []
     for shard in shards:
-        parquet = _parquet(shard)
-        names = list(parquet.schema_arrow.names)
-        wanted = columns or expected
-        missing = [c for c in wanted if c not in names]
-        if missing:
-            raise ShardError(f"{shard}: missing column(s) {missing}")
-        if columns is None and names != expected:
-            extra = [c for c in names if c not in expected]
-            raise ShardError(
-                f"{shard}: columns differ from {shards[0].name}'s"
-                + (f" (unexpected {extra})" if extra else " (other order)")
-            )
-        try:
-            for batch in parquet.iter_batches(batch_size=read_rows, columns=columns):
-                yield shard, batch.to_pandas()
-        except ShardError:
-            raise
-        except Exception as err:
-            raise ShardError(f"{shard}: cannot be read as Parquet: {err}") from None
+        if columns is None:
+            names = columns_of(shard)
+            if names != expected:
+                missing = [c for c in expected if c not in names]
+                if missing:
+                    raise ShardError(f"{shard}: missing column(s) {missing}")
+                extra = [c for c in names if c not in expected]
+                raise ShardError(
+                    f"{shard}: columns differ from {shards[0].name}'s"
+                    + (f" (unexpected {extra})" if extra else " (other order)")
+                )
+        for batch in _record_batches(shard, columns or expected, read_rows):
+            yield shard, batch.to_pandas()
 
 
 class ShardWriter:
@@ -188,7 +200,7 @@ class ShardWriter:
 def copy_shards(source: Path, out: Path, shard_rows: int) -> tuple[int, int]:
     """Copy the Parquet shards of `source` (a folder, or one Parquet file) to `out` as shards of
     at most `shard_rows` rows, a record batch at a time. Returns (rows, shards)."""
-    shards = shard_paths(source) if Path(source).is_dir() else [Path(source)]
+    shards = source_shards(source)
     total = row_count(shards)
     if total == 0:
         raise ShardError(f"{source}: no rows in {len(shards)} shard(s)")
@@ -284,11 +296,7 @@ def _read(
     """Record batches of up to `read_rows` rows, shard by shard, as (x float32, raw y)."""
     columns = [*features, label] if label else list(features)
     for shard in shards:
-        parquet = _parquet(shard)
-        missing = [c for c in columns if c not in parquet.schema_arrow.names]
-        if missing:
-            raise ShardError(f"{shard}: missing column(s) {missing}")
-        for batch in parquet.iter_batches(batch_size=read_rows, columns=columns):
+        for batch in _record_batches(shard, columns, read_rows):
             # Arrow columns straight to one float32 matrix: no pandas frame in between.
             x = np.empty((batch.num_rows, len(features)), dtype="float32")
             for i, name in enumerate(features):
