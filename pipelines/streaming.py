@@ -10,11 +10,12 @@ A dataset with `shards:` in params is kept as a folder of Parquet files (`<name>
   that part's shards, so each shard is a random sample of the whole; normalization statistics
   are merged in the same pass (`Moments`) (`split_shards`);
 - train feeds `tf.data` from the shards, one shard in memory at a time, shuffled within it and
-  in a new shard order every epoch (`training_dataset`);
+  in a new shard order every epoch (`shard_dataset`);
 - evaluate and register predict in batches (`predict_shards`, `take_rows`).
 
-Memory is bounded by one shard (`shards.rows`, 1M rows by default) and a few record batches,
-whatever the number of rows.
+The data in memory is one shard (`shards.rows`, 1M rows by default) and a few record batches,
+whatever the number of rows. What grows with the rows: evaluate's test predictions and labels,
+and split's one open writer per output shard.
 """
 
 from __future__ import annotations
@@ -305,49 +306,6 @@ def _read(
             yield x, y
 
 
-def _rebatch(
-    blocks: Iterator[tuple[np.ndarray, np.ndarray | None]], batch_rows: int
-) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Slice blocks into batches of exactly `batch_rows` (the last may be shorter); rows left
-    at the end of a block carry into the next."""
-    carry_x: np.ndarray | None = None
-    carry_y: np.ndarray | None = None
-    for x, y in blocks:
-        if carry_x is not None:
-            x = np.concatenate([carry_x, x])
-            y = None if y is None else np.concatenate([carry_y, y])
-        full = len(x) - len(x) % batch_rows
-        for start in range(0, full, batch_rows):
-            yield (
-                x[start : start + batch_rows],
-                None if y is None else y[start : start + batch_rows],
-            )
-        carry_x, carry_y = (
-            (x[full:].copy(), None if y is None else y[full:].copy())
-            if full < len(x)
-            else (None, None)
-        )
-        del x, y  # the block is not kept alive while the next one is read
-    if carry_x is not None:
-        yield carry_x, carry_y
-
-
-def iter_batches(
-    shards: Sequence[Path],
-    features: list[str],
-    label: str | None,
-    batch_rows: int,
-    read_rows: int = READ_ROWS,
-) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """(x float32 (n, features), y) batches of exactly `batch_rows` rows (the last one may be
-    shorter), in file order: the batches numpy feeding makes with shuffle off.
-
-    Parquet is decoded in large record batches (`read_rows`), then sliced: decoding 4,096 rows
-    at a time costs about four times more CPU per row than 65,536 at a time, CPU that training
-    needs on a small machine."""
-    yield from _rebatch(_read(shards, features, label, max(read_rows, batch_rows)), batch_rows)
-
-
 def _load_shard(shard: Path, features: list[str], label: str) -> tuple[np.ndarray, np.ndarray]:
     """One shard's features (float32) and labels, read into arrays sized from its footer."""
     x = np.empty((row_count([shard]), len(features)), dtype="float32")
@@ -423,9 +381,9 @@ def predict_shards(
     batch_rows: int = READ_ROWS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(predictions float64, raw labels) over every row of the shards, in file order, one
-    batch in memory at a time besides the outputs."""
+    record batch of up to `batch_rows` rows in memory at a time besides the outputs."""
     outputs, labels = [], []
-    for x, y in iter_batches(shards, features, label, batch_rows):
+    for x, y in _read(shards, features, label, batch_rows):
         outputs.append(np.asarray(predict(x), dtype="float64"))
         labels.append(y)
     return np.concatenate(outputs), np.concatenate(labels)

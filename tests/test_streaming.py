@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.streaming import iter_batches, shard_dataset, stream_normalization
+from pipelines import streaming
+from pipelines.streaming import shard_dataset, stream_normalization
 
 
 @pytest.fixture
@@ -29,9 +30,10 @@ def test_every_row_arrives_once_in_order(breast_cancer, shards):
 
 
 @pytest.mark.parametrize("read_rows", [100, 1000])
-def test_batches_are_full_whatever_the_read_size(breast_cancer, shards, read_rows):
+def test_batches_are_full_whatever_the_read_size(breast_cancer, shards, read_rows, monkeypatch):
+    monkeypatch.setattr(streaming, "READ_ROWS", read_rows)
     features = [c for c in breast_cancer.columns if c != "target"]
-    batches = list(iter_batches(shards, features, "target", 48, read_rows=read_rows))
+    batches = [(x.numpy(), y.numpy()) for x, y in shard_dataset(shards, features, "target", 48)]
     assert [len(x) for x, _ in batches] == [48] * 11 + [569 - 11 * 48]
     np.testing.assert_array_equal(
         np.concatenate([y for _, y in batches]), breast_cancer["target"].to_numpy()
@@ -52,4 +54,4 @@ def test_a_shard_missing_a_column_is_named(breast_cancer, shards):
     breast_cancer.drop(columns=["mean_area"]).to_parquet(shards[1], index=False)
     features = [c for c in breast_cancer.columns if c != "target"]
     with pytest.raises(ValueError, match=r"part-1\.parquet: missing column\(s\) \['mean_area'\]"):
-        list(iter_batches(shards, features, "target", 100))
+        stream_normalization(shards, features)
