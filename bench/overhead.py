@@ -32,9 +32,10 @@ from pipelines.orchestration import env_with_venv
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
 
-# The shim: records each stage command's wall time, optionally profiles it.
+# The shim: records each stage command's wall time and peak RSS (the largest process of its
+# tree), optionally profiles it.
 SHIM = """#!{python}
-import json, os, subprocess, sys, time
+import json, os, resource, subprocess, sys, time
 argv = sys.argv[1:]
 profile = os.environ.get("BENCH_PROFILE_DIR")
 stage = " ".join(argv[2:4]) if argv[:2] == ["-m", "pipelines.cli"] else " ".join(argv[:3])
@@ -43,7 +44,9 @@ if profile and argv[:2] == ["-m", "pipelines.cli"]:
     argv = ["-m", "pyinstrument", "-r", "pyisession", "-o", out, *argv]
 start = time.time()
 code = subprocess.call([{python!r}, *argv])
-record = {{"stage": stage, "start": start, "seconds": time.time() - start}}
+seconds = time.time() - start
+peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+record = {{"stage": stage, "start": start, "seconds": seconds, "peak_rss_mib": peak_mib}}
 with open(os.environ["BENCH_STAGE_LOG"], "a") as log:
     log.write(json.dumps(record) + "\\n")
 sys.exit(code)
@@ -120,7 +123,16 @@ def breakdown(profiles: Path) -> dict[str, dict[str, float]]:
     return {k: dict(v) for k, v in table.items()}
 
 
-def _env(stage_log: Path, profile_dir: Path | None, shim_dir: Path) -> dict[str, str]:
+def install_shim(folder: Path) -> Path:
+    """Write the shim as `folder/python`; returns `folder`, to put first on PATH."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shim = folder / "python"
+    shim.write_text(SHIM.format(python=str(BIN / "python")))
+    shim.chmod(0o755)
+    return folder
+
+
+def shim_env(stage_log: Path, profile_dir: Path | None, shim_dir: Path) -> dict[str, str]:
     env = env_with_venv()
     env["PATH"] = f"{shim_dir}{os.pathsep}{env['PATH']}"  # the shim's `python` comes first
     env["BENCH_STAGE_LOG"] = str(stage_log)
@@ -136,7 +148,7 @@ def full_repro(shim_dir: Path, profile_dir: Path | None = None) -> dict:
     start = time.perf_counter()
     proc = subprocess.run(
         [str(BIN / "dvc"), "repro", "--force"],
-        env=_env(stage_log, profile_dir, shim_dir),
+        env=shim_env(stage_log, profile_dir, shim_dir),
         capture_output=True,
         text=True,
     )
@@ -182,10 +194,7 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled run")
     args = parser.parse_args()
 
-    shim_dir = Path(tempfile.mkdtemp(prefix="bench-shim-"))
-    shim = shim_dir / "python"
-    shim.write_text(SHIM.format(python=str(BIN / "python")))
-    shim.chmod(0o755)
+    shim_dir = install_shim(Path(tempfile.mkdtemp(prefix="bench-shim-")))
     runs, plains = [], []
     for i in range(args.repeats):
         plains.append(plain_script())

@@ -8,45 +8,30 @@ dataset (`shards: {rows: 1000000}`), the first N shards that `bench/scale.py` sy
 of the shipped params with batch 4,096 and 3 epochs. `propose-suite` drafts its suite, then
 `dvc repro` runs ingest, validate, split, train, evaluate and register (PIPELINES_PREFECT=off).
 
-A `python` shim on PATH records each stage's wall time and peak RSS (the largest process of the
-stage's tree, from `getrusage(RUSAGE_CHILDREN)`). Printed: one table per size, then the peak
-RSS growth of every stage from the smallest size to the largest. Each size runs once: a 16M-row
-run takes minutes and needs about 20 GB of disk (the data, its splits and DVC's cache copies).
+The `python` shim of `bench/overhead.py`, first on PATH, records each stage's wall time and
+peak RSS (the largest process of the stage's tree, from `getrusage(RUSAGE_CHILDREN)`).
+Printed: one table per size, then the peak RSS growth of every stage from the smallest size to
+the largest. Each size runs once: a 16M-row run takes minutes and needs about 20 GB of disk
+(the data, its splits and DVC's cache copies).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
+from overhead import install_shim, shim_env  # bench/ is on sys.path when run as a script
+from scale import synthesize
 
-from pipelines.orchestration import env_with_venv
-
-BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DATASET, TASK = "big_cancer", "tabular-big"
-
-SHIM = """#!{python}
-import json, os, resource, subprocess, sys, time
-argv = sys.argv[1:]
-stage = " ".join(argv[2:4]) if argv[:2] == ["-m", "pipelines.cli"] else " ".join(argv[:3])
-start = time.time()
-code = subprocess.call([{python!r}, *argv])
-peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-record = {{"stage": stage, "seconds": time.time() - start, "peak_rss_mib": peak_kib / 1024}}
-with open(os.environ["BENCH_STAGE_LOG"], "a") as log:
-    log.write(json.dumps(record) + "\\n")
-sys.exit(code)
-"""
 
 
 def params_for(project: Path) -> dict:
@@ -67,7 +52,7 @@ def params_for(project: Path) -> dict:
     return raw
 
 
-def run_size(size: int, shards: list[Path], workdir: Path) -> dict:
+def run_size(size: int, shards: list[Path], workdir: Path, shim_dir: Path) -> dict:
     project = workdir / f"project-{size}M"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(project)], check=True)
     source = project / "data" / "external" / DATASET
@@ -75,19 +60,9 @@ def run_size(size: int, shards: list[Path], workdir: Path) -> dict:
     for shard in shards[:size]:
         (source / shard.name).symlink_to(shard)
     (project / "params.yaml").write_text(yaml.safe_dump(params_for(project), sort_keys=False))
-    shim_dir = workdir / "shim"
-    shim_dir.mkdir(exist_ok=True)
-    shim = shim_dir / "python"
-    shim.write_text(SHIM.format(python=str(BIN / "python")))
-    shim.chmod(0o755)
     log = workdir / f"stages-{size}M.jsonl"
-    env = env_with_venv()
-    env.update(
-        PATH=f"{shim_dir}{os.pathsep}{env['PATH']}",
-        BENCH_STAGE_LOG=str(log),
-        PIPELINES_PREFECT="off",
-        TF_CPP_MIN_LOG_LEVEL="2",
-    )
+    env = shim_env(log, None, shim_dir)
+    env.update(PIPELINES_PREFECT="off", TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("MLFLOW_TRACKING_URI", None)
     suite = f"gx/expectations/{DATASET}.json"
     start = time.perf_counter()
@@ -126,14 +101,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,4,16", help="Millions of rows.")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    sys.path.insert(0, str(HERE))
-    from scale import synthesize
-
     shards = synthesize(args.dir, max(sizes))
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-pipeline-") as tmp:
+        shim_dir = install_shim(Path(tmp) / "shim")
         for size in sizes:
-            result = run_size(size, shards, Path(tmp))
+            result = run_size(size, shards, Path(tmp), shim_dir)
             results.append(result)
             print(json.dumps(result), flush=True)
     for result in results:
