@@ -7,8 +7,8 @@ Usage, in a project after `make run` (uses `models:/tabular-dnn@champion`):
 Throughput: median over `repeats` (default 5) of rows per second at batch sizes 1, 32, 1024 and
 65,536 (raw rows resampled from the real test split; each repeat calls the model for at least
 0.5 s). The wrapper scores with Keras' `predict_on_batch` in chunks of 4,096 rows
-(`pipelines/raw_model.py`). Two baselines on rows normalized beforehand: the bare network called
-the same way (so the ratio is the wrapper's own cost: MLflow's pyfunc layer, request checks and
+(`pipelines/registry/raw_model.py`). Two baselines on rows normalized beforehand: the bare
+network called the same way (so the ratio is the wrapper's own cost: MLflow's pyfunc layer, request checks and
 the Normalization layer), and the bare network's plain `predict` (what a script would call).
 Latency: 200 single-row requests over HTTP, p50 and p99.
 """
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.local_server import free_port, wait_until_answers
-from pipelines.orchestration import env_with_venv, executable
+from pipelines.environment import env_with_venv, executable
+from pipelines.run.local_server import free_port, wait_until_answers
 
 MODEL = "tabular-dnn"
 BATCHES = (1, 32, 1024, 65_536)
@@ -85,7 +85,7 @@ def throughput(repeats: int) -> list[tuple[int, float, float, float]]:
     mean, std = np.asarray(prep["stats"]["mean"]), np.sqrt(prep["stats"]["variance"])
     test = pd.read_parquet("data/processed/breast_cancer/test.parquet")[meta["features"]]
     rng = np.random.default_rng(0)
-    from pipelines.raw_model import CHUNK_ROWS
+    from pipelines.registry.raw_model import CHUNK_ROWS
 
     def chunked(x: np.ndarray) -> np.ndarray:
         return np.concatenate(

@@ -27,7 +27,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from pipelines.orchestration import env_with_venv
+from pipelines.environment import env_with_venv
 
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent

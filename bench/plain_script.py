@@ -17,11 +17,11 @@ start = time.perf_counter()
 def main() -> None:
     import keras
 
-    from pipelines.builders import build_model
     from pipelines.config import load_config
-    from pipelines.evaluation import evaluate_task
-    from pipelines.preprocessing import SPEC_FILE, Preprocessing, load_split
-    from pipelines.training import seed_everything
+    from pipelines.data.preprocessing import SPEC_FILE, Preprocessing, load_split
+    from pipelines.model.builders import build_model
+    from pipelines.model.evaluation import evaluate_task
+    from pipelines.model.training import seed_everything
 
     imported = time.perf_counter()
     cfg = load_config("params.yaml")

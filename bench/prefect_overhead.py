@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 EPHEMERAL = (
-    "from pipelines import flows; "
+    "from pipelines.run import flows; "
     "flows.ingest_flow(dataset='breast_cancer', out=sys.argv[1], params='params.yaml')"
 )
 

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.orchestration import env_with_venv
+from pipelines.environment import env_with_venv
 
 BIN = Path(sys.executable).parent
 ENV = env_with_venv()

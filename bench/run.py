@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipelines.orchestration import env_with_venv
+from pipelines.environment import env_with_venv
 
 HERE = Path(__file__).resolve().parent
 

@@ -31,11 +31,11 @@ import json, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd
 mode, shards = sys.argv[1], [Path(p) for p in sys.argv[2:]]
-from pipelines.builders import build_model
+from pipelines.model.builders import build_model
 from pipelines.config import TrainConfig
-from pipelines.preprocessing import Preprocessing, fit_normalization
-from pipelines.streaming import shard_dataset, stream_normalization
-from pipelines.training import seed_everything
+from pipelines.data.preprocessing import Preprocessing, fit_normalization
+from pipelines.data.streaming import shard_dataset, stream_normalization
+from pipelines.model.training import seed_everything
 import pyarrow.parquet as pq
 features = [c for c in pq.ParquetFile(shards[0]).schema_arrow.names if c != "target"]
 seed_everything(42)
@@ -65,8 +65,8 @@ print(json.dumps({"rows": rows, "adapt_s": adapt_s, "fit_s": fit_s,
 
 
 def synthesize(folder: Path, shards: int) -> list[Path]:
-    from pipelines.datasets import load_source
-    from pipelines.streaming import synthesize_shards
+    from pipelines.data.datasets import load_source
+    from pipelines.data.streaming import synthesize_shards
 
     base = load_source("sklearn:breast_cancer")
     return synthesize_shards(base, "target", folder, shards, ROWS_PER_SHARD, noise=0.01)

@@ -70,8 +70,8 @@ def _median_time(fn, repeats: int) -> float:
 
 
 def main(repeats: int = 3) -> None:
-    from pipelines.datasets import load_source
-    from pipelines.validation import validate_frame
+    from pipelines.data.datasets import load_source
+    from pipelines.data.validation import validate_frame
 
     base = load_source("sklearn:breast_cancer")
     suite = json.loads(Path("gx/expectations/breast_cancer.json").read_text())

@@ -1,7 +1,7 @@
 """Command line: one command per pipeline stage (called by `dvc.yaml`), plus helpers.
 
 Every stage command runs its Prefect flow against a local server started on demand (see
-`pipelines.orchestration`); set PIPELINES_PREFECT=off to run the plain functions instead.
+`pipelines.run.orchestration`); set PIPELINES_PREFECT=off to run the plain functions instead.
 """
 
 from __future__ import annotations
@@ -44,26 +44,16 @@ def _fail(message: str) -> None:
 def _run_stage(name: str, **kwargs: Any) -> Any:
     """Run a stage as its Prefect flow (or as the plain stage when Prefect is off, without
     importing Prefect), turning the pipeline's own errors into one message and exit code 1."""
-    from pipelines.config import ConfigError
-    from pipelines.datasets import DataError
-    from pipelines.orchestration import OrchestrationError, ensure_api
-    from pipelines.training import TrainingDiverged
-    from pipelines.validation import ValidationFailed
+    from pipelines.errors import KnownFailure
+    from pipelines.run.orchestration import ensure_api
 
-    expected = (
-        ConfigError,
-        DataError,
-        ValidationFailed,
-        TrainingDiverged,
-        OrchestrationError,
-        FileNotFoundError,
-    )
+    expected = (KnownFailure, FileNotFoundError)
     try:
         if ensure_api():
-            from pipelines import flows
+            from pipelines.run import flows
 
             return getattr(flows, f"{name}_flow")(**kwargs)
-        from pipelines import stages
+        from pipelines.run import stages
 
         return getattr(stages, name)(**kwargs)
     except expected as err:
@@ -193,16 +183,16 @@ def propose_suite(
     """Draft an expectation suite for DATASET (as defined in params) by profiling a trusted
     file. Review every bound, then commit it."""
     from pipelines.config import ConfigError, load_config
-    from pipelines.datasets import DataError, load_dataset
-    from pipelines.validation import propose_suite as draft
+    from pipelines.data.datasets import DataError, load_dataset
+    from pipelines.data.validation import propose_suite as draft
 
     if out.exists() and not force:
         _fail(f"{out} exists; review changes by hand or pass --force")
     try:
         cfg = load_config(params).dataset(dataset)
         if cfg.shards is not None:
-            from pipelines.streaming import source_shards
-            from pipelines.validation import propose_from_shards
+            from pipelines.data.streaming import source_shards
+            from pipelines.data.validation import propose_from_shards
 
             source = Path(data or cfg.source)
             suite = propose_from_shards(source_shards(source), dataset, cfg.label, str(source))
@@ -234,8 +224,8 @@ def synthesize_shards(
 ) -> None:
     """Write a large tabular dataset made from the real breast-cancer rows (resampled, with
     multiplicative noise) as Parquet shards: a source for a `shards:` dataset."""
-    from pipelines.datasets import load_source
-    from pipelines.streaming import synthesize_shards as write
+    from pipelines.data.datasets import load_source
+    from pipelines.data.streaming import synthesize_shards as write
 
     base = load_source("sklearn:breast_cancer")
     paths = write(base, "target", out, shards, rows_per_shard, noise)
@@ -254,7 +244,7 @@ def parity(
     import numpy as np
     import pandas as pd
 
-    from pipelines.tracking import load_pyfunc
+    from pipelines.registry.tracking import load_pyfunc
 
     model = load_pyfunc(model_uri)
     meta = model.metadata.metadata
@@ -272,7 +262,7 @@ def verify(
     lock: Path = typer.Option(Path("dvc.lock"), help="dvc.lock to compare the data hash with."),
 ) -> None:
     """Re-check a registered version: artifacts, training-data hash, golden-sample parity."""
-    from pipelines.serving import verify_version
+    from pipelines.registry.serving import verify_version
 
     try:
         ok, problems = verify_version(ref, lock)
@@ -289,7 +279,7 @@ def verify(
 @app.command()
 def rollback(name: str) -> None:
     """Make NAME's previous champion the champion again (and the current one previous)."""
-    from pipelines.tracking import rollback as swap
+    from pipelines.registry.tracking import rollback as swap
 
     try:
         champion, previous = swap(name)
@@ -305,8 +295,8 @@ def score(
     chunk_rows: int = typer.Option(10_000, min=1),
 ) -> None:
     """Score a raw file; write <input>.predictions.parquet beside it."""
-    from pipelines.datasets import DataError
-    from pipelines.serving import score_file
+    from pipelines.data.datasets import DataError
+    from pipelines.registry.serving import score_file
 
     try:
         out = score_file(ref, input, chunk_rows)
@@ -322,7 +312,7 @@ def serve(
     port: int = 5001,
 ) -> None:
     """Serve a registered model over HTTP with `mlflow models serve` (local environment)."""
-    from pipelines.serving import serve_command
+    from pipelines.registry.serving import serve_command
 
     try:
         command, env = serve_command(ref, host, port)
@@ -355,14 +345,14 @@ def retrain(
     """Run the retraining flow now: the DVC stages as one Prefect flow, models side by side on
     the configured task runner, dvc.lock committed, data pushed, a summary artifact."""
     from pipelines.config import ConfigError
-    from pipelines.orchestration import OrchestrationError, ensure_api
+    from pipelines.run.orchestration import OrchestrationError, ensure_api
 
     if runner not in (None, "sequential", "threads", "dask"):
         _fail(f"--runner: expected sequential, threads or dask, not {runner!r}")
     try:
         if not ensure_api():
             _fail("the retraining flow needs Prefect: unset PIPELINES_PREFECT=off")
-        from pipelines.retrain import retrain as flow
+        from pipelines.run.retrain import retrain as flow
 
         result = flow(
             tasks=task or None,
@@ -387,8 +377,9 @@ def deploy(
     import subprocess
 
     from pipelines.config import ConfigError, load_config
-    from pipelines.orchestration import OrchestrationError, ensure_api, executable
-    from pipelines.tracking import project_root
+    from pipelines.environment import executable
+    from pipelines.registry.tracking import project_root
+    from pipelines.run.orchestration import OrchestrationError, ensure_api
 
     try:
         orch = load_config(params).orchestration
@@ -407,7 +398,7 @@ def deploy(
 
     root = project_root()
     deployment_id = flow.from_source(
-        source=str(root), entrypoint="pipelines/retrain.py:retrain"
+        source=str(root), entrypoint="pipelines/run/retrain.py:retrain"
     ).deploy(
         name=name,
         work_pool_name=orch.work_pool,
@@ -428,7 +419,7 @@ def deploy(
 @server_app.command("start")
 def server_start() -> None:
     """Start the local Prefect server (or reuse a running one) and print its API URL."""
-    from pipelines.orchestration import ensure_api
+    from pipelines.run.orchestration import ensure_api
 
     typer.echo(ensure_api() or "PIPELINES_PREFECT=off: no server needed")
 
@@ -436,7 +427,7 @@ def server_start() -> None:
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the local Prefect server started by this package."""
-    from pipelines.orchestration import stop_local_server
+    from pipelines.run.orchestration import stop_local_server
 
     typer.echo("stopped" if stop_local_server() else "no server started by pipelines")
 

@@ -19,12 +19,19 @@ from pydantic import (
     model_validator,
 )
 
-from pipelines.builders import FAMILIES, MODALITIES, family_spec
-from pipelines.metrics import METRIC_DIRECTIONS
+from pipelines.errors import ConfigError
+from pipelines.families import FAMILIES, MODALITIES, family_spec
 
-
-class ConfigError(ValueError):
-    """`params.yaml` is missing, malformed or names something that does not exist."""
+# The metrics a gate may name, and which way each improves ("max": higher is better).
+METRIC_DIRECTIONS: dict[str, Literal["max", "min"]] = {
+    "accuracy": "max",
+    "roc_auc": "max",
+    "f1": "max",
+    "log_loss": "min",
+    "mae": "min",
+    "rmse": "min",
+    "mape": "min",
+}
 
 
 class _Strict(BaseModel):
@@ -64,7 +71,7 @@ class SeriesConfig(_Strict):
 
 class ShardsConfig(_Strict):
     """A tabular dataset kept as Parquet shards and streamed by every stage, for data larger
-    than memory (pipelines.streaming)."""
+    than memory (pipelines.data.streaming)."""
 
     rows: int = Field(
         1_000_000, ge=1000, description="Rows per shard; one shard is in memory at a time."
@@ -100,7 +107,7 @@ class DatasetConfig(_Strict):
 
 
 class DriftConfig(_Strict):
-    """Limits on drift of new data from the champion's training reference (pipelines.drift)."""
+    """Limits on drift of new data from the champion's training reference (pipelines.data.drift)."""
 
     psi: float = Field(0.25, gt=0, description="Population stability index, per feature.")
     ks: float = Field(0.2, gt=0, le=1, description="Kolmogorov-Smirnov distance, per feature.")

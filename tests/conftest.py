@@ -27,7 +27,7 @@ def raw_params() -> dict:
 
 @pytest.fixture(scope="session")
 def _breast_cancer() -> pd.DataFrame:
-    from pipelines.datasets import load_source
+    from pipelines.data.datasets import load_source
 
     return load_source("sklearn:breast_cancer")
 

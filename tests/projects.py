@@ -8,8 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pipelines.local_server import free_port
-from pipelines.orchestration import env_with_venv
+from pipelines.environment import env_with_venv
+from pipelines.run.local_server import free_port
 
 
 def sh(args: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:

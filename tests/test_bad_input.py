@@ -28,11 +28,11 @@ NAME = "tabular-dnn"
 def project(tmp_path_factory, raw_params, repo_root):
     """A project with a registered champion, built by the pipeline's own stage functions."""
     from pipelines.config import parse_config
-    from pipelines.evaluation import evaluate_task
-    from pipelines.preprocessing import split_and_fit
-    from pipelines.registration import register_task
-    from pipelines.training import train_task
-    from pipelines.validation import validate_dataset
+    from pipelines.data.preprocessing import split_and_fit
+    from pipelines.run.stages import validate_dataset
+    from pipelines.model.evaluation import evaluate_task
+    from pipelines.model.training import train_task
+    from pipelines.registry.registration import register_task
 
     root = tmp_path_factory.mktemp("bad-input")
     shutil.copytree(repo_root / "gx" / "expectations", root / "suites")
@@ -47,7 +47,7 @@ def project(tmp_path_factory, raw_params, repo_root):
 
         mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
         cfg = parse_config(params)
-        from pipelines.datasets import ingest
+        from pipelines.data.datasets import ingest
 
         raw = ingest("breast_cancer", cfg.dataset("breast_cancer"), root / "raw.parquet")
         first = validate_dataset(
@@ -165,7 +165,7 @@ def _truncated_parquet(df: pd.DataFrame, path: Path) -> Path:
 
 
 def _co2_with_long_gap(path: Path) -> Path:
-    from pipelines.datasets import load_source
+    from pipelines.data.datasets import load_source
 
     co2 = load_source("statsmodels:co2")
     co2.loc[1000:1029, "co2"] = np.nan  # 30 missing weeks; params allow max_gap 20
@@ -435,7 +435,7 @@ def test_a_missing_dataset_path_is_named(project, capsys):
 
 @pytest.fixture(scope="module")
 def champion(project):
-    from pipelines.tracking import load_pyfunc
+    from pipelines.registry.tracking import load_pyfunc
 
     return load_pyfunc(f"models:/{NAME}@champion")
 

@@ -6,17 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.builders import FAMILIES, build_model, family_spec
 from pipelines.config import TrainConfig
-from pipelines.preprocessing import Preprocessing, fit_normalization
+from pipelines.data.preprocessing import Preprocessing, fit_normalization
+from pipelines.families import FAMILIES, family_spec
+from pipelines.model.builders import BODIES, build_model
 
 
 def _example(source: str, dataset: dict, rows: int = 128):
     """(preprocessing, first training rows) from the real data, prepared as the split stage
     prepares it."""
     from pipelines.config import DatasetConfig
-    from pipelines.datasets import load_dataset
-    from pipelines.preprocessing import _PREPARERS
+    from pipelines.data.datasets import load_dataset
+    from pipelines.data.preprocessing import _PREPARERS
 
     cfg = DatasetConfig(source=source, **dataset)
     splits, prep = _PREPARERS[cfg.modality](load_dataset(cfg), cfg, 42)
@@ -149,3 +150,19 @@ def test_hyperparameters_come_from_params(tabular_example):
     dense = [layer.units for layer in model.layers if layer.name.startswith("dense_")]
     assert dense == [7, 5]
     assert not [layer for layer in model.layers if layer.name.startswith("dropout_")]
+
+
+def test_every_registered_family_has_a_body_and_no_more():
+    assert set(BODIES) == set(FAMILIES)
+
+
+def test_config_validates_families_without_keras_or_the_builders():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pipelines.config import load_config; load_config('params.yaml'); "
+        "bad = [m for m in ('keras', 'tensorflow', 'pipelines.model.builders') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -100,7 +100,7 @@ def test_transformer_heads_must_divide_d_model(raw_params):
 
 
 def test_every_family_has_a_task_in_the_shipped_params(repo_root):
-    from pipelines.builders import FAMILIES
+    from pipelines.families import FAMILIES
 
     cfg = load_config(repo_root / "params.yaml")
     assert {t.family for t in cfg.tasks.values()} == set(FAMILIES)

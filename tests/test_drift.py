@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.datasets import load_source
-from pipelines.drift import drift_features, reference_profile, score_drift
+from pipelines.data.datasets import load_source
+from pipelines.data.drift import drift_features, reference_profile, score_drift
 
 
 def _score(reference: pd.DataFrame, new: pd.DataFrame, modality: str, label: str, time=None):

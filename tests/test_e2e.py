@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.local_server import free_port, wait_until_answers
+from pipelines.run.local_server import free_port, wait_until_answers
 from tests.projects import commit_all, copy_project, sh
 
 pytestmark = pytest.mark.e2e

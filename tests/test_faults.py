@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import tracking
+from pipelines.registry import tracking
 
 NAME = "tabular-dnn"
 
@@ -23,7 +23,7 @@ NAME = "tabular-dnn"
 def store(tmp_path_factory, _breast_cancer, raw_params):
     """A split dataset and an empty SQLite MLflow store in a temp folder."""
     from pipelines.config import parse_config
-    from pipelines.preprocessing import split_and_fit
+    from pipelines.data.preprocessing import split_and_fit
 
     root = tmp_path_factory.mktemp("faults")
     raw = root / "raw.parquet"
@@ -103,7 +103,7 @@ def test_a_training_killed_mid_epoch_leaves_no_model_file(store, raw_params):
 _HOLD_A_RUN = """
 import os, signal, sys, time
 import mlflow
-from pipelines import tracking
+from pipelines.registry import tracking
 from pipelines.cli import _exit_on_sigterm
 signal.signal(signal.SIGTERM, _exit_on_sigterm)
 mlflow.set_tracking_uri(tracking.tracking_uri())
@@ -159,8 +159,8 @@ def test_a_run_whose_process_was_killed_is_closed_by_the_next_one(store):
 
 def test_the_mirrored_strategy_trains_on_cpu(store, raw_params):
     from pipelines.config import parse_config
-    from pipelines.evaluation import load_keras_model
-    from pipelines.training import train_task
+    from pipelines.model.evaluation import load_keras_model
+    from pipelines.model.training import train_task
 
     params = copy.deepcopy(raw_params)
     params["tasks"][NAME]["train"].update(distribute="mirrored", max_epochs=3)

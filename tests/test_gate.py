@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.config import GateConfig
-from pipelines.gate import apply_gate
-from pipelines.promotion import bootstrap_check, mcnemar_check
+from pipelines.registry.gate import apply_gate
+from pipelines.registry.promotion import bootstrap_check, mcnemar_check
 
 TEST = {"accuracy": 0.97, "roc_auc": 0.99, "f1": 0.975, "log_loss": 0.09}
 BASELINE = {"majority": {"accuracy": 0.63, "roc_auc": 0.5, "f1": 0.77, "log_loss": 0.66}}

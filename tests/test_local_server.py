@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pipelines.local_server import ServerDidNotStart, free_port, wait_until_answers
+from pipelines.run.local_server import ServerDidNotStart, free_port, wait_until_answers
 
 
 def test_waits_until_a_real_server_answers(tmp_path):

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from pipelines.config import ConfigError, DatasetConfig
-from pipelines.datasets import DataError
-from pipelines.preprocessing import (
+from pipelines.data.datasets import DataError
+from pipelines.data.preprocessing import (
     SPEC_FILE,
     Preprocessing,
     fill_gaps,
@@ -93,7 +93,7 @@ def test_irregular_and_unordered_time_index_are_rejected():
 
 
 def test_series_split_is_temporal_with_raw_windows(tmp_path):
-    from pipelines.datasets import load_source
+    from pipelines.data.datasets import load_source
 
     raw = tmp_path / "co2.parquet"
     load_source("statsmodels:co2").to_parquet(raw, index=False)
@@ -121,7 +121,7 @@ def test_series_split_is_temporal_with_raw_windows(tmp_path):
 
 
 def test_image_preprocessing_scale_comes_from_training_pixels(tmp_path):
-    from pipelines.datasets import load_source
+    from pipelines.data.datasets import load_source
 
     raw = tmp_path / "digits.parquet"
     load_source("sklearn:digits").to_parquet(raw, index=False)

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import tracking
 from pipelines.config import parse_config
+from pipelines.registry import tracking
 
 NAME = "tabular-dnn"
 
@@ -34,10 +34,10 @@ def store(tmp_path_factory):
 def trained(store, _breast_cancer, raw_params):
     """Two real models on the same split: a decent one, and one that always answers the minority
     class (worse than the champion and than the majority baseline, deterministically)."""
-    from pipelines.builders import build_model
-    from pipelines.evaluation import evaluate_task
-    from pipelines.preprocessing import SPEC_FILE, Preprocessing, split_and_fit
-    from pipelines.training import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE, train_task
+    from pipelines.data.preprocessing import SPEC_FILE, Preprocessing, split_and_fit
+    from pipelines.model.builders import build_model
+    from pipelines.model.evaluation import evaluate_task
+    from pipelines.model.training import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE, train_task
 
     raw = store / "raw.parquet"
     _breast_cancer.to_parquet(raw, index=False)
@@ -64,7 +64,7 @@ def trained(store, _breast_cancer, raw_params):
 
 
 def _register(store, params, gate: dict | None = None, model="good", evaluation="good-eval"):
-    from pipelines.registration import register_task
+    from pipelines.registry.registration import register_task
 
     params = copy.deepcopy(params)
     if gate is not None:
@@ -166,7 +166,7 @@ def test_a_version_that_does_not_serve_the_pipeline_predictions_is_refused(store
 
 
 def test_an_equal_or_better_challenger_is_promoted_and_rollback_swaps(store, trained):
-    from pipelines.tracking import rollback
+    from pipelines.registry.tracking import rollback
 
     result = _register(store, trained, LENIENT)
     assert result.promoted and result.previous_champion == "2"
@@ -186,8 +186,8 @@ def _lock(store, md5: str):
 
 
 def test_verify_passes_on_a_good_version(store, trained):
-    from pipelines.lineage import file_md5
-    from pipelines.serving import verify_version
+    from pipelines.registry.lineage import file_md5
+    from pipelines.registry.serving import verify_version
 
     ok, problems = verify_version(f"{NAME}@champion", _lock(store, file_md5(store / "raw.parquet")))
     assert problems == []
@@ -195,7 +195,7 @@ def test_verify_passes_on_a_good_version(store, trained):
 
 
 def test_verify_says_when_the_data_has_moved_on(store, trained):
-    from pipelines.serving import verify_version
+    from pipelines.registry.serving import verify_version
 
     _, problems = verify_version(f"{NAME}@champion", _lock(store, "0" * 32))
     assert len(problems) == 1 and "the data has moved on" in problems[0]
@@ -204,8 +204,8 @@ def test_verify_says_when_the_data_has_moved_on(store, trained):
 def test_verify_catches_a_deleted_artifact(store, trained):
     import mlflow
 
-    from pipelines.lineage import file_md5
-    from pipelines.serving import verify_version
+    from pipelines.registry.lineage import file_md5
+    from pipelines.registry.serving import verify_version
 
     info = tracking.version_info(NAME, "champion")
     artifact_dir = mlflow.MlflowClient().get_run(info.run_id).info.artifact_uri
@@ -216,8 +216,8 @@ def test_verify_catches_a_deleted_artifact(store, trained):
 
 
 def test_batch_scoring_writes_predictions_beside_the_input(store, trained):
-    from pipelines.datasets import DataError
-    from pipelines.serving import score_file
+    from pipelines.data.datasets import DataError
+    from pipelines.registry.serving import score_file
 
     raw = pd.read_parquet(store / "data" / "test.parquet").drop(columns=["target"])
     path = store / "incoming.csv"
@@ -234,12 +234,12 @@ def test_batch_scoring_writes_predictions_beside_the_input(store, trained):
 
 
 def test_fresh_process_scoring_names_a_model_that_cannot_load(store, trained, tmp_path):
-    from pipelines.promotion import compare_with_champion, score_in_fresh_process
+    from pipelines.registry.promotion import compare_with_champion
 
     inputs = tmp_path / "inputs.npy"
     np.save(inputs, np.zeros((2, 30), dtype="float32"))
-    good, missing = score_in_fresh_process(
-        tracking.tracking_uri(), [(f"models:/{NAME}/1", inputs), (f"models:/{NAME}/999", inputs)]
+    good, missing = tracking.score_in_fresh_process(
+        [(f"models:/{NAME}/1", inputs), (f"models:/{NAME}/999", inputs)]
     )
     assert good.shape == (2, 2) and np.allclose(good.sum(axis=1), 1)
     assert isinstance(missing, str) and "999" in missing
@@ -260,7 +260,7 @@ def test_fresh_process_scoring_names_a_model_that_cannot_load(store, trained, tm
 def test_the_served_model_scores_large_requests_in_chunks_like_keras(store, trained):
     import keras
 
-    from pipelines.raw_model import CHUNK_ROWS
+    from pipelines.registry.raw_model import CHUNK_ROWS
 
     raw = pd.read_parquet(store / "data" / "test.parquet").drop(columns=["target"])
     rows = raw.to_numpy("float64")[np.random.default_rng(0).integers(0, len(raw), CHUNK_ROWS + 7)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.retrain import StageFailed, _is_transient, models_to_run, set_sources
+from pipelines.run.retrain import StageFailed, _is_transient, models_to_run, set_sources
 
 
 def test_each_model_runs_from_its_first_changed_stage():

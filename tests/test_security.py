@@ -8,13 +8,14 @@ import subprocess
 
 import pytest
 
-from pipelines import cli, orchestration
+from pipelines import cli
+from pipelines.run import orchestration
 
 
 def test_a_model_with_a_lambda_layer_is_refused(tmp_path):
     import keras
 
-    from pipelines.evaluation import load_keras_model
+    from pipelines.model.evaluation import load_keras_model
 
     inputs = keras.Input(shape=(3,))
     outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
@@ -25,7 +26,7 @@ def test_a_model_with_a_lambda_layer_is_refused(tmp_path):
 
 
 def test_the_pipeline_never_unpickles_or_disables_safe_mode(repo_root):
-    sources = {p: p.read_text() for p in (repo_root / "pipelines").glob("*.py")}
+    sources = {p: p.read_text() for p in (repo_root / "pipelines").rglob("*.py")}
     for path, text in sources.items():
         assert "safe_mode=False" not in text, path
         assert "import pickle" not in text and "cloudpickle" not in text, path
@@ -72,3 +73,19 @@ def test_no_credentials_in_tracked_files(repo_root):
         ["git", "check-ignore", "-q", ".dvc/config.local"], cwd=repo_root, check=False
     )
     assert ignored.returncode == 0, ".dvc/config.local (remote credentials) must be ignored"
+
+
+def test_the_stored_wrapper_names_the_keras_artifact_as_the_adapter_does(repo_root):
+    # raw_model.py must not import the package (it is stored with each version), so it spells
+    # the artifact name itself; read it without importing it.
+    import ast
+
+    from pipelines.registry import tracking
+
+    tree = ast.parse(tracking.RAW_MODEL_CODE.read_text())
+    (value,) = [
+        node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and node.targets[0].id == "KERAS_ARTIFACT"
+    ]
+    assert value == tracking.KERAS_ARTIFACT

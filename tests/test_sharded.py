@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from pipelines.config import ConfigError, parse_config
-from pipelines.datasets import DataError
-from pipelines.streaming import (
+from pipelines.data.datasets import DataError
+from pipelines.data.streaming import (
     iter_frames,
     read_shard,
     row_count,
@@ -99,7 +99,7 @@ def test_shards_are_for_tabular_datasets_and_name_the_key(raw_params, source):
 def test_ingest_copies_every_row_into_shards_of_the_configured_size(
     cfg, source, tmp_path, no_whole_reads
 ):
-    from pipelines.datasets import ingest
+    from pipelines.data.datasets import ingest
 
     out = tmp_path / "raw" / f"{NAME}.parquet"
     ingest(NAME, cfg.dataset(NAME), out)
@@ -109,7 +109,7 @@ def test_ingest_copies_every_row_into_shards_of_the_configured_size(
 
 
 def test_ingest_names_a_damaged_shard_and_leaves_nothing(cfg, source, tmp_path):
-    from pipelines.datasets import ingest
+    from pipelines.data.datasets import ingest
 
     damaged = tmp_path / "damaged"
     damaged.mkdir()
@@ -136,7 +136,7 @@ def test_shards_with_other_columns_are_refused(source, tmp_path):
 
 @pytest.fixture
 def raw_shards(cfg, tmp_path):
-    from pipelines.datasets import ingest
+    from pipelines.data.datasets import ingest
 
     return ingest(NAME, cfg.dataset(NAME), tmp_path / "raw" / f"{NAME}.parquet")
 
@@ -144,7 +144,12 @@ def raw_shards(cfg, tmp_path):
 def test_split_streams_a_seeded_partition_with_train_only_statistics(
     cfg, raw_shards, tmp_path, no_whole_reads
 ):
-    from pipelines.preprocessing import SPEC_FILE, Preprocessing, fit_normalization, split_and_fit
+    from pipelines.data.preprocessing import (
+        SPEC_FILE,
+        Preprocessing,
+        fit_normalization,
+        split_and_fit,
+    )
 
     prep = split_and_fit(NAME, raw_shards, cfg.dataset(NAME), 42, tmp_path / "a")
     parts = {p: _read_all(tmp_path / "a" / f"{p}.parquet") for p in ("train", "validation", "test")}
@@ -176,7 +181,7 @@ def test_split_streams_a_seeded_partition_with_train_only_statistics(
 
 
 def test_training_stream_reshuffles_every_pass_and_repeats_with_the_seed(cfg, raw_shards, tmp_path):
-    from pipelines.preprocessing import split_and_fit, split_shards_of
+    from pipelines.data.preprocessing import split_and_fit, split_shards_of
 
     prep = split_and_fit(NAME, raw_shards, cfg.dataset(NAME), 42, tmp_path / "data")
     shards = split_shards_of(tmp_path / "data", "train")
@@ -200,7 +205,7 @@ def test_training_stream_reshuffles_every_pass_and_repeats_with_the_seed(cfg, ra
 def test_validate_runs_the_suite_per_shard_and_names_the_bad_one(
     cfg, raw_shards, tmp_path, monkeypatch, no_whole_reads
 ):
-    from pipelines.validation import ValidationFailed, propose_from_shards, validate_shards
+    from pipelines.data.validation import ValidationFailed, propose_from_shards, validate_shards
 
     shards = shard_paths(raw_shards)
     suite = propose_from_shards(shards, NAME, "target", "test")
@@ -221,14 +226,14 @@ def test_validate_runs_the_suite_per_shard_and_names_the_bad_one(
     # The stage: the same failure, exit through ValidationFailed, recorded in MLflow.
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    from pipelines.validation import validate_dataset
+    from pipelines.run.stages import validate_dataset
 
     with pytest.raises(ValidationFailed, match=r"part-00001\.parquet: 2 of 1000"):
         validate_dataset(cfg, NAME, raw_shards, suite_path, tmp_path / "docs")
 
 
 def test_row_count_bounds_hold_for_the_whole_dataset(raw_shards, tmp_path):
-    from pipelines.validation import validate_shards
+    from pipelines.data.validation import validate_shards
 
     shards = shard_paths(raw_shards)
     suite = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.local_server import free_port, wait_until_answers
+from pipelines.run.local_server import free_port, wait_until_answers
 
 NAME = "tabular-dnn"
 
@@ -56,10 +56,10 @@ def test_registration_against_an_mlflow_server(server, tmp_path, _breast_cancer,
     import mlflow
 
     from pipelines.config import parse_config
-    from pipelines.evaluation import evaluate_task
-    from pipelines.preprocessing import split_and_fit
-    from pipelines.registration import register_task
-    from pipelines.training import train_task
+    from pipelines.data.preprocessing import split_and_fit
+    from pipelines.model.evaluation import evaluate_task
+    from pipelines.model.training import train_task
+    from pipelines.registry.registration import register_task
 
     url, server_root = server
     params = copy.deepcopy(raw_params)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines import streaming
-from pipelines.streaming import shard_dataset, stream_normalization
+from pipelines.data import streaming
+from pipelines.data.streaming import shard_dataset, stream_normalization
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_batches_are_full_whatever_the_read_size(breast_cancer, shards, read_row
 
 
 def test_streaming_statistics_match_the_in_memory_ones(breast_cancer, shards):
-    from pipelines.preprocessing import fit_normalization
+    from pipelines.data.preprocessing import fit_normalization
 
     features = [c for c in breast_cancer.columns if c != "target"]
     streamed = stream_normalization(shards, features, read_rows=100)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.validation import ValidationFailed, propose_suite, validate_file, validate_frame
+from pipelines.data.validation import ValidationFailed, propose_suite, validate_file, validate_frame
 
 
 def _write(df, tmp_path):
@@ -117,7 +117,7 @@ def repo_suites(repo_root):
 
 
 def test_digits_suite_accepts_digits_and_rejects_a_wrong_shape(repo_suites, tmp_path):
-    from pipelines.datasets import load_source
+    from pipelines.data.datasets import load_source
 
     digits = load_source("sklearn:digits")
     assert validate_frame(digits, "digits", repo_suites / "digits.json", tmp_path / "a").success
@@ -134,7 +134,7 @@ def test_digits_suite_accepts_digits_and_rejects_a_wrong_shape(repo_suites, tmp_
 
 
 def test_co2_suite_allows_its_gaps_but_not_duplicate_or_unordered_weeks(repo_suites, tmp_path):
-    from pipelines.datasets import load_source
+    from pipelines.data.datasets import load_source
 
     co2 = load_source("statsmodels:co2")
     assert validate_frame(co2, "co2", repo_suites / "co2.json", tmp_path / "a").success

@@ -4,10 +4,11 @@ Suites are GX's own JSON (`gx/expectations/<dataset>.json`), kept in the repo an
 code. `propose_suite` drafts one from a trusted reference file; a person reviews and commits
 it. `validate_file` runs a suite, writes Data Docs and raises with every failed expectation.
 
-`validate_dataset` is the validate stage: the suite, then the series policy from params (a
-regular time index, no gap wider than `max_gap`), then drift against the champion's training
-reference (`pipelines.drift`). It writes Data Docs, `summary.json` and `drift.json` under the
-report folder and logs them, with the drift scores as metrics, to an MLflow run per validation.
+`check_dataset` is the validate stage's data work: the suite, then the series policy from
+params (a regular time index, no gap wider than `max_gap`), then drift against the training
+reference it is given (`pipelines.data.drift`). It writes Data Docs, `summary.json` and
+`drift.json` under the report folder and returns the outcome; the stage
+(`pipelines.run.stages`) fetches the champion's reference and records the run in MLflow.
 """
 
 from __future__ import annotations
@@ -24,13 +25,10 @@ from typing import Any
 import pandas as pd
 
 from pipelines.config import PipelineConfig
-from pipelines.datasets import read_table
+from pipelines.errors import ValidationFailed
+from pipelines.data.datasets import read_table
 
 SUMMARY_FILE = "summary.json"
-
-
-class ValidationFailed(RuntimeError):
-    """The data broke its expectation suite; the message lists every failure."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,8 @@ class ValidationReport:
     docs: str | None = None
     warnings: list[Failure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    rows: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def error(self, data_path: Path, suite_path: Path) -> ValidationFailed:
         lines = "\n".join(f"  - {f}" for f in self.failures)
@@ -182,7 +182,7 @@ def validate_shards(
     """Run the suite on every shard of a sharded dataset, one shard in memory at a time. The
     row-count bounds apply to the whole dataset (counted from the Parquet footers); every
     other expectation holds in each shard, and a failure names the shard."""
-    from pipelines.streaming import read_shard, row_count
+    from pipelines.data.streaming import read_shard, row_count
 
     suite = load_suite(suite_path)
     bounds = [e for e in suite["expectations"] if e["type"] == ROW_COUNT]
@@ -288,19 +288,20 @@ def validate_file(
     return report
 
 
+# The training reference new data is compared with: ("NAME version N (@champion)", profile).
+Reference = tuple[str, dict[str, Any]]
+
+
 def _drift(
-    cfg: PipelineConfig, name: str, df: pd.DataFrame, report_dir: Path
+    cfg: PipelineConfig, name: str, df: pd.DataFrame, report_dir: Path, found: Reference | None
 ) -> tuple[list[Failure], list[str], dict[str, float]]:
-    """Drift of `df` against the first champion trained on this dataset that carries a
-    reference: (breaches, notes, metrics)."""
-    from pipelines import tracking
-    from pipelines.drift import DRIFT_FILE, drift_features, score_drift
+    """Drift of `df` against the champion's training reference `found`: (breaches, notes,
+    metrics)."""
+    from pipelines.data.drift import DRIFT_FILE, drift_features, score_drift
 
     dataset, limits = cfg.dataset(name), cfg.validation.drift
-    models = cfg.tasks_of(name)
-    with tempfile.TemporaryDirectory() as tmp:
-        found = tracking.champion_reference(models, Path(tmp))
     if found is None:
+        models = cfg.tasks_of(name)
         return [], [f"drift not checked: no champion of {models} with a training reference yet"], {}
     source, profile = found
     time_column = dataset.series.time_column if dataset.series else None
@@ -321,13 +322,18 @@ def _drift(
     return breaches, [note], report.metrics()
 
 
-def validate_dataset(
-    cfg: PipelineConfig, name: str, data_path: Path, suite_path: Path, report_dir: Path
+def check_dataset(
+    cfg: PipelineConfig,
+    name: str,
+    data_path: Path,
+    suite_path: Path,
+    report_dir: Path,
+    reference: Reference | None,
 ) -> ValidationReport:
-    """The validate stage: suite, series policy and drift; logged to MLflow; raises
-    `ValidationFailed` naming every failure (Data Docs are written either way)."""
-    from pipelines import streaming, tracking
-    from pipelines.preprocessing import time_index_problems
+    """Suite, series policy and drift against `reference`; writes Data Docs and the summary
+    either way and returns the outcome (`report.error(...)` names every failure)."""
+    from pipelines.data import streaming
+    from pipelines.data.preprocessing import time_index_problems
 
     dataset = cfg.dataset(name)
     if streaming.is_sharded(data_path):
@@ -347,7 +353,7 @@ def validate_dataset(
         problems = time_index_problems(df, series.time_column, dataset.label, series.max_gap)
         failures += [Failure(check, column, detail) for check, column, detail in problems]
         evaluated += 3
-    breaches, notes, metrics = _drift(cfg, name, df, report_dir.resolve())
+    breaches, notes, metrics = _drift(cfg, name, df, report_dir.resolve(), reference)
     evaluated += len([k for k in metrics if k.startswith("drift_psi.")])
     warnings: list[Failure] = []
     if cfg.validation.drift.on_drift == "fail":
@@ -355,42 +361,20 @@ def validate_dataset(
     else:
         warnings += breaches
     report = ValidationReport(
-        name, not failures, evaluated, failures, suite_report.docs, warnings, notes
+        name, not failures, evaluated, failures, suite_report.docs, warnings, notes, rows, metrics
     )
     report.save(report_dir.resolve())
-    tracking.log_validation_run(
-        experiment=cfg.base.experiment,
-        run_name=f"validate-{name}",
-        tags={
-            "stage": "validate",
-            "dataset": name,
-            "data_path": str(data_path),
-            "outcome": "passed" if report.success else "failed",
-            **({"failures": " | ".join(map(str, failures))[:5000]} if failures else {}),
-        },
-        metrics={
-            "rows": float(rows),
-            "checks_evaluated": float(evaluated),
-            "checks_failed": float(len(failures)),
-            **metrics,
-        },
-        docs_dir=report_dir,
-        success=report.success,
-    )
     for note in notes:
         print(note)
     for warning in warnings:
         print(f"WARNING {warning}")
-    if not report.success:
-        raise report.error(data_path, suite_path)
-    print(f"validated {data_path}: {evaluated} checks passed; Data Docs: {report.docs}")
     return report
 
 
 def propose_from_shards(shards: list[Path], dataset: str, label: str, source: str) -> dict:
     """Draft a suite for a sharded dataset in two streaming passes: types, nulls, duplicates
     and the label set from a seeded sample; ranges and row-count bounds from every row."""
-    from pipelines.streaming import SAMPLE_ROWS, column_ranges, row_count, sample_rows
+    from pipelines.data.streaming import SAMPLE_ROWS, column_ranges, row_count, sample_rows
 
     suite = propose_suite(
         sample_rows(shards, SAMPLE_ROWS, seed=0),

@@ -1,4 +1,4 @@
-"""Thin Prefect flows and tasks over the plain stages (`pipelines.stages`).
+"""Thin Prefect flows and tasks over the plain stages (`pipelines.run.stages`).
 
 Each DVC stage runs one of these flows through the CLI. Flows take strings (paths, names) so
 their parameters show up readably in the Prefect UI; the stage body is shared with the
@@ -9,39 +9,47 @@ Prefect-free path, only each step becomes a Prefect task. Import this module onl
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines import (
-    datasets,
-    evaluation,
-    preprocessing,
-    registration,
-    stages,
-    training,
-    validation,
-)
+from pipelines.data import datasets, preprocessing, validation
+from pipelines.errors import KnownFailure
+from pipelines.model import evaluation, training
+from pipelines.registry import registration
+from pipelines.run import stages
 
 
-def _task(fn: Callable[..., Any], **options: Any) -> Any:
-    return task(fn, cache_policy=NO_CACHE, **options)
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only faults that may pass (a locked database, a busy server): a known failure
+    (bad data, bad params) fails the same way every time."""
+    try:
+        state.result()
+    except KnownFailure:
+        return False
+    except Exception:
+        return True
+    return False
 
 
-TASKS = {
-    datasets.ingest: _task(datasets.ingest, name="ingest", retries=1, retry_delay_seconds=2),
-    validation.validate_dataset: _task(validation.validate_dataset, name="validate"),
-    preprocessing.split_and_fit: _task(preprocessing.split_and_fit, name="split-normalize"),
-    training.train_task: _task(training.train_task, name="train"),
-    evaluation.evaluate_task: _task(evaluation.evaluate_task, name="evaluate"),
+# The step functions a stage may run, with their Prefect task options.
+_OPTIONS: dict[Callable[..., Any], dict[str, Any]] = {
+    datasets.ingest: {"name": "ingest", "retries": 1, "retry_delay_seconds": 2},
+    validation.check_dataset: {"name": "validate"},
+    preprocessing.split_and_fit: {"name": "split-normalize"},
+    training.train_task: {"name": "train"},
+    evaluation.evaluate_task: {"name": "evaluate"},
     # Not retried: a retry after a partial failure could register a second version.
-    registration.register_task: _task(registration.register_task, name="register"),
+    registration.register_task: {"name": "register"},
 }
 
 
+@cache
 def as_task(fn: Callable[..., Any]) -> Any:
-    return TASKS[fn]
+    """`fn` as a Prefect task, built on first use (nothing is built at import time)."""
+    return task(fn, cache_policy=NO_CACHE, retry_condition_fn=_transient, **_OPTIONS[fn])
 
 
 @flow(name="ingest", log_prints=True)

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import ConfigError, DatasetConfig, ShardsConfig
-from pipelines.datasets import PIXEL_PREFIX, DataError, image_shape, read_table
-from pipelines.drift import REFERENCE_FILE, drift_features, reference_profile, save_reference
+from pipelines.data.datasets import PIXEL_PREFIX, DataError, image_shape, read_table
+from pipelines.data.drift import REFERENCE_FILE, drift_features, reference_profile, save_reference
 
 SPLITS = ("train", "validation", "test")
 SPEC_FILE = "preprocessing.json"
@@ -40,7 +40,7 @@ class Preprocessing:
     stats: dict[str, Any] = field(default_factory=dict)
     task_type: str = "classification"
     time_column: str | None = None
-    sharded: bool = False  # splits are folders of Parquet shards (pipelines.streaming)
+    sharded: bool = False  # splits are folders of Parquet shards (pipelines.data.streaming)
     rows: dict[str, int] = field(default_factory=dict)  # rows per split
 
     def save(self, path: Path) -> None:
@@ -77,7 +77,7 @@ def fit_normalization(x_train: np.ndarray) -> dict[str, list[float]]:
     the statistics a Keras `Normalization(axis=-1)` layer adapts. The model receives float32
     inputs, so the features are cast to float32 first; the sums run in float64. NumPy, not
     `adapt`: the split stage then does not import TensorFlow (about 4 s)."""
-    from pipelines.streaming import Moments
+    from pipelines.data.streaming import Moments
 
     moments = Moments()
     moments.add(np.asarray(x_train).astype("float32"))
@@ -258,7 +258,7 @@ def split_shards(
     this size changes class shares by a fraction of a percent) and to a random shard of that
     part. Normalization statistics, the label set and the drift reference (a seeded sample of
     train) are gathered in the same pass."""
-    from pipelines import streaming
+    from pipelines.data import streaming
 
     shards = streaming.shard_paths(data_path)
     columns = streaming.columns_of(shards[0])
@@ -325,7 +325,7 @@ def split_and_fit(
     name: str, data_path: Path, dataset: DatasetConfig, seed: int, out_dir: Path
 ) -> Preprocessing:
     """Split the raw table, fit preprocessing on train only, and write both to `out_dir`."""
-    from pipelines.streaming import is_sharded
+    from pipelines.data.streaming import is_sharded
 
     if is_sharded(data_path):
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -360,14 +360,14 @@ def encode_labels(values: np.ndarray, prep: Preprocessing) -> np.ndarray:
 
 def split_shards_of(data_dir: Path, name: str) -> list[Path]:
     """The Parquet shards of one split of a sharded dataset."""
-    from pipelines.streaming import shard_paths
+    from pipelines.data.streaming import shard_paths
 
     return shard_paths(Path(data_dir) / f"{name}.parquet")
 
 
 def load_split(data_dir: Path, name: str, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     """Raw model inputs, shaped as the model takes them, and targets (`encode_labels`) of one
-    split, read whole. A sharded dataset is never read whole: see `pipelines.streaming`."""
+    split, read whole. A sharded dataset is never read whole: see `pipelines.data.streaming`."""
     if prep.sharded:
         raise DataError(
             f"{data_dir}/{name}.parquet is a sharded split; it is streamed, never read whole"

@@ -14,21 +14,16 @@ Environment:
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
-from pipelines.local_server import ServerDidNotStart, answers, wait_until_answers
+from pipelines.environment import executable
+from pipelines.errors import OrchestrationError
+from pipelines.run.local_server import ServerDidNotStart, answers, wait_until_answers
 
 DEFAULT_PORT = 4200
-
-
-class OrchestrationError(RuntimeError):
-    """The Prefect server could not be reached or started."""
 
 
 def prefect_enabled() -> bool:
@@ -53,20 +48,6 @@ def _pid_file() -> Path:
 
 def healthy(api_url: str, timeout: float = 1.0) -> bool:
     return answers(f"{api_url}/health", timeout)
-
-
-def env_with_venv(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A copy of `base` (default: this process's environment) with this environment's bin
-    folder first on PATH, so child processes find its `python`, `dvc`, `mlflow`, `prefect`."""
-    env = dict(os.environ if base is None else base)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def executable(name: str) -> str:
-    """A console script of this environment (`prefect`, `dvc`), else the one on PATH."""
-    local = Path(sys.executable).with_name(name)
-    return str(local) if local.exists() else (shutil.which(name) or name)
 
 
 def start_local_server(api_url: str, wait_s: float = 90.0) -> int:

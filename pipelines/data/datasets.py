@@ -15,10 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import DatasetConfig
-
-
-class DataError(ValueError):
-    """A data file is missing, unreadable or not a table."""
+from pipelines.errors import DataError
 
 
 def _snake(name: str) -> str:
@@ -186,7 +183,7 @@ def load_dataset(dataset: DatasetConfig, source: str | None = None) -> pd.DataFr
 def ingest_shards(name: str, dataset: DatasetConfig, out: Path) -> Path:
     """A sharded dataset: copy its Parquet shards (a folder, or one file) to the folder `out`,
     a record batch at a time, as shards of `shards.rows` rows."""
-    from pipelines.streaming import copy_shards
+    from pipelines.data.streaming import copy_shards
 
     source = Path(dataset.source)
     if not source.exists():

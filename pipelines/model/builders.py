@@ -1,48 +1,40 @@
-"""One registry of model families and one shared path that turns a family's body into a
-complete, compiled model with its preprocessing inside.
+"""One shared path that turns a family's body into a complete, compiled model with its
+preprocessing inside.
 
-A family contributes only two things: a pydantic schema for its hyperparameters and a function
-that builds its body from a preprocessed input tensor. `build_model` adds the rest:
+A family contributes only two things: a pydantic schema for its hyperparameters (in
+`pipelines.families`, the registry `config` validates against) and a function here that builds
+its body from a preprocessed input tensor. `build_model` adds the rest:
 
     raw input -> preprocessing for the modality -> family body -> head for the task type
               -> compile
 
 Only built-in Keras layers and ops are used, so a saved model loads in a process that has never
 imported this package (`mlflow models serve`), in safe mode. Keras is imported inside functions
-so that reading the registry (for config validation) costs no TensorFlow import.
+so that importing this module costs no TensorFlow import.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
+
+from pipelines.families import (
+    ConvParams,
+    DenseParams,
+    RecurrentParams,
+    TransformerParams,
+    family_spec,
+)
 
 if TYPE_CHECKING:
     import keras
 
     from pipelines.config import TrainConfig
-    from pipelines.preprocessing import Preprocessing
-
-MODALITIES = ("tabular", "images", "sequence")
-Activation = Literal["relu", "gelu", "tanh", "elu", "selu", "swish"]
-PositiveInts = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
-
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+    from pipelines.data.preprocessing import Preprocessing
 
 # --- family bodies -----------------------------------------------------------------------
-
-
-class DenseParams(_Params):
-    units: PositiveInts = [64, 32]
-    activation: Activation = "relu"
-    dropout: float = Field(0.2, ge=0, lt=1)
-    l2: float = Field(0.0, ge=0)
 
 
 def _dense_body(x: keras.KerasTensor, p: DenseParams) -> keras.KerasTensor:
@@ -56,16 +48,6 @@ def _dense_body(x: keras.KerasTensor, p: DenseParams) -> keras.KerasTensor:
         if p.dropout:
             x = keras.layers.Dropout(p.dropout, name=f"dropout_{i}")(x)
     return x
-
-
-class ConvParams(_Params):
-    filters: PositiveInts = [32, 64]
-    kernel_size: int = Field(3, ge=1)
-    dense_units: int = Field(64, ge=1)
-    dropout: float = Field(0.3, ge=0, lt=1)
-    augment: float = Field(
-        0.1, ge=0, lt=0.5, description="Random shift, as a share of the image; training only."
-    )
 
 
 def _conv_body(x: keras.KerasTensor, p: ConvParams) -> keras.KerasTensor:
@@ -89,11 +71,6 @@ def _conv_body(x: keras.KerasTensor, p: ConvParams) -> keras.KerasTensor:
     return x
 
 
-class RecurrentParams(_Params):
-    units: PositiveInts = [32]
-    dropout: float = Field(0.0, ge=0, lt=1)
-
-
 def _lstm_body(x: keras.KerasTensor, p: RecurrentParams) -> keras.KerasTensor:
     import keras
 
@@ -103,20 +80,6 @@ def _lstm_body(x: keras.KerasTensor, p: RecurrentParams) -> keras.KerasTensor:
             units, return_sequences=not last, dropout=p.dropout, name=f"lstm_{i}"
         )(x)
     return x
-
-
-class TransformerParams(_Params):
-    d_model: int = Field(32, ge=2)
-    heads: int = Field(4, ge=1)
-    ff_units: int = Field(64, ge=1)
-    blocks: int = Field(2, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _heads_divide(self) -> TransformerParams:
-        if self.d_model % self.heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
-        return self
 
 
 def _encoder_block(x: keras.KerasTensor, p: TransformerParams, i: int) -> keras.KerasTensor:
@@ -154,29 +117,13 @@ def _transformer_body(x: keras.KerasTensor, p: TransformerParams) -> keras.Keras
     return keras.layers.GlobalAveragePooling1D(name="pool")(x)
 
 
-@dataclass(frozen=True)
-class FamilySpec:
-    name: str
-    modalities: tuple[str, ...]
-    params: type[_Params]
-    body: Callable[[Any, Any], Any]
-
-
-FAMILIES: dict[str, FamilySpec] = {
-    spec.name: spec
-    for spec in (
-        FamilySpec("dnn", ("tabular",), DenseParams, _dense_body),
-        FamilySpec("cnn", ("images",), ConvParams, _conv_body),
-        FamilySpec("lstm", ("sequence",), RecurrentParams, _lstm_body),
-        FamilySpec("transformer", ("sequence",), TransformerParams, _transformer_body),
-    )
+# Each family's body, keyed by its name in `pipelines.families.FAMILIES`.
+BODIES: dict[str, Callable[[Any, Any], Any]] = {
+    "dnn": _dense_body,
+    "cnn": _conv_body,
+    "lstm": _lstm_body,
+    "transformer": _transformer_body,
 }
-
-
-def family_spec(name: str) -> FamilySpec:
-    if name not in FAMILIES:
-        raise ValueError(f"unknown model family {name!r} (known: {', '.join(FAMILIES)})")
-    return FAMILIES[name]
 
 
 # --- preprocessing per modality, heads per task type ---------------------------------------
@@ -263,7 +210,7 @@ def build_model(
     hparams = params if isinstance(params, spec.params) else spec.params.model_validate(params)
     inputs = keras.Input(shape=tuple(prep.input_shape), name="raw_input", dtype="float32")
     x, base = _PREPROCESSORS[prep.modality](inputs, prep)
-    x = spec.body(x, hparams)
+    x = BODIES[family](x, hparams)
     head, loss, metrics = _HEADS[prep.task_type]
     model = keras.Model(inputs, head(x, base, prep), name=f"{family}_{prep.modality}")
     model.compile(optimizer=_optimizer(train), loss=loss, metrics=metrics)

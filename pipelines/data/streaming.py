@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.datasets import DataError
+from pipelines.errors import DataError
 
 READ_ROWS = 65_536
 FLUSH_ROWS = 16_384  # rows an output shard buffers before it writes a row group

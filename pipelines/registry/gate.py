@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipelines.config import GateConfig
-from pipelines.metrics import better
+from pipelines.model.metrics import better
 
 
 @dataclass(frozen=True)

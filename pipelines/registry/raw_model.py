@@ -13,6 +13,7 @@ and the message, instead of a stack trace or a silent garbage prediction.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import mlflow
@@ -112,27 +113,34 @@ def check_request(model_input: Any, config: dict[str, Any]) -> np.ndarray:
 CHUNK_ROWS = 4096
 
 
-class RawInputModel(mlflow.pyfunc.PythonModel):
-    """The Keras model (preprocessing inside) behind request checks."""
+# Defining a PythonModel without type hints on `predict` makes MLflow warn that it cannot
+# validate requests from them. That is on purpose: `check_request` validates every request and
+# names the problem more clearly than a type-hint schema would, so the warning is silenced here,
+# where the class is defined (in the pipeline and in every process that loads a version).
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
-    def load_context(self, context: Any) -> None:
-        import keras
+    class RawInputModel(mlflow.pyfunc.PythonModel):
+        """The Keras model (preprocessing inside) behind request checks."""
 
-        self.config = dict(context.model_config or {})
-        self.model = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], safe_mode=True)
+        def load_context(self, context: Any) -> None:
+            import keras
 
-    # No type hints on purpose: MLflow would derive a schema from them and check requests
-    # itself, before (and less clearly than) `check_request`.
-    def predict(self, context, model_input, params=None):
-        batch = check_request(model_input, self.config)
-        # `predict_on_batch` in chunks, not `predict`: `predict` builds a data pipeline on
-        # every call (about 50-70 ms), which is most of a small request's time. A request of
-        # up to 32 rows is one batch, as in `predict`, so the golden sample matches exactly.
-        parts = [
-            np.asarray(self.model.predict_on_batch(batch[start : start + CHUNK_ROWS]))
-            for start in range(0, len(batch), CHUNK_ROWS)
-        ]
-        return np.concatenate(parts)
+            self.config = dict(context.model_config or {})
+            self.model = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], safe_mode=True)
+
+        # No type hints on purpose: MLflow would derive a schema from them and check requests
+        # itself, before (and less clearly than) `check_request`.
+        def predict(self, context, model_input, params=None):
+            batch = check_request(model_input, self.config)
+            # `predict_on_batch` in chunks, not `predict`: `predict` builds a data pipeline on
+            # every call (about 50-70 ms), which is most of a small request's time. A request of
+            # up to 32 rows is one batch, as in `predict`, so the golden sample matches exactly.
+            parts = [
+                np.asarray(self.model.predict_on_batch(batch[start : start + CHUNK_ROWS]))
+                for start in range(0, len(batch), CHUNK_ROWS)
+            ]
+            return np.concatenate(parts)
 
 
 mlflow.models.set_model(RawInputModel())

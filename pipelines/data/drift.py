@@ -35,7 +35,7 @@ def drift_features(
     if modality == "tabular":
         return df.drop(columns=[label], errors="ignore").select_dtypes("number")
     if modality == "images":
-        from pipelines.datasets import PIXEL_PREFIX
+        from pipelines.data.datasets import PIXEL_PREFIX
 
         pixels = df[[c for c in df.columns if c.startswith(PIXEL_PREFIX)]]
         if pixels.shape[1] == 0:

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
-# "max": higher is better; "min": lower is better.
-METRIC_DIRECTIONS: dict[str, Literal["max", "min"]] = {
-    "accuracy": "max",
-    "roc_auc": "max",
-    "f1": "max",
-    "log_loss": "min",
-    "mae": "min",
-    "rmse": "min",
-    "mape": "min",
-}
+from pipelines.config import METRIC_DIRECTIONS
 
 
 def better(metric: str, value: float, reference: float) -> bool:

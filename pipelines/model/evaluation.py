@@ -8,21 +8,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.metrics import (
-    classification_metrics,
-    majority_baseline,
-    persistence_forecast,
-    regression_metrics,
-    seasonal_naive_forecast,
-)
-from pipelines.preprocessing import (
+from pipelines.data.preprocessing import (
     SPEC_FILE,
     Preprocessing,
     encode_labels,
     load_split,
     split_shards_of,
 )
-from pipelines.streaming import label_counts, predict_shards
+from pipelines.data.streaming import label_counts, predict_shards
+from pipelines.model.metrics import (
+    classification_metrics,
+    majority_baseline,
+    persistence_forecast,
+    regression_metrics,
+    seasonal_naive_forecast,
+)
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "test_predictions.npy"

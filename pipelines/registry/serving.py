@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines import tracking
-from pipelines.datasets import DataError, read_table
-from pipelines.lineage import dvc_lock_hashes
-from pipelines.promotion import fresh_process_parity
-
-GOLDEN_DIR = "golden"
+from pipelines.data.datasets import DataError, read_table
+from pipelines.environment import env_with_venv, executable
+from pipelines.registry import tracking
+from pipelines.registry.lineage import dvc_lock_hashes
+from pipelines.registry.promotion import fresh_process_parity
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -44,7 +43,7 @@ def verify_version(
     problems: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            golden = tracking.download_run_artifacts(info.run_id, GOLDEN_DIR, Path(tmp))
+            golden = tracking.download_run_artifacts(info.run_id, tracking.GOLDEN_DIR, Path(tmp))
             inputs = np.load(golden / "inputs.npy")
             np.load(golden / "predictions.npy")  # both halves must be there
             ok.append(f"golden sample present ({len(inputs)} raw inputs)")
@@ -53,7 +52,6 @@ def verify_version(
         else:
             # The same fresh-process check that gated the version's promotion.
             check = fresh_process_parity(
-                tracking.tracking_uri(),
                 f"models:/{name}/{info.version}",
                 golden / "inputs.npy",
                 golden / "predictions.npy",
@@ -111,12 +109,10 @@ def score_file(ref: str, input_path: Path, chunk_rows: int = 10_000) -> Path:
 def serve_command(ref: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
     """The `mlflow models serve` command line and environment for a registered model."""
     uri = model_uri(ref)
-    from pipelines.orchestration import env_with_venv
-
     # the server starts uvicorn through the shell: it must find this environment's bin
     env = {**env_with_venv(), "MLFLOW_TRACKING_URI": tracking.tracking_uri()}
     command = [
-        str(Path(sys.executable).with_name("mlflow")),
+        executable("mlflow"),
         "models",
         "serve",
         "-m",

@@ -34,8 +34,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipelines.config import OrchestrationConfig, PipelineConfig, load_config
-from pipelines.orchestration import env_with_venv, executable
-from pipelines.tracking import project_root
+from pipelines.environment import env_with_venv, executable
+from pipelines.registry.tracking import project_root
 
 DATA_STAGES = ("ingest", "validate", "split")
 MODEL_STAGES = ("train", "evaluate", "register")

@@ -10,23 +10,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.builders import build_model
 from pipelines.config import PipelineConfig
-from pipelines.preprocessing import (
+from pipelines.data.preprocessing import (
     SPEC_FILE,
     Preprocessing,
     encode_labels,
     load_split,
     split_shards_of,
 )
+from pipelines.errors import TrainingDiverged
+from pipelines.model.builders import build_model
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
 SUMMARY_FILE = "training.json"
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; no model is saved."""
 
 
 @dataclass(frozen=True)
@@ -61,27 +58,6 @@ def distribution_strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def _record_divergence(cfg: PipelineConfig, task: str, curves: pd.DataFrame, reason: str) -> None:
-    """Leave a FAILED MLflow run with the curves up to the divergence, for the post-mortem."""
-    from pipelines import tracking
-
-    task_cfg = cfg.task(task)
-    run_id = tracking.log_failed_run(
-        experiment=cfg.base.experiment,
-        run_name=f"{task}-seed{cfg.base.seed}-diverged",
-        params={
-            "family": task_cfg.family,
-            "seed": cfg.base.seed,
-            "model": cfg.model_params(task).model_dump(),
-            "train": task_cfg.train.model_dump(),
-        },
-        tags={"stage": "train", "model_name": task, "family": task_cfg.family},
-        history=curves,
-        reason=f"diverged: {reason}",
-    )
-    print(f"MLflow run {run_id} marked FAILED: {reason}")
-
-
 def _streamed(
     data_dir: Path,
     split: str,
@@ -90,7 +66,7 @@ def _streamed(
     seed: int | None = None,
 ):
     """A split of a sharded dataset as a `tf.data` pipeline of (raw features, targets)."""
-    from pipelines.streaming import shard_dataset
+    from pipelines.data.streaming import shard_dataset
 
     return shard_dataset(
         split_shards_of(data_dir, split),
@@ -152,11 +128,12 @@ def train_task(cfg: PipelineConfig, task: str, data_dir: Path, out_dir: Path) ->
     if len(bad) or len(curves) == 0:
         epoch = int(bad["epoch"].iloc[0]) if len(bad) else 1
         loss = bad["loss"].iloc[0] if len(bad) else float("nan")
-        _record_divergence(cfg, task, curves, f"loss became {loss} at epoch {epoch}")
         raise TrainingDiverged(
             f"{task}: loss became {loss} at epoch {epoch} "
             f"(learning_rate={task_cfg.train.learning_rate}); training stopped (TerminateOnNaN), "
-            "nothing was saved or registered; the MLflow run is marked FAILED"
+            "nothing was saved or registered; the MLflow run is marked FAILED",
+            reason=f"loss became {loss} at epoch {epoch}",
+            curves=curves,
         )
     best = int(curves["val_loss"].idxmin())
     summary = TrainingSummary(

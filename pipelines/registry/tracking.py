@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +20,12 @@ import pandas as pd
 
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"
-REFERENCE_DIR = "reference"
+REFERENCE_DIR = "reference"  # run artifacts: the training reference drift is measured against
+GOLDEN_DIR = "golden"  # run artifacts: golden raw inputs and the pipeline's predictions on them
 RAW_MODEL_CODE = Path(__file__).with_name("raw_model.py")
+# The Keras model's artifact name inside each version; raw_model.py (which must not import this
+# package) spells the same name, and a test keeps the two equal.
+KERAS_ARTIFACT = "keras_model"
 _PID_TAG, _HOST_TAG = "pipelines.pid", "pipelines.host"
 
 
@@ -50,15 +58,6 @@ def _mlflow():
 
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    run_id: str
-    experiment_id: str
-    model_uri: str | None = None
-    registered_name: str | None = None
-    version: str | None = None
 
 
 def _process_tags() -> dict[str, str]:
@@ -99,14 +98,24 @@ def close_abandoned_runs(experiment: str) -> list[str]:
         reason = f"process {pid} on {host} ended without closing this run (killed)"
         client.set_tag(run.info.run_id, "failure", reason)
         client.set_terminated(run.info.run_id, status="FAILED")
-        for mv in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
-            if "gate" not in mv.tags:
-                client.set_model_version_tag(
-                    mv.name, mv.version, "gate", f"incomplete: registration {reason}"
-                )
+        _tag_incomplete(
+            client,
+            client.search_model_versions(f"run_id = '{run.info.run_id}'"),
+            f"registration {reason}",
+        )
         closed.append(run.info.run_id)
         print(f"closed abandoned MLflow run {run.info.run_id}: {reason}")
     return closed
+
+
+def _tag_incomplete(client: Any, versions: Sequence[Any], why: str) -> list[str]:
+    """Tag each of `versions` that has no gate verdict as incomplete; returns those tagged."""
+    tagged = []
+    for mv in versions:
+        if "gate" not in mv.tags:
+            client.set_model_version_tag(mv.name, mv.version, "gate", f"incomplete: {why}")
+            tagged.append(str(mv.version))
+    return tagged
 
 
 def mark_incomplete_versions(name: str) -> list[str]:
@@ -118,14 +127,7 @@ def mark_incomplete_versions(name: str) -> list[str]:
         versions = client.search_model_versions(f"name = '{name}'")
     except Exception:  # no such registered model yet
         return []
-    tagged = []
-    for mv in versions:
-        if "gate" not in mv.tags:
-            client.set_model_version_tag(
-                name, mv.version, "gate", "incomplete: registration stopped before the gate"
-            )
-            tagged.append(str(mv.version))
-    return tagged
+    return _tag_incomplete(client, versions, "registration stopped before the gate")
 
 
 def _requirements() -> list[str]:
@@ -150,7 +152,8 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def log_training_run(
+@contextmanager
+def training_run(
     *,
     experiment: str,
     run_name: str,
@@ -159,19 +162,10 @@ def log_training_run(
     history: pd.DataFrame,
     metrics: Mapping[str, float],
     artifacts: Mapping[str, Path],
-    model_path: Path | None = None,
-    registered_name: str | None = None,
-    model_metadata: Mapping[str, Any] | None = None,
-    model_artifacts: Mapping[str, Path] | None = None,
-) -> RunRecord:
-    """Log one training run: params, per-epoch curves, test metrics and artifacts.
-
-    When `model_path` and `registered_name` are given, the Keras model is logged behind the
-    raw-input pyfunc wrapper (`pipelines/raw_model.py`, stored as code, nothing pickled) with
-    `model_metadata` as the schema it checks requests against, and registered as a new version
-    without any alias: promotion is a separate, later step. Any error marks the run FAILED, and
-    a run whose process is killed is closed by the next logging process.
-    """
+) -> Iterator[str]:
+    """Log one training run (params, per-epoch curves, test metrics and artifacts) and yield
+    its id while it is still open, for `register_version`. Any error marks the run FAILED,
+    and a run whose process is killed is closed by the next logging process."""
     mlflow = _mlflow()
     from mlflow.entities import Metric
 
@@ -197,32 +191,38 @@ def log_training_run(
                 mlflow.log_artifacts(str(path), artifact_path=dest)
             elif Path(path).is_file():
                 mlflow.log_artifact(str(path), artifact_path=dest)
-        record = RunRecord(run.info.run_id, run.info.experiment_id)
-        if model_path is None or registered_name is None:
-            return record
-        from pipelines.raw_model import KERAS_ARTIFACT
+        yield run.info.run_id
 
-        schema = dict(model_metadata or {})
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(RAW_MODEL_CODE),
-            artifacts={
-                KERAS_ARTIFACT: str(model_path),
-                **{k: str(v) for k, v in (model_artifacts or {}).items()},
-            },
-            model_config=schema,
-            metadata=schema,
-            pip_requirements=_requirements(),
-        )
-        version = mlflow.register_model(info.model_uri, registered_name)
-        tag_version(registered_name, str(version.version), {**tags, "run_id": run.info.run_id})
-        return RunRecord(
-            run.info.run_id,
-            run.info.experiment_id,
-            info.model_uri,
-            registered_name,
-            str(version.version),
-        )
+
+def register_version(
+    run_id: str,
+    *,
+    model_path: Path,
+    name: str,
+    tags: Mapping[str, str],
+    metadata: Mapping[str, Any],
+    model_artifacts: Mapping[str, Path],
+) -> str:
+    """Log the Keras model of the open run `run_id` behind the raw-input pyfunc wrapper
+    (`pipelines/registry/raw_model.py`, stored as code, nothing pickled) with `metadata` as
+    the schema it checks requests against, and register it as a new version of `name`, with no
+    alias: promotion is a separate, later step. Returns the version."""
+    mlflow = _mlflow()
+    schema = dict(metadata)
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(RAW_MODEL_CODE),
+        artifacts={
+            KERAS_ARTIFACT: str(model_path),
+            **{k: str(v) for k, v in model_artifacts.items()},
+        },
+        model_config=schema,
+        metadata=schema,
+        pip_requirements=_requirements(),
+    )
+    version = str(mlflow.register_model(info.model_uri, name).version)
+    tag_version(name, version, {**tags, "run_id": run_id})
+    return version
 
 
 def log_failed_run(
@@ -286,9 +286,9 @@ def _missing(err: Exception) -> bool:
 
 
 def champion_reference(names: list[str], dest: Path) -> tuple[str, dict[str, Any]] | None:
-    """The training reference (`pipelines.drift`) of the first of `names` that has a champion
+    """The training reference (`pipelines.data.drift`) of the first of `names` that has a champion
     carrying one: ("NAME version N (@champion)", profile), or None."""
-    from pipelines.drift import REFERENCE_FILE
+    from pipelines.data.drift import REFERENCE_FILE
 
     for name in names:
         version = alias_version(name)
@@ -396,3 +396,49 @@ def download_run_artifacts(run_id: str, path: str, dest: Path) -> Path:
 def log_dict(run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
     """Attach a JSON artifact to a finished run."""
     _mlflow().MlflowClient().log_dict(run_id, dict(data), artifact_file)
+
+
+# Runs in a fresh interpreter that imports only mlflow and numpy, as `mlflow models serve` does.
+# It loads each model and scores its input file; one process serves all the checks of a
+# registration, so TensorFlow is imported once for them.
+_SCORE_SCRIPT = """
+import json, sys
+import numpy as np
+import mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+for model_uri, inputs, output in json.loads(sys.argv[2]):
+    try:
+        got = mlflow.pyfunc.load_model(model_uri).predict(np.load(inputs))
+        np.save(output, np.asarray(got, dtype="float64"))
+    except Exception as err:
+        print(json.dumps({"model": model_uri, "error": f"{type(err).__name__}: {err}"[:500]}))
+assert "pipelines" not in sys.modules
+"""
+
+
+def score_in_fresh_process(jobs: Sequence[tuple[str, Path]]) -> list[np.ndarray | str]:
+    """Load each `(model_uri, inputs.npy)` in one new Python process and predict. Returns, per
+    job, the predictions (float64) or the error that stopped that model, as text."""
+    with tempfile.TemporaryDirectory() as tmp:
+        outputs = [Path(tmp) / f"{i}.npy" for i in range(len(jobs))]
+        spec = [
+            [uri, str(inputs), str(out)] for (uri, inputs), out in zip(jobs, outputs, strict=True)
+        ]
+        proc = subprocess.run(
+            [sys.executable, "-c", _SCORE_SCRIPT, tracking_uri(), json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        errors = {}
+        for line in proc.stdout.splitlines():
+            if line.startswith('{"model"'):
+                record = json.loads(line)
+                errors[record["model"]] = record["error"]
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+            return [errors.get(uri, f"the scoring process failed: {tail}") for uri, _ in jobs]
+        return [
+            np.load(out) if out.exists() else errors.get(uri, "no predictions written")
+            for (uri, _), out in zip(jobs, outputs, strict=True)
+        ]

@@ -1,0 +1,356 @@
+"""Register: log the run, register the version, and promote it behind the quality gate."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines.config import GateConfig, PipelineConfig
+from pipelines.data.drift import REFERENCE_FILE
+from pipelines.data.preprocessing import (
+    SPEC_FILE,
+    Preprocessing,
+    encode_labels,
+    load_split,
+    split_shards_of,
+)
+from pipelines.data.streaming import take_rows
+from pipelines.errors import TrainingDiverged
+from pipelines.model.evaluation import METRICS_FILE, PLOT_FILE, PREDICTIONS_FILE
+from pipelines.model.training import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
+from pipelines.registry import tracking
+from pipelines.registry.gate import GateVerdict, apply_gate
+from pipelines.registry.lineage import dvc_lock_hashes, file_md5, git_state, library_versions
+from pipelines.registry.promotion import (
+    GOLDEN_ROWS,
+    Check,
+    compare_with_champion,
+    parity_check,
+)
+
+LINEAGE_FILE = "lineage.json"
+
+
+@dataclass(frozen=True)
+class Registration:
+    task: str
+    model_name: str
+    version: str | None
+    run_id: str
+    promoted: bool
+    previous_champion: str | None
+    checks: list[dict]
+    gate_failures: list[str]
+
+
+_INPUTS = {
+    "tabular": "raw feature rows, shape (n, features), columns in the order of `features`",
+    "images": "raw pixel arrays, shape (n, height, width), values as in the source data",
+    "sequence": "raw windows, shape (n, window, 1), oldest value first, in original units",
+}
+_OUTPUTS = {
+    "classification": "class probabilities, shape (n, classes), in the order of `classes`",
+    "regression": "the next value, shape (n, 1), in original units",
+}
+
+
+def model_metadata(name: str, task: str, prep: Preprocessing) -> dict:
+    """What a caller needs to use the model: it travels with every registered version."""
+    return {
+        "model_name": name,
+        "task": task,
+        "modality": prep.modality,
+        "input": _INPUTS[prep.modality],
+        "input_shape": prep.input_shape,
+        "features": prep.features,
+        "label": prep.label,
+        "classes": prep.classes,
+        "output": _OUTPUTS[prep.task_type],
+    }
+
+
+COMPARE_ROWS = 100_000  # test rows a sharded dataset's champion comparison uses
+
+
+def comparison_rows(
+    data_dir: Path, prep: Preprocessing, seed: int
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """The test rows the champion is compared on: (positions in the test split or None for
+    all, raw inputs, targets). A sharded split gives a seeded sample of `COMPARE_ROWS`."""
+    if not prep.sharded:
+        return None, *load_split(data_dir, "test", prep)
+    total = prep.rows["test"]
+    rng = np.random.default_rng(seed)
+    positions = np.sort(rng.choice(total, size=min(total, COMPARE_ROWS), replace=False))
+    x, labels = take_rows(split_shards_of(data_dir, "test"), prep.features, prep.label, positions)
+    return positions, x, encode_labels(labels, prep)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a registration decides on, read from the train, evaluate and split outputs."""
+
+    metrics: dict
+    summary: dict
+    history: pd.DataFrame
+    prep: Preprocessing
+    positions: np.ndarray | None  # the compared test rows (None: all of them)
+    x_test: np.ndarray
+    y_test: np.ndarray
+    predictions: np.ndarray  # the new model's, on the compared rows
+
+
+def collect_evidence(model_dir: Path, eval_dir: Path, data_dir: Path, seed: int) -> Evidence:
+    metrics = json.loads((eval_dir / METRICS_FILE).read_text())
+    summary = json.loads((model_dir / SUMMARY_FILE).read_text())
+    history = pd.read_csv(model_dir / HISTORY_FILE)
+    prep = Preprocessing.load(data_dir / SPEC_FILE)
+    positions, x_test, y_test = comparison_rows(data_dir, prep, seed)
+    if positions is None:
+        predictions = np.load(eval_dir / PREDICTIONS_FILE)
+    else:  # read only the sampled rows' predictions
+        predictions = np.asarray(np.load(eval_dir / PREDICTIONS_FILE, mmap_mode="r")[positions])
+    return Evidence(metrics, summary, history, prep, positions, x_test, y_test, predictions)
+
+
+def run_record(cfg: PipelineConfig, name: str, raw_data: Path, ev: Evidence) -> tuple:
+    """The MLflow run's (tags, params, metrics) for model `name`."""
+    entry = cfg.task(name)
+    tags = {
+        "task": entry.task,
+        "model_name": name,
+        "family": entry.family,
+        "dataset": entry.dataset,
+        "modality": ev.prep.modality,
+        "seed": str(cfg.base.seed),
+        "data_md5": file_md5(raw_data),
+        **git_state(),
+    }
+    params = {
+        "dataset": entry.dataset,
+        "family": entry.family,
+        "seed": cfg.base.seed,
+        "model": cfg.model_params(name).model_dump(),
+        "train": entry.train.model_dump(),
+        "gate": entry.gate.model_dump(),
+    }
+    metrics = {
+        **{f"test_{k}": v for k, v in ev.metrics["test"].items()},
+        **{
+            f"baseline_{baseline}_{k}": v
+            for baseline, values in ev.metrics["baselines"].items()
+            for k, v in values.items()
+        },
+        "best_epoch": ev.summary["best_epoch"],
+        "stopped_epoch": ev.summary["stopped_epoch"],
+    }
+    return tags, params, metrics
+
+
+def run_checks(
+    gate: GateConfig,
+    thresholds: GateVerdict,
+    new_uri: str,
+    new_scores: np.ndarray | str,
+    champion_scores: np.ndarray | str | None,
+    ev: Evidence,
+    seed: int,
+) -> tuple[list[Check], list[str]]:
+    """Every check of the gate, from scores already computed: (checks, failure lines). Pure:
+    it reads nothing and writes nothing."""
+    thresholds_check = Check("thresholds", thresholds.passed, "; ".join(thresholds.checks))
+    if champion_scores is None:
+        champion = Check("champion", True, "no champion yet")
+    else:
+        champion = compare_with_champion(
+            champion_scores,
+            ev.y_test,
+            ev.predictions,
+            ev.prep.task_type,
+            gate.champion_alpha,
+            gate.champion_tolerance,
+            gate.bootstrap_resamples,
+            seed,
+        )
+    parity = parity_check(new_uri, new_scores, ev.predictions[:GOLDEN_ROWS], gate.parity_tolerance)
+    checks = [thresholds_check, champion, parity]
+    # The thresholds name each failed metric themselves; the other checks fail as one line.
+    failures = [
+        *thresholds.failures,
+        *(f"{c.name}: {c.detail}" for c in (champion, parity) if not c.passed),
+    ]
+    return checks, failures
+
+
+def record_verdict(name: str, version: str, checks: list[Check], failures: list[str]) -> str | None:
+    """Tag the version with the gate's verdict and, if every check passed, move `@champion`
+    to it. Returns the previous champion (None if there was none, or no promotion)."""
+    passed = all(c.passed for c in checks)
+    for check in checks:
+        print(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
+    tracking.tag_version(
+        name,
+        version,
+        {
+            "gate": "passed" if passed else "failed",
+            **{f"gate.{c.name}": ("ok: " if c.passed else "FAILED: ") + c.detail for c in checks},
+            **({"gate.failures": " | ".join(failures)} if failures else {}),
+        },
+    )
+    return tracking.promote(name, version) if passed else None
+
+
+def write_lineage(
+    cfg: PipelineConfig,
+    name: str,
+    run_id: str,
+    result: Registration,
+    tags: dict,
+    params: dict,
+    ev: Evidence,
+) -> None:
+    """`lineage.json` on the run: code, data, params, library versions and the verdict."""
+    dataset = cfg.task(name).dataset
+    tracking.log_dict(
+        run_id,
+        {
+            "model": {
+                "name": name,
+                "version": result.version,
+                "promoted": result.promoted,
+                "previous_champion": result.previous_champion,
+            },
+            "git": {key: tags[key] for key in ("git_commit", "git_dirty")},
+            "data": {
+                "md5": tags["data_md5"],
+                "dvc_lock": dvc_lock_hashes(
+                    tracking.project_root() / "dvc.lock", [f"ingest@{dataset}", f"split@{dataset}"]
+                ),
+            },
+            "params": params,
+            "seed": cfg.base.seed,
+            "versions": library_versions(),
+            "epochs": {"best": ev.summary["best_epoch"], "stopped": ev.summary["stopped_epoch"]},
+            "test_metrics": ev.metrics,
+            "gate": {"passed": result.promoted, "checks": result.checks},
+        },
+        LINEAGE_FILE,
+    )
+
+
+def register_task(
+    cfg: PipelineConfig,
+    task: str,
+    *,
+    model_dir: Path,
+    eval_dir: Path,
+    data_dir: Path,
+    raw_data: Path,
+    docs_dir: Path,
+    out: Path,
+) -> Registration:
+    """Log the training run, register the model as a new version, and promote it to
+    `@champion` only if it passes every check: absolute thresholds, the trivial baselines, not
+    significantly worse than the current champion on the same test rows, and serving parity
+    from a fresh process. A failed check is a normal outcome: the version stays registered for
+    inspection, without the alias, tagged with what failed and by how much.
+
+    The steps: collect the evidence, log the run and register the version, score in a fresh
+    process, run the checks, record the verdict (tags, alias), write the lineage."""
+    name, gate = task, cfg.task(task).gate  # one registered model per entry, named after it
+    ev = collect_evidence(model_dir, eval_dir, data_dir, cfg.base.seed)
+    for version in tracking.mark_incomplete_versions(name):
+        print(f"{name} version {version} never got a gate verdict: tagged incomplete")
+    champion_before = tracking.alias_version(name)
+    thresholds = apply_gate(gate, ev.metrics["test"], ev.metrics["baselines"])
+    tags, params, run_metrics = run_record(cfg, name, raw_data, ev)
+    with tempfile.TemporaryDirectory() as tmp:
+        golden = Path(tmp)
+        np.save(golden / "inputs.npy", ev.x_test[:GOLDEN_ROWS])
+        np.save(golden / "predictions.npy", ev.predictions[:GOLDEN_ROWS])
+        with tracking.training_run(
+            experiment=cfg.base.experiment,
+            run_name=f"{name}-seed{cfg.base.seed}",
+            params=params,
+            tags=tags,
+            history=ev.history,
+            metrics=run_metrics,
+            artifacts={
+                "evaluation": eval_dir / PLOT_FILE,
+                "training": model_dir / HISTORY_FILE,
+                "data_docs": docs_dir,
+                "preprocessing": data_dir / SPEC_FILE,
+                tracking.REFERENCE_DIR: data_dir / REFERENCE_FILE,
+                tracking.GOLDEN_DIR: golden,
+            },
+        ) as run_id:
+            version = tracking.register_version(
+                run_id,
+                model_path=model_dir / MODEL_FILE,
+                name=name,
+                tags=tags,
+                metadata=model_metadata(name, cfg.task(task).task, ev.prep),
+                model_artifacts={"reference": data_dir / REFERENCE_FILE},
+            )
+        # One fresh process (as `mlflow models serve` loads a model) scores the new version on
+        # the golden raw inputs and the current champion on the test rows.
+        new_uri = f"models:/{name}/{version}"
+        jobs = [(new_uri, golden / "inputs.npy")]
+        if champion_before is not None:
+            np.save(golden / "test_inputs.npy", ev.x_test)
+            jobs.append((f"models:/{name}/{champion_before}", golden / "test_inputs.npy"))
+        scores = tracking.score_in_fresh_process(jobs)
+    champion_scores = scores[1] if champion_before is not None else None
+    checks, failures = run_checks(
+        gate, thresholds, new_uri, scores[0], champion_scores, ev, cfg.base.seed
+    )
+    previous = record_verdict(name, version, checks, failures)
+    passed = all(c.passed for c in checks)
+    result = Registration(
+        task=task,
+        model_name=name,
+        version=version,
+        run_id=run_id,
+        promoted=passed,
+        previous_champion=previous,
+        checks=[asdict(c) for c in checks],
+        gate_failures=failures,
+    )
+    write_lineage(cfg, name, run_id, result, tags, params, ev)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    if passed:
+        print(
+            f"{name} version {version} is @{tracking.CHAMPION}"
+            + (f"; version {previous} is @{tracking.PREVIOUS_CHAMPION}" if previous else "")
+        )
+    else:
+        print(
+            f"{name} version {version} registered but NOT promoted; @{tracking.CHAMPION} "
+            f"stays {champion_before}. Failed: " + " | ".join(failures)
+        )
+    return result
+
+
+def record_divergence(cfg: PipelineConfig, name: str, err: TrainingDiverged) -> None:
+    """Leave a FAILED MLflow run with the curves up to the divergence, for the post-mortem."""
+    entry = cfg.task(name)
+    run_id = tracking.log_failed_run(
+        experiment=cfg.base.experiment,
+        run_name=f"{name}-seed{cfg.base.seed}-diverged",
+        params={
+            "family": entry.family,
+            "seed": cfg.base.seed,
+            "model": cfg.model_params(name).model_dump(),
+            "train": entry.train.model_dump(),
+        },
+        tags={"stage": "train", "model_name": name, "family": entry.family},
+        history=err.curves,
+        reason=f"diverged: {err.reason}",
+    )
+    print(f"MLflow run {run_id} marked FAILED: {err.reason}")

@@ -1,0 +1,149 @@
+"""The pipeline's stages as plain functions of the CLI's arguments (strings and paths).
+
+Each stage parses the params file once and calls the step functions that do the work. `step`
+decides how a step runs: directly (the default, and what `PIPELINES_PREFECT=off` uses, without
+importing Prefect) or as a Prefect task (`pipelines.run.flows` passes its tasks in).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.config import PipelineConfig, load_config
+
+if TYPE_CHECKING:
+    from pipelines.data.validation import ValidationReport
+
+Step = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def direct(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return fn
+
+
+def ingest(dataset: str, out: str, params: str = "params.yaml", step: Step = direct) -> str:
+    from pipelines.data.datasets import ingest as write
+
+    cfg = load_config(params)
+    return str(step(write)(dataset, cfg.dataset(dataset), Path(out)))
+
+
+def validate_dataset(
+    cfg: PipelineConfig,
+    name: str,
+    data_path: Path,
+    suite_path: Path,
+    report_dir: Path,
+    step: Step = direct,
+) -> ValidationReport:
+    """The validate stage: the suite, the series policy and drift against the training
+    reference of the dataset's champion, recorded as an MLflow run; raises `ValidationFailed`
+    naming every failure (Data Docs are written either way)."""
+    from pipelines.data.validation import check_dataset
+    from pipelines.registry import tracking
+
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = tracking.champion_reference(cfg.tasks_of(name), Path(tmp))
+    report = step(check_dataset)(cfg, name, data_path, suite_path, report_dir, reference)
+    failures = " | ".join(map(str, report.failures))[:5000]
+    tracking.log_validation_run(
+        experiment=cfg.base.experiment,
+        run_name=f"validate-{name}",
+        tags={
+            "stage": "validate",
+            "dataset": name,
+            "data_path": str(data_path),
+            "outcome": "passed" if report.success else "failed",
+            **({"failures": failures} if failures else {}),
+        },
+        metrics={
+            "rows": float(report.rows),
+            "checks_evaluated": float(report.evaluated),
+            "checks_failed": float(len(report.failures)),
+            **report.metrics,
+        },
+        docs_dir=report_dir,
+        success=report.success,
+    )
+    if not report.success:
+        raise report.error(data_path, suite_path)
+    print(f"validated {data_path}: {report.evaluated} checks passed; Data Docs: {report.docs}")
+    return report
+
+
+def validate(
+    dataset: str,
+    data: str,
+    suite: str,
+    report_dir: str,
+    params: str = "params.yaml",
+    step: Step = direct,
+) -> dict:
+    cfg = load_config(params)
+    report = validate_dataset(cfg, dataset, Path(data), Path(suite), Path(report_dir), step)
+    return asdict(report)
+
+
+def split(
+    dataset: str, data: str, out_dir: str, params: str = "params.yaml", step: Step = direct
+) -> dict:
+    from pipelines.data.preprocessing import split_and_fit
+
+    cfg = load_config(params)
+    prep = step(split_and_fit)(
+        dataset, Path(data), cfg.dataset(dataset), cfg.base.seed, Path(out_dir)
+    )
+    return asdict(prep)
+
+
+def train(
+    task_name: str, data_dir: str, out_dir: str, params: str = "params.yaml", step: Step = direct
+) -> dict:
+    from pipelines.errors import TrainingDiverged
+    from pipelines.model.training import train_task
+
+    cfg = load_config(params)
+    try:
+        return asdict(step(train_task)(cfg, task_name, Path(data_dir), Path(out_dir)))
+    except TrainingDiverged as err:
+        from pipelines.registry.registration import record_divergence
+
+        record_divergence(cfg, task_name, err)
+        raise
+
+
+def evaluate(task_name: str, model: str, data_dir: str, out_dir: str, step: Step = direct) -> dict:
+    from pipelines.model.evaluation import evaluate_task
+
+    return step(evaluate_task)(task_name, Path(model), Path(data_dir), Path(out_dir))
+
+
+def register(
+    task_name: str,
+    model_dir: str,
+    eval_dir: str,
+    data_dir: str,
+    raw_data: str,
+    docs_dir: str,
+    out: str,
+    params: str = "params.yaml",
+    step: Step = direct,
+) -> dict:
+    from pipelines.registry.registration import register_task
+
+    cfg = load_config(params)
+    result = step(register_task)(
+        cfg,
+        task_name,
+        model_dir=Path(model_dir),
+        eval_dir=Path(eval_dir),
+        data_dir=Path(data_dir),
+        raw_data=Path(raw_data),
+        docs_dir=Path(docs_dir),
+        out=Path(out),
+    )
+    return asdict(result)
