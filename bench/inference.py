@@ -8,9 +8,9 @@ Throughput: median over `repeats` (default 5) of rows per second at batch sizes 
 65,536 (raw rows resampled from the real test split; each repeat calls the model for at least
 0.5 s). The wrapper scores with Keras' `predict_on_batch` in chunks of 4,096 rows
 (`pipelines/registry/raw_model.py`). Two baselines on rows normalized beforehand: the bare
-network called the same way (so the ratio is the wrapper's own cost: MLflow's pyfunc layer, request checks and
-the Normalization layer), and the bare network's plain `predict` (what a script would call).
-Latency: 200 single-row requests over HTTP, p50 and p99.
+network called the same way (so the ratio is the wrapper's own cost: MLflow's pyfunc layer,
+request checks and the Normalization layer), and the bare network's plain `predict` (what a
+script would call). Latency: 200 single-row requests over HTTP, p50 and p99.
 """
 
 from __future__ import annotations

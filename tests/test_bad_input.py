@@ -29,10 +29,10 @@ def project(tmp_path_factory, raw_params, repo_root):
     """A project with a registered champion, built by the pipeline's own stage functions."""
     from pipelines.config import parse_config
     from pipelines.data.preprocessing import split_and_fit
-    from pipelines.run.stages import validate_dataset
     from pipelines.model.evaluation import evaluate_task
     from pipelines.model.training import train_task
     from pipelines.registry.registration import register_task
+    from pipelines.run.stages import validate_dataset
 
     root = tmp_path_factory.mktemp("bad-input")
     shutil.copytree(repo_root / "gx" / "expectations", root / "suites")

@@ -1,8 +1,8 @@
 """Registration behind the full gate, against a real SQLite MLflow store in a temp folder.
 
-One registry is shared by the tests of this module, in file order: a first version becomes
-champion, later versions are refused for each kind of failed check, a better one is promoted,
-rollback swaps the aliases, and `verify` catches tampering."""
+One registry is shared by the tests of this module. Each test passes alone and in any order:
+those that need a champion ask the `champion` fixture for one, the first-version test uses a
+store of its own, and a test that tampers with an artifact puts it back."""
 
 from __future__ import annotations
 
@@ -84,24 +84,38 @@ def _register(store, params, gate: dict | None = None, model="good", evaluation=
 LENIENT = {"min": {"accuracy": 0.5}}
 
 
+@pytest.fixture
+def champion(store, trained) -> str:
+    """The version that is `@champion`: the good model, registered if there is none yet."""
+    version = tracking.alias_version(NAME)
+    if version is None:
+        result = _register(store, trained, LENIENT)
+        assert result.promoted, result.gate_failures
+        version = result.version
+    return version
+
+
 def test_a_version_failing_thresholds_is_registered_but_not_promoted(store, trained):
+    before = tracking.alias_version(NAME)
     result = _register(store, trained, {"min": {"accuracy": 0.9999}})
-    assert result.version == "1" and not result.promoted
+    assert not result.promoted
     assert result.gate_failures[0].startswith("accuracy")
-    assert tracking.alias_version(NAME) is None
-    info = tracking.version_info(NAME, "1")
+    assert tracking.alias_version(NAME) == before
+    info = tracking.version_info(NAME, result.version)
     assert info.tags["gate"] == "failed"
     assert info.tags["gate.thresholds"].startswith("FAILED")
     saved = json.loads((store / "registration.json").read_text())
-    assert saved["promoted"] is False and saved["version"] == "1"
+    assert saved["promoted"] is False and saved["version"] == result.version
 
 
-def test_the_first_passing_version_becomes_champion_with_lineage(store, trained):
+def test_the_first_passing_version_becomes_champion_with_lineage(store, trained, monkeypatch):
     import mlflow
 
+    # A store of its own, so that this version is the model's first.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'first.db'}")
     result = _register(store, trained, LENIENT)
-    assert result.promoted and result.version == "2" and result.previous_champion is None
-    assert tracking.alias_version(NAME) == "2"
+    assert result.promoted and result.version == "1" and result.previous_champion is None
+    assert tracking.alias_version(NAME) == "1"
     checks = {c["name"]: c for c in result.checks}
     assert checks["champion"]["detail"] == "no champion yet"
     assert "fresh process max |difference| 0" in checks["parity"]["detail"]
@@ -137,44 +151,46 @@ def test_the_first_passing_version_becomes_champion_with_lineage(store, trained)
     np.testing.assert_allclose(model.predict(x), expected, atol=1e-6)
 
 
-def test_a_challenger_worse_than_the_champion_is_refused(store, trained):
+def test_a_challenger_worse_than_the_champion_is_refused(store, trained, champion):
     result = _register(store, trained, {}, model="bad", evaluation="bad-eval")
     assert not result.promoted
     failed = [c for c in result.checks if not c["passed"]]
     assert [c["name"] for c in failed] == ["champion"]
     assert "McNemar" in failed[0]["detail"]
-    assert tracking.alias_version(NAME) == "2"
+    assert tracking.alias_version(NAME) == champion
     assert tracking.version_info(NAME, result.version).tags["gate.champion"].startswith("FAILED")
 
 
-def test_a_version_that_does_not_beat_the_baseline_is_refused(store, trained):
+def test_a_version_that_does_not_beat_the_baseline_is_refused(store, trained, champion):
     result = _register(
         store, trained, {"beat_baseline": ["accuracy"]}, model="bad", evaluation="bad-eval"
     )
     assert not result.promoted
     assert any("beats majority" in f for f in result.gate_failures)
-    assert tracking.alias_version(NAME) == "2"
+    assert tracking.alias_version(NAME) == champion
 
 
-def test_a_version_that_does_not_serve_the_pipeline_predictions_is_refused(store, trained):
+def test_a_version_that_does_not_serve_the_pipeline_predictions_is_refused(
+    store, trained, champion
+):
     # The pipeline's predictions come from one model, the registered artifact is another:
     # exactly what a preprocessing step outside the model would look like.
     result = _register(store, trained, {}, model="bad", evaluation="good-eval")
     assert not result.promoted
     assert [c["name"] for c in result.checks if not c["passed"]] == ["parity"]
-    assert tracking.alias_version(NAME) == "2"
+    assert tracking.alias_version(NAME) == champion
 
 
-def test_an_equal_or_better_challenger_is_promoted_and_rollback_swaps(store, trained):
+def test_an_equal_or_better_challenger_is_promoted_and_rollback_swaps(store, trained, champion):
     from pipelines.registry.tracking import rollback
 
     result = _register(store, trained, LENIENT)
-    assert result.promoted and result.previous_champion == "2"
+    assert result.promoted and result.previous_champion == champion
     assert tracking.alias_version(NAME) == result.version
-    assert tracking.alias_version(NAME, "previous-champion") == "2"
-    assert rollback(NAME) == ("2", result.version)
-    assert tracking.alias_version(NAME) == "2"
-    assert rollback(NAME) == (result.version, "2")
+    assert tracking.alias_version(NAME, "previous-champion") == champion
+    assert rollback(NAME) == (champion, result.version)
+    assert tracking.alias_version(NAME) == champion
+    assert rollback(NAME) == (result.version, champion)
 
 
 def _lock(store, md5: str):
@@ -185,7 +201,7 @@ def _lock(store, md5: str):
     return lock
 
 
-def test_verify_passes_on_a_good_version(store, trained):
+def test_verify_passes_on_a_good_version(store, trained, champion):
     from pipelines.registry.lineage import file_md5
     from pipelines.registry.serving import verify_version
 
@@ -194,14 +210,14 @@ def test_verify_passes_on_a_good_version(store, trained):
     assert any("parity" in line for line in ok)
 
 
-def test_verify_says_when_the_data_has_moved_on(store, trained):
+def test_verify_says_when_the_data_has_moved_on(store, trained, champion):
     from pipelines.registry.serving import verify_version
 
     _, problems = verify_version(f"{NAME}@champion", _lock(store, "0" * 32))
     assert len(problems) == 1 and "the data has moved on" in problems[0]
 
 
-def test_verify_catches_a_deleted_artifact(store, trained):
+def test_verify_catches_a_deleted_artifact(store, trained, champion):
     import mlflow
 
     from pipelines.registry.lineage import file_md5
@@ -210,12 +226,17 @@ def test_verify_catches_a_deleted_artifact(store, trained):
     info = tracking.version_info(NAME, "champion")
     artifact_dir = mlflow.MlflowClient().get_run(info.run_id).info.artifact_uri
     golden = artifact_dir.removeprefix("file://") + "/golden/predictions.npy"
+    shutil.copy(golden, store / "kept.npy")
     os.remove(golden)
-    _, problems = verify_version(f"{NAME}@champion", _lock(store, file_md5(store / "raw.parquet")))
+    try:
+        lock = _lock(store, file_md5(store / "raw.parquet"))
+        _, problems = verify_version(f"{NAME}@champion", lock)
+    finally:  # the other tests share this champion
+        shutil.copy(store / "kept.npy", golden)
     assert any("golden sample missing" in p for p in problems)
 
 
-def test_batch_scoring_writes_predictions_beside_the_input(store, trained):
+def test_batch_scoring_writes_predictions_beside_the_input(store, trained, champion):
     from pipelines.data.datasets import DataError
     from pipelines.registry.serving import score_file
 
@@ -233,13 +254,13 @@ def test_batch_scoring_writes_predictions_beside_the_input(store, trained):
         score_file(f"{NAME}@champion", store / "short.csv")
 
 
-def test_fresh_process_scoring_names_a_model_that_cannot_load(store, trained, tmp_path):
+def test_fresh_process_scoring_names_a_model_that_cannot_load(store, trained, champion, tmp_path):
     from pipelines.registry.promotion import compare_with_champion
 
     inputs = tmp_path / "inputs.npy"
     np.save(inputs, np.zeros((2, 30), dtype="float32"))
     good, missing = tracking.score_in_fresh_process(
-        [(f"models:/{NAME}/1", inputs), (f"models:/{NAME}/999", inputs)]
+        [(f"models:/{NAME}/{champion}", inputs), (f"models:/{NAME}/999", inputs)]
     )
     assert good.shape == (2, 2) and np.allclose(good.sum(axis=1), 1)
     assert isinstance(missing, str) and "999" in missing
@@ -257,14 +278,14 @@ def test_fresh_process_scoring_names_a_model_that_cannot_load(store, trained, tm
     assert check.passed and "cannot score" in check.detail and "999" in check.detail
 
 
-def test_the_served_model_scores_large_requests_in_chunks_like_keras(store, trained):
+def test_the_served_model_scores_large_requests_in_chunks_like_keras(store, trained, champion):
     import keras
 
     from pipelines.registry.raw_model import CHUNK_ROWS
 
     raw = pd.read_parquet(store / "data" / "test.parquet").drop(columns=["target"])
     rows = raw.to_numpy("float64")[np.random.default_rng(0).integers(0, len(raw), CHUNK_ROWS + 7)]
-    served = tracking.load_pyfunc(f"models:/{NAME}/1").predict(rows)
+    served = tracking.load_pyfunc(f"models:/{NAME}/{champion}").predict(rows)
     model = keras.saving.load_model(store / "good" / "model.keras", safe_mode=True)
     assert served.shape == (CHUNK_ROWS + 7, 2)
     np.testing.assert_allclose(served, model.predict(rows, verbose=0), atol=1e-6)
