@@ -27,11 +27,15 @@ run: install ## Install, then run the whole pipeline (`dvc repro`) on the built-
 	@dvc metrics show
 	@echo "Results: 'make ui' opens MLflow at http://127.0.0.1:5000 (Prefect UI: http://127.0.0.1:4200)"
 
-test: install ## Install, then run every test (unit and end-to-end)
-	python -m pytest
+# Tests run shuffled (pytest-randomly) with this seed, printed at the top of the run; every test
+# must pass alone and in any order. `make test TEST_SEED=$$RANDOM` tries another order.
+TEST_SEED ?= 1125
+
+test: install ## Install, then run every test (unit and end-to-end), in a shuffled order
+	python -m pytest -p randomly -p no:cacheprovider --randomly-seed=$(TEST_SEED)
 
 test-unit: install ## Unit tests only (no end-to-end pipeline runs)
-	python -m pytest -m "not e2e"
+	python -m pytest -m "not e2e" -p randomly --randomly-seed=$(TEST_SEED)
 
 BENCH_DIR ?= /tmp/pipelines-bench
 bench: ## Benchmark suite (about 90 min) in a scratch clone of HEAD; ONLY=name,... for a subset

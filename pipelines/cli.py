@@ -37,6 +37,12 @@ Params = Annotated[Path, typer.Option("--params", help="Params file.")]
 
 
 def _fail(message: str) -> None:
+    """Print a known failure's message once and exit 1; PIPELINES_DEBUG=1 adds the traceback
+    (the Prefect run log always has it)."""
+    if os.environ.get("PIPELINES_DEBUG", "").strip() not in ("", "0"):
+        import traceback
+
+        traceback.print_exc()
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1)
 
@@ -45,13 +51,14 @@ def _run_stage(name: str, **kwargs: Any) -> Any:
     """Run a stage as its Prefect flow (or as the plain stage when Prefect is off, without
     importing Prefect), turning the pipeline's own errors into one message and exit code 1."""
     from pipelines.errors import KnownFailure
-    from pipelines.run.orchestration import ensure_api
+    from pipelines.run.orchestration import ensure_api, quiet_known_failures
 
     expected = (KnownFailure, FileNotFoundError)
     try:
         if ensure_api():
             from pipelines.run import flows
 
+            quiet_known_failures()
             return getattr(flows, f"{name}_flow")(**kwargs)
         from pipelines.run import stages
 
@@ -162,11 +169,12 @@ def register(
 
 @app.command("check-params")
 def check_params(params: Params = Path("params.yaml")) -> None:
-    """Validate the params file and say what it defines."""
-    from pipelines.config import ConfigError, load_config
+    """Validate the params file (including every section dvc.yaml tracks) and say what it
+    defines."""
+    from pipelines.config import ConfigError, check_params_file
 
     try:
-        cfg = load_config(params)
+        cfg = check_params_file(params)
     except ConfigError as err:
         _fail(str(err))
     typer.echo(f"{params}: ok; datasets {list(cfg.datasets)}, tasks {list(cfg.tasks)}")

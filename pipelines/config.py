@@ -282,6 +282,36 @@ def parse_config(raw: Any) -> PipelineConfig:
     return cfg
 
 
+# The sections of a `tasks.<name>` entry that dvc.yaml names as stage params. DVC refuses to run
+# when one is missing from the file, even though the config fills in its defaults.
+DVC_TRACKED_SECTIONS = ("model", "train", "gate")
+
+
+def missing_tracked_sections(raw: dict[str, Any]) -> list[str]:
+    """`tasks.<name>.<section>` keys that dvc.yaml names but the params file leaves out."""
+    tasks = raw.get("tasks") if isinstance(raw, dict) else None
+    return [
+        f"tasks.{name}.{section}"
+        for name, entry in (tasks or {}).items()
+        if isinstance(entry, dict)
+        for section in DVC_TRACKED_SECTIONS
+        if section not in entry
+    ]
+
+
+def check_params_file(path: str | Path = "params.yaml") -> PipelineConfig:
+    """`load_config`, plus what `dvc repro` needs beyond it: every section dvc.yaml names."""
+    cfg = load_config(path)
+    missing = missing_tracked_sections(yaml.safe_load(Path(path).read_text()))
+    if missing:
+        raise ConfigError(
+            f"{path}: dvc.yaml tracks {', '.join(missing)}, which the file leaves out, so "
+            "`dvc repro` would stop with 'Parameters ... are missing'. Add each one; an empty "
+            "mapping takes the defaults, for example:  model: {}  train: {}  gate: {}"
+        )
+    return cfg
+
+
 def load_config(path: str | Path = "params.yaml") -> PipelineConfig:
     """Read and validate `params.yaml`."""
     path = Path(path)

@@ -130,3 +130,22 @@ def test_orchestration_settings(raw_params):
         parse_config(_with(raw_params, "orchestration.schedule", "weekly"))
     with pytest.raises(ConfigError, match=r"orchestration\.task_runner"):
         parse_config(_with(raw_params, "orchestration.task_runner", "ray"))
+
+
+def test_check_params_names_the_sections_dvc_needs(tmp_path, raw_params):
+    import copy
+
+    import yaml
+
+    from pipelines.config import check_params_file
+
+    params = copy.deepcopy(raw_params)
+    params["tasks"]["extra-dnn"] = {"task": "tabular", "dataset": "breast_cancer", "family": "dnn"}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    load_config(path)  # valid for the pipeline: the sections have defaults
+    with pytest.raises(ConfigError, match=r"tasks\.extra-dnn\.model, tasks\.extra-dnn\.train"):
+        check_params_file(path)
+    params["tasks"]["extra-dnn"].update(model={}, train={}, gate={})
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "extra-dnn" in check_params_file(path).tasks

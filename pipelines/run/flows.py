@@ -52,34 +52,34 @@ def as_task(fn: Callable[..., Any]) -> Any:
     return task(fn, cache_policy=NO_CACHE, retry_condition_fn=_transient, **_OPTIONS[fn])
 
 
-@flow(name="ingest", log_prints=True)
+@flow(name="ingest", flow_run_name="ingest-{dataset}", log_prints=True)
 def ingest_flow(dataset: str, out: str, params: str = "params.yaml") -> str:
     return stages.ingest(dataset, out, params, step=as_task)
 
 
-@flow(name="validate", log_prints=True)
+@flow(name="validate", flow_run_name="validate-{dataset}", log_prints=True)
 def validate_flow(
     dataset: str, data: str, suite: str, report_dir: str, params: str = "params.yaml"
 ) -> dict:
     return stages.validate(dataset, data, suite, report_dir, params, step=as_task)
 
 
-@flow(name="split-normalize", log_prints=True)
+@flow(name="split-normalize", flow_run_name="split-{dataset}", log_prints=True)
 def split_flow(dataset: str, data: str, out_dir: str, params: str = "params.yaml") -> dict:
     return stages.split(dataset, data, out_dir, params, step=as_task)
 
 
-@flow(name="train", log_prints=True)
+@flow(name="train", flow_run_name="train-{task_name}", log_prints=True)
 def train_flow(task_name: str, data_dir: str, out_dir: str, params: str = "params.yaml") -> dict:
     return stages.train(task_name, data_dir, out_dir, params, step=as_task)
 
 
-@flow(name="evaluate", log_prints=True)
+@flow(name="evaluate", flow_run_name="evaluate-{task_name}", log_prints=True)
 def evaluate_flow(task_name: str, model: str, data_dir: str, out_dir: str) -> dict:
     return stages.evaluate(task_name, model, data_dir, out_dir, step=as_task)
 
 
-@flow(name="register", log_prints=True)
+@flow(name="register", flow_run_name="register-{task_name}", log_prints=True)
 def register_flow(
     task_name: str,
     model_dir: str,

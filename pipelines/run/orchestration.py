@@ -13,6 +13,7 @@ Environment:
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 from pipelines.environment import executable
-from pipelines.errors import OrchestrationError
+from pipelines.errors import KnownFailure, OrchestrationError
 from pipelines.run.local_server import ServerDidNotStart, answers, wait_until_answers
 
 DEFAULT_PORT = 4200
@@ -121,3 +122,43 @@ def stop_local_server() -> bool:
         time.sleep(0.1)
     os.killpg(pid, signal.SIGKILL)
     return True
+
+
+class _HideKnownFailures(logging.Filter):
+    """Keep a known failure's traceback and repeated state lines off the terminal: the CLI
+    prints its message once. The Prefect run log (the API handler) still gets all of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        names = set()
+        pending = [KnownFailure]
+        while pending:
+            cls = pending.pop()
+            names.add(cls.__name__)
+            pending.extend(cls.__subclasses__())
+        self._states = tuple(f"{name}: " for name in names) + tuple(f"{name}(" for name in names)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KnownFailure):
+            return False
+        message = record.getMessage()
+        return not ("in state Failed(" in message and any(s in message for s in self._states))
+
+
+def quiet_known_failures() -> None:
+    """Install `_HideKnownFailures` on Prefect's console handlers, unless PIPELINES_DEBUG=1
+    asks for every traceback."""
+    if os.environ.get("PIPELINES_DEBUG", "").strip() not in ("", "0"):
+        return
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [
+        logging.getLogger(),
+        *(logging.getLogger(name) for name in logging.root.manager.loggerDict),
+    ]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler) and not any(
+                isinstance(f, _HideKnownFailures) for f in handler.filters
+            ):
+                handler.addFilter(_HideKnownFailures())
