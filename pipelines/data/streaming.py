@@ -11,7 +11,8 @@ A dataset with `shards:` in params is kept as a folder of Parquet files (`<name>
   are merged in the same pass (`Moments`) (`split_shards`);
 - train feeds `tf.data` from the shards, one shard in memory at a time, shuffled within it and
   in a new shard order every epoch (`shard_dataset`);
-- evaluate and register predict in batches (`predict_shards`, `take_rows`).
+- evaluate predicts in batches (`predict_shards`); register gathers the sampled test rows it
+  compares on (`take_rows`).
 
 The data in memory is one shard (`shards.rows`, 1M rows by default) and a few record batches,
 whatever the number of rows. What grows with the rows: evaluate's test predictions and labels,

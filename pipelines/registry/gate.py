@@ -1,4 +1,5 @@
-"""The quality gate: which test metrics a model needs before it may be registered."""
+"""The quality gate's thresholds: which test metrics a registered version needs before it may be
+promoted to `@champion` (every version is registered; the gate decides promotion)."""
 
 from __future__ import annotations
 
