@@ -152,6 +152,25 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _log_params_and_curves(params: Mapping[str, Any], history: pd.DataFrame) -> None:
+    """The active run's flattened params and per-epoch curves (finite values, one step per
+    epoch; a diverged run's last values are not)."""
+    mlflow = _mlflow()
+    from mlflow.entities import Metric
+
+    mlflow.log_params({k: str(v)[:500] for k, v in _flatten("", params, {}).items()})
+    now = int(time.time() * 1000)
+    curve_metrics = [
+        Metric(key=col, value=float(row[col]), timestamp=now, step=int(row["epoch"]))
+        for _, row in history.iterrows()
+        for col in history.columns
+        if col != "epoch" and np.isfinite(float(row[col]))
+    ]
+    run_id = mlflow.active_run().info.run_id
+    for start in range(0, len(curve_metrics), 900):
+        mlflow.MlflowClient().log_batch(run_id, metrics=curve_metrics[start : start + 900])
+
+
 @contextmanager
 def training_run(
     *,
@@ -167,24 +186,11 @@ def training_run(
     its id while it is still open, for `register_version`. Any error marks the run FAILED,
     and a run whose process is killed is closed by the next logging process."""
     mlflow = _mlflow()
-    from mlflow.entities import Metric
-
     mlflow.set_experiment(experiment)
     close_abandoned_runs(experiment)
     with mlflow.start_run(run_name=run_name, tags=_process_tags()) as run:
-        client = mlflow.MlflowClient()
-        flat = _flatten("", params, {})
-        mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
+        _log_params_and_curves(params, history)
         mlflow.set_tags(dict(tags))
-        now = int(time.time() * 1000)
-        curve_metrics = [
-            Metric(key=col, value=float(row[col]), timestamp=now, step=int(row["epoch"]))
-            for _, row in history.iterrows()
-            for col in history.columns
-            if col != "epoch"
-        ]
-        for start in range(0, len(curve_metrics), 900):
-            client.log_batch(run.info.run_id, metrics=curve_metrics[start : start + 900])
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         for dest, path in artifacts.items():
             if Path(path).is_dir():
@@ -239,10 +245,7 @@ def log_failed_run(
     mlflow.set_experiment(experiment)
     run = mlflow.start_run(run_name=run_name, tags={**tags, **_process_tags(), "failure": reason})
     try:
-        mlflow.log_params({k: str(v)[:500] for k, v in _flatten("", params, {}).items()})
-        for _, row in history.iterrows():
-            finite = {k: float(v) for k, v in row.items() if k != "epoch" and np.isfinite(float(v))}
-            mlflow.log_metrics(finite, step=int(row["epoch"]))
+        _log_params_and_curves(params, history)
     finally:
         mlflow.end_run(status="FAILED")
     return run.info.run_id
