@@ -89,3 +89,15 @@ def test_the_stored_wrapper_names_the_keras_artifact_as_the_adapter_does(repo_ro
         if isinstance(node, ast.Assign) and node.targets[0].id == "KERAS_ARTIFACT"
     ]
     assert value == tracking.KERAS_ARTIFACT
+
+
+def test_the_stored_wrapper_defines_without_mlflow_type_hint_warnings():
+    import runpy
+    import warnings
+
+    from pipelines.registry import tracking
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        runpy.run_path(str(tracking.RAW_MODEL_CODE))
+    assert not [w for w in seen if "type hints" in str(w.message)], [str(w.message) for w in seen]

@@ -13,7 +13,6 @@ and the message, instead of a stack trace or a silent garbage prediction.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import mlflow
@@ -113,34 +112,33 @@ def check_request(model_input: Any, config: dict[str, Any]) -> np.ndarray:
 CHUNK_ROWS = 4096
 
 
-# Defining a PythonModel without type hints on `predict` makes MLflow warn that it cannot
-# validate requests from them. That is on purpose: `check_request` validates every request and
-# names the problem more clearly than a type-hint schema would, so the warning is silenced here,
-# where the class is defined (in the pipeline and in every process that loads a version).
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+class RawInputModel(mlflow.pyfunc.PythonModel):
+    """The Keras model (preprocessing inside) behind request checks."""
 
-    class RawInputModel(mlflow.pyfunc.PythonModel):
-        """The Keras model (preprocessing inside) behind request checks."""
+    # No type-hint validation: `check_request` validates every request and names the problem
+    # more clearly than a schema derived from type hints would. Without this switch MLflow
+    # warns, at class definition, that `predict` has no type hints (in the pipeline and in
+    # every process that loads a version). MLflow's own wrappers use the same attribute.
+    _skip_type_hint_validation = True
 
-        def load_context(self, context: Any) -> None:
-            import keras
+    def load_context(self, context: Any) -> None:
+        import keras
 
-            self.config = dict(context.model_config or {})
-            self.model = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], safe_mode=True)
+        self.config = dict(context.model_config or {})
+        self.model = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], safe_mode=True)
 
-        # No type hints on purpose: MLflow would derive a schema from them and check requests
-        # itself, before (and less clearly than) `check_request`.
-        def predict(self, context, model_input, params=None):
-            batch = check_request(model_input, self.config)
-            # `predict_on_batch` in chunks, not `predict`: `predict` builds a data pipeline on
-            # every call (about 50-70 ms), which is most of a small request's time. A request of
-            # up to 32 rows is one batch, as in `predict`, so the golden sample matches exactly.
-            parts = [
-                np.asarray(self.model.predict_on_batch(batch[start : start + CHUNK_ROWS]))
-                for start in range(0, len(batch), CHUNK_ROWS)
-            ]
-            return np.concatenate(parts)
+    # No type hints on purpose: MLflow would derive a schema from them and check requests
+    # itself, before (and less clearly than) `check_request`.
+    def predict(self, context, model_input, params=None):
+        batch = check_request(model_input, self.config)
+        # `predict_on_batch` in chunks, not `predict`: `predict` builds a data pipeline on
+        # every call (about 50-70 ms), which is most of a small request's time. A request of
+        # up to 32 rows is one batch, as in `predict`, so the golden sample matches exactly.
+        parts = [
+            np.asarray(self.model.predict_on_batch(batch[start : start + CHUNK_ROWS]))
+            for start in range(0, len(batch), CHUNK_ROWS)
+        ]
+        return np.concatenate(parts)
 
 
 mlflow.models.set_model(RawInputModel())
