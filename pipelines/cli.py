@@ -171,7 +171,8 @@ def register(
 def check_params(params: Params = Path("params.yaml")) -> None:
     """Validate the params file (including every section dvc.yaml tracks) and say what it
     defines."""
-    from pipelines.config import ConfigError, check_params_file
+    from pipelines.config import check_params_file
+    from pipelines.errors import ConfigError
 
     try:
         cfg = check_params_file(params)
@@ -190,9 +191,10 @@ def propose_suite(
 ) -> None:
     """Draft an expectation suite for DATASET (as defined in params) by profiling a trusted
     file. Review every bound, then commit it."""
-    from pipelines.config import ConfigError, load_config
-    from pipelines.data.datasets import DataError, load_dataset
+    from pipelines.config import load_config
+    from pipelines.data.datasets import load_dataset
     from pipelines.data.validation import propose_suite as draft
+    from pipelines.errors import ConfigError, DataError
 
     if out.exists() and not force:
         _fail(f"{out} exists; review changes by hand or pass --force")
@@ -303,7 +305,7 @@ def score(
     chunk_rows: int = typer.Option(10_000, min=1),
 ) -> None:
     """Score a raw file; write <input>.predictions.parquet beside it."""
-    from pipelines.data.datasets import DataError
+    from pipelines.errors import DataError
     from pipelines.registry.serving import score_file
 
     try:
@@ -352,8 +354,8 @@ def retrain(
 ) -> None:
     """Run the retraining flow now: the DVC stages as one Prefect flow, models side by side on
     the configured task runner, dvc.lock committed, data pushed, a summary artifact."""
-    from pipelines.config import ConfigError
-    from pipelines.run.orchestration import OrchestrationError, ensure_api
+    from pipelines.errors import ConfigError, OrchestrationError
+    from pipelines.run.orchestration import ensure_api
 
     if runner not in (None, "sequential", "threads", "dask"):
         _fail(f"--runner: expected sequential, threads or dask, not {runner!r}")
@@ -384,10 +386,11 @@ def deploy(
     `orchestration`. Start a worker with `prefect worker start --pool <work_pool>`."""
     import subprocess
 
-    from pipelines.config import ConfigError, load_config
+    from pipelines.config import load_config
     from pipelines.environment import executable
+    from pipelines.errors import ConfigError, OrchestrationError
     from pipelines.registry.tracking import project_root
-    from pipelines.run.orchestration import OrchestrationError, ensure_api
+    from pipelines.run.orchestration import ensure_api
 
     try:
         orch = load_config(params).orchestration

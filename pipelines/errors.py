@@ -36,7 +36,3 @@ class TrainingDiverged(KnownFailure, RuntimeError):
 
 class OrchestrationError(KnownFailure, RuntimeError):
     """The Prefect server could not be reached or started."""
-
-
-class RequestError(KnownFailure, ValueError):
-    """A request to a registered model (verify, score, promote) names something unusable."""

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from pipelines.config import DatasetConfig
-from pipelines.data.datasets import DataError, image_shape, ingest, load_source, read_table
+from pipelines.data.datasets import image_shape, ingest, load_source, read_table
+from pipelines.errors import DataError
 
 
 def test_builtin_breast_cancer_is_the_real_table(breast_cancer):

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from pipelines.config import ConfigError, DatasetConfig
-from pipelines.data.datasets import DataError
 from pipelines.data.preprocessing import (
     SPEC_FILE,
     Preprocessing,
@@ -16,6 +15,7 @@ from pipelines.data.preprocessing import (
     split_and_fit,
     stratified_split,
 )
+from pipelines.errors import DataError
 
 
 def test_split_sizes_are_disjoint_and_stratified(breast_cancer):

@@ -237,7 +237,7 @@ def test_verify_catches_a_deleted_artifact(store, trained, champion):
 
 
 def test_batch_scoring_writes_predictions_beside_the_input(store, trained, champion):
-    from pipelines.data.datasets import DataError
+    from pipelines.errors import DataError
     from pipelines.registry.serving import score_file
 
     raw = pd.read_parquet(store / "data" / "test.parquet").drop(columns=["target"])

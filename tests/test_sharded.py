@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from pipelines.config import ConfigError, parse_config
-from pipelines.data.datasets import DataError
 from pipelines.data.streaming import (
     iter_frames,
     read_shard,
@@ -21,6 +20,7 @@ from pipelines.data.streaming import (
     shard_paths,
     synthesize_shards,
 )
+from pipelines.errors import DataError
 
 NAME = "cancer_big"
 TASK = "tabular-big"

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import ConfigError, DatasetConfig, ShardsConfig
-from pipelines.data.datasets import PIXEL_PREFIX, DataError, image_shape, read_table
+from pipelines.config import DatasetConfig, ShardsConfig
+from pipelines.data.datasets import PIXEL_PREFIX, image_shape, read_table
+from pipelines.errors import ConfigError, DataError
 from pipelines.data.drift import REFERENCE_FILE, drift_features, reference_profile, save_reference
 
 SPLITS = ("train", "validation", "test")

@@ -187,10 +187,11 @@ def run_checks(
     return checks, failures
 
 
-def record_verdict(name: str, version: str, checks: list[Check], failures: list[str]) -> str | None:
-    """Tag the version with the gate's verdict and, if every check passed, move `@champion`
-    to it. Returns the previous champion (None if there was none, or no promotion)."""
-    passed = all(c.passed for c in checks)
+def record_verdict(
+    name: str, version: str, checks: list[Check], failures: list[str], passed: bool
+) -> str | None:
+    """Tag the version with the gate's verdict and, if it passed, move `@champion` to it.
+    Returns the previous champion (None if there was none, or no promotion)."""
     for check in checks:
         print(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
     tracking.tag_version(
@@ -309,8 +310,8 @@ def register_task(
     checks, failures = run_checks(
         gate, thresholds, new_uri, scores[0], champion_scores, ev, cfg.base.seed
     )
-    previous = record_verdict(name, version, checks, failures)
     passed = all(c.passed for c in checks)
+    previous = record_verdict(name, version, checks, failures, passed)
     result = Registration(
         task=task,
         model_name=name,

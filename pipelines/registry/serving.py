@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.data.datasets import DataError, read_table
+from pipelines.data.datasets import read_table
 from pipelines.environment import env_with_venv, executable
+from pipelines.errors import DataError
 from pipelines.registry import tracking
 from pipelines.registry.lineage import dvc_lock_hashes
 from pipelines.registry.promotion import fresh_process_parity
