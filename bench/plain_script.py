@@ -25,7 +25,7 @@ def main() -> None:
 
     imported = time.perf_counter()
     cfg = load_config("params.yaml")
-    for name, task in cfg.tasks.items():
+    for name, task in cfg.models.items():
         t0 = time.perf_counter()
         seed_everything(cfg.base.seed)
         data = Path(cfg.paths.processed) / task.dataset

@@ -34,7 +34,7 @@ def set_lr(value: float) -> None:
     from dvc.utils.serialize import modify_yaml
 
     with modify_yaml("params.yaml") as data:
-        data["tasks"]["tabular-dnn"]["train"]["learning_rate"] = value
+        data["models"]["tabular-dnn"]["train"]["learning_rate"] = value
 
 
 def registry_problems() -> list[str]:

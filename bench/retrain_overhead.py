@@ -6,7 +6,7 @@ Usage (from a project where `dvc repro` has run, Prefect server up or startable)
 Measures, one run each (the pairs run back to back on the same machine):
   1. no-op: `dvc repro` against `pipelines retrain` when everything is up to date;
   2. one model: change tabular-dnn's learning rate, `dvc repro`; change it again,
-     `pipelines retrain --task tabular-dnn --no-push`.
+     `pipelines retrain --model tabular-dnn --no-push`.
 The params file is restored at the end (and the stages re-run so DVC is consistent).
 """
 
@@ -35,7 +35,7 @@ def _set_lr(value: float) -> None:
     from dvc.utils.serialize import modify_yaml
 
     with modify_yaml("params.yaml") as data:
-        data["tasks"]["tabular-dnn"]["train"]["learning_rate"] = value
+        data["models"]["tabular-dnn"]["train"]["learning_rate"] = value
 
 
 def main() -> None:
@@ -53,8 +53,8 @@ def main() -> None:
         rows.append(
             (
                 "tabular-dnn lr changed",
-                "pipelines retrain --task tabular-dnn",
-                _timed([pipelines, "retrain", "--task", "tabular-dnn", "--no-push"]),
+                "pipelines retrain --model tabular-dnn",
+                _timed([pipelines, "retrain", "--model", "tabular-dnn", "--no-push"]),
             )
         )
     finally:

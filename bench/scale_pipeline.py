@@ -45,10 +45,10 @@ def params_for(project: Path) -> dict:
             "shards": {"rows": 1_000_000},
         }
     }
-    task = raw["tasks"]["tabular-dnn"]
+    task = raw["models"]["tabular-dnn"]
     task["dataset"] = DATASET
     task["train"].update(batch_size=4096, max_epochs=3, patience=1)
-    raw["tasks"] = {TASK: task}
+    raw["models"] = {TASK: task}
     return raw
 
 

@@ -110,15 +110,15 @@ def split(
 
 @app.command()
 def train(
-    task: str,
+    name: str = typer.Argument(..., help="The model's name: a key of `models:` in params."),
     data_dir: Path = typer.Option(...),
     out_dir: Path = typer.Option(...),
     params: Params = Path("params.yaml"),
 ) -> None:
-    """Train TASK's model with early stopping; save it with its preprocessing inside."""
+    """Train model NAME with early stopping; save it with its preprocessing inside."""
     _run_stage(
         "train",
-        task_name=task,
+        task_name=name,
         data_dir=str(data_dir),
         out_dir=str(out_dir),
         params=str(params),
@@ -127,7 +127,7 @@ def train(
 
 @app.command()
 def evaluate(
-    task: str,
+    name: str = typer.Argument(..., help="The model's name: a key of `models:` in params."),
     model: Path = typer.Option(...),
     data_dir: Path = typer.Option(...),
     out_dir: Path = typer.Option(...),
@@ -135,7 +135,7 @@ def evaluate(
     """Test metrics beside the majority baseline, predictions and a confusion matrix."""
     _run_stage(
         "evaluate",
-        task_name=task,
+        task_name=name,
         model=str(model),
         data_dir=str(data_dir),
         out_dir=str(out_dir),
@@ -144,7 +144,7 @@ def evaluate(
 
 @app.command()
 def register(
-    task: str,
+    name: str = typer.Argument(..., help="The model's name: a key of `models:` in params."),
     model_dir: Path = typer.Option(...),
     eval_dir: Path = typer.Option(...),
     data_dir: Path = typer.Option(...),
@@ -156,7 +156,7 @@ def register(
     """Log the run, register a new version, promote it to `@champion` if every check passes."""
     _run_stage(
         "register",
-        task_name=task,
+        task_name=name,
         model_dir=str(model_dir),
         eval_dir=str(eval_dir),
         data_dir=str(data_dir),
@@ -178,7 +178,7 @@ def check_params(params: Params = Path("params.yaml")) -> None:
         cfg = check_params_file(params)
     except ConfigError as err:
         _fail(str(err))
-    typer.echo(f"{params}: ok; datasets {list(cfg.datasets)}, tasks {list(cfg.tasks)}")
+    typer.echo(f"{params}: ok; datasets {list(cfg.datasets)}, models {list(cfg.models)}")
 
 
 @app.command("propose-suite")
@@ -344,7 +344,9 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
 
 @app.command()
 def retrain(
-    task: list[str] = typer.Option(None, "--task", help="Model to retrain (repeat; default all)."),
+    model: list[str] = typer.Option(
+        None, "--model", help="Model to retrain (repeat; default all)."
+    ),
     source: list[str] = typer.Option(
         None, "--source", help="DATASET=PATH: train on a new file (recorded in params.yaml)."
     ),
@@ -365,7 +367,7 @@ def retrain(
         from pipelines.run.retrain import retrain as flow
 
         result = flow(
-            tasks=task or None,
+            models=model or None,
             sources=_pairs(source or [], "--source") or None,
             runner=runner,
             push=push,

@@ -1,6 +1,6 @@
 """`params.yaml`, parsed once into validated objects.
 
-Every error names the offending key as a dotted path (``tasks.tabular.train.learning_rate``),
+Every error names the offending key as a dotted path (``models.tabular.train.learning_rate``),
 so a typo in the params file is found without reading a traceback.
 """
 
@@ -192,11 +192,12 @@ class GateConfig(_Strict):
         return self
 
 
-class TaskConfig(_Strict):
-    """One trained and registered model. The entry's key is the registered model's name
-    (`sequence-lstm`); `task` groups the models that solve the same problem (`sequence`)."""
+class ModelEntry(_Strict):
+    """One trained and registered model, `models.<name>`. The key is the registered model's
+    name (`sequence-lstm`); `problem` groups the models that solve the same problem
+    (`sequence`); the family's hyperparameters are `model`."""
 
-    task: str = Field(min_length=1)
+    problem: str = Field(min_length=1)
     dataset: str
     family: str
     model: dict[str, Any] = {}
@@ -204,7 +205,7 @@ class TaskConfig(_Strict):
     gate: GateConfig = GateConfig()
 
     @model_validator(mode="after")
-    def _known_family(self) -> TaskConfig:
+    def _known_family(self) -> ModelEntry:
         if self.family not in FAMILIES:
             raise ValueError(
                 f"family: unknown model family {self.family!r} (known: {', '.join(FAMILIES)})"
@@ -218,7 +219,7 @@ class PipelineConfig(_Strict):
     validation: ValidationConfig = ValidationConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     datasets: dict[str, DatasetConfig]
-    tasks: dict[str, TaskConfig]
+    models: dict[str, ModelEntry]
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:
@@ -227,19 +228,19 @@ class PipelineConfig(_Strict):
             )
         return self.datasets[name]
 
-    def tasks_of(self, dataset: str) -> list[str]:
+    def models_of(self, dataset: str) -> list[str]:
         """Registered model names trained on `dataset`, in params order."""
-        return [name for name, task in self.tasks.items() if task.dataset == dataset]
+        return [name for name, entry in self.models.items() if entry.dataset == dataset]
 
-    def task(self, name: str) -> TaskConfig:
-        """The entry `tasks.<name>`; its key is the registered model's name."""
-        if name not in self.tasks:
-            raise ConfigError(f"tasks.{name}: no such task (known: {', '.join(self.tasks)})")
-        return self.tasks[name]
+    def entry(self, name: str) -> ModelEntry:
+        """The entry `models.<name>`; its key is the registered model's name."""
+        if name not in self.models:
+            raise ConfigError(f"models.{name}: no such model (known: {', '.join(self.models)})")
+        return self.models[name]
 
-    def model_params(self, task: str) -> BaseModel:
-        """The family hyperparameters of `task`, validated against its builder's schema."""
-        return family_spec(self.task(task).family).params.model_validate(self.task(task).model)
+    def model_params(self, name: str) -> BaseModel:
+        """The family hyperparameters of model `name`, validated against its family's schema."""
+        return family_spec(self.entry(name).family).params.model_validate(self.entry(name).model)
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
@@ -247,32 +248,51 @@ def _dotted(loc: tuple[Any, ...]) -> str:
 
 
 def _check_cross_references(cfg: PipelineConfig) -> None:
-    for name, task in cfg.tasks.items():
-        if task.dataset not in cfg.datasets:
+    for name, entry in cfg.models.items():
+        if entry.dataset not in cfg.datasets:
             raise ConfigError(
-                f"tasks.{name}.dataset: unknown dataset {task.dataset!r} "
+                f"models.{name}.dataset: unknown dataset {entry.dataset!r} "
                 f"(known: {', '.join(cfg.datasets)})"
             )
-        spec = family_spec(task.family)
-        modality = cfg.datasets[task.dataset].modality
+        spec = family_spec(entry.family)
+        modality = cfg.datasets[entry.dataset].modality
         if modality not in spec.modalities:
             raise ConfigError(
-                f"tasks.{name}.family: family {task.family!r} takes {'/'.join(spec.modalities)} "
-                f"data, but dataset {task.dataset!r} is {modality}"
+                f"models.{name}.family: family {entry.family!r} takes {'/'.join(spec.modalities)} "
+                f"data, but dataset {entry.dataset!r} is {modality}"
             )
         try:
-            spec.params.model_validate(task.model)
+            spec.params.model_validate(entry.model)
         except ValidationError as err:
             first = err.errors()[0]
             raise ConfigError(
-                f"tasks.{name}.model.{_dotted(first['loc'])}: {first['msg']}"
+                f"models.{name}.model.{_dotted(first['loc'])}: {first['msg']}"
             ) from None
+
+
+# Keys that were renamed: the old name gets an error that names the new one.
+_RENAMED = {"tasks": "models"}
+_RENAMED_IN_ENTRY = {"task": "problem"}
+
+
+def _check_renamed_keys(raw: dict[str, Any]) -> None:
+    for old, new in _RENAMED.items():
+        if old in raw:
+            raise ConfigError(
+                f"{old}: renamed to `{new}` (each entry's `task:` is now `problem:`); "
+                f"rename the section in params.yaml"
+            )
+    for name, entry in (raw.get("models") or {}).items():
+        for old, new in _RENAMED_IN_ENTRY.items():
+            if isinstance(entry, dict) and old in entry:
+                raise ConfigError(f"models.{name}.{old}: renamed to `{new}`")
 
 
 def parse_config(raw: Any) -> PipelineConfig:
     """Validate an already-loaded params mapping."""
     if not isinstance(raw, dict):
         raise ConfigError("params: expected a mapping at the top level")
+    _check_renamed_keys(raw)
     try:
         cfg = PipelineConfig.model_validate(raw)
     except ValidationError as err:
@@ -282,17 +302,17 @@ def parse_config(raw: Any) -> PipelineConfig:
     return cfg
 
 
-# The sections of a `tasks.<name>` entry that dvc.yaml names as stage params. DVC refuses to run
+# The sections of a `models.<name>` entry that dvc.yaml names as stage params. DVC refuses to run
 # when one is missing from the file, even though the config fills in its defaults.
 DVC_TRACKED_SECTIONS = ("model", "train", "gate")
 
 
 def missing_tracked_sections(raw: dict[str, Any]) -> list[str]:
-    """`tasks.<name>.<section>` keys that dvc.yaml names but the params file leaves out."""
-    tasks = raw.get("tasks") if isinstance(raw, dict) else None
+    """`models.<name>.<section>` keys that dvc.yaml names but the params file leaves out."""
+    models = raw.get("models") if isinstance(raw, dict) else None
     return [
-        f"tasks.{name}.{section}"
-        for name, entry in (tasks or {}).items()
+        f"models.{name}.{section}"
+        for name, entry in (models or {}).items()
         if isinstance(entry, dict)
         for section in DVC_TRACKED_SECTIONS
         if section not in entry
@@ -330,9 +350,9 @@ __all__ = [
     "DatasetConfig",
     "DriftConfig",
     "GateConfig",
+    "ModelEntry",
     "PipelineConfig",
     "ShardsConfig",
-    "TaskConfig",
     "TrainConfig",
     "load_config",
     "parse_config",

@@ -37,7 +37,7 @@ def project(tmp_path_factory, raw_params, repo_root):
     root = tmp_path_factory.mktemp("bad-input")
     shutil.copytree(repo_root / "gx" / "expectations", root / "suites")
     params = copy.deepcopy(raw_params)
-    params["tasks"][NAME]["train"].update(max_epochs=25, learning_rate=0.01)
+    params["models"][NAME]["train"].update(max_epochs=25, learning_rate=0.01)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
@@ -393,11 +393,11 @@ def _set(params: dict, dotted: str, value) -> dict:
 
 
 PARAM_CASES = [
-    ("unknown-key", "tasks.tabular-dnn.train.learning_rat", 0.1, "train.learning_rat: Extra"),
-    ("wrong-type", "tasks.tabular-dnn.train.batch_size", "big", "train.batch_size: Input should"),
-    ("negative-lr", "tasks.tabular-dnn.train.learning_rate", -0.01, "learning_rate: Input should"),
-    ("negative-patience", "tasks.tabular-dnn.train.patience", -1, "train.patience: Input should"),
-    ("unknown-family", "tasks.tabular-dnn.family", "resnet", "unknown model family 'resnet'"),
+    ("unknown-key", "models.tabular-dnn.train.learning_rat", 0.1, "train.learning_rat: Extra"),
+    ("wrong-type", "models.tabular-dnn.train.batch_size", "big", "train.batch_size: Input should"),
+    ("negative-lr", "models.tabular-dnn.train.learning_rate", -0.01, "learning_rate: Input should"),
+    ("negative-patience", "models.tabular-dnn.train.patience", -1, "train.patience: Input should"),
+    ("unknown-family", "models.tabular-dnn.family", "resnet", "unknown model family 'resnet'"),
 ]
 
 

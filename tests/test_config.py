@@ -24,7 +24,7 @@ def _with(raw: dict, path: str, value, delete: bool = False) -> dict:
 
 def test_shipped_params_are_valid(repo_root):
     cfg = load_config(repo_root / "params.yaml")
-    assert cfg.task("tabular-dnn").family == "dnn"
+    assert cfg.entry("tabular-dnn").family == "dnn"
     assert cfg.dataset("breast_cancer").modality == "tabular"
     assert cfg.model_params("tabular-dnn").units == [32]
 
@@ -32,16 +32,16 @@ def test_shipped_params_are_valid(repo_root):
 @pytest.mark.parametrize(
     ("path", "value", "named"),
     [
-        ("tasks.tabular-dnn.train.lerning_rate", 0.1, "tasks.tabular-dnn.train.lerning_rate"),
+        ("models.tabular-dnn.train.lerning_rate", 0.1, "models.tabular-dnn.train.lerning_rate"),
         ("base.sead", 1, "base.sead"),
-        ("tasks.tabular-dnn.train.batch_size", "big", "tasks.tabular-dnn.train.batch_size"),
-        ("tasks.tabular-dnn.train.learning_rate", -0.01, "tasks.tabular-dnn.train.learning_rate"),
-        ("tasks.tabular-dnn.train.patience", -1, "tasks.tabular-dnn.train.patience"),
-        ("tasks.tabular-dnn.train.optimizer", "adamax", "tasks.tabular-dnn.train.optimizer"),
+        ("models.tabular-dnn.train.batch_size", "big", "models.tabular-dnn.train.batch_size"),
+        ("models.tabular-dnn.train.learning_rate", -0.01, "models.tabular-dnn.train.learning_rate"),
+        ("models.tabular-dnn.train.patience", -1, "models.tabular-dnn.train.patience"),
+        ("models.tabular-dnn.train.optimizer", "adamax", "models.tabular-dnn.train.optimizer"),
         ("datasets.breast_cancer.split.test", 0.9, "datasets.breast_cancer.split.test"),
-        ("tasks.tabular-dnn.model.units", [32, 0], "tasks.tabular-dnn.model.units.1"),
-        ("tasks.tabular-dnn.model.widht", 3, "tasks.tabular-dnn.model.widht"),
-        ("tasks.tabular-dnn.gate.min", {"acuracy": 0.9}, "tasks.tabular-dnn.gate"),
+        ("models.tabular-dnn.model.units", [32, 0], "models.tabular-dnn.model.units.1"),
+        ("models.tabular-dnn.model.widht", 3, "models.tabular-dnn.model.widht"),
+        ("models.tabular-dnn.gate.min", {"acuracy": 0.9}, "models.tabular-dnn.gate"),
     ],
 )
 def test_bad_value_names_the_key(raw_params, path, value, named):
@@ -52,14 +52,14 @@ def test_bad_value_names_the_key(raw_params, path, value, named):
 
 def test_unknown_family_lists_known_ones(raw_params):
     with pytest.raises(ConfigError) as err:
-        parse_config(_with(raw_params, "tasks.tabular-dnn.family", "resnet"))
+        parse_config(_with(raw_params, "models.tabular-dnn.family", "resnet"))
     message = str(err.value)
-    assert "tasks.tabular-dnn" in message and "'resnet'" in message and "dnn" in message
+    assert "models.tabular-dnn" in message and "'resnet'" in message and "dnn" in message
 
 
 def test_unknown_dataset_reference(raw_params):
-    with pytest.raises(ConfigError, match=r"tasks\.tabular-dnn\.dataset: unknown dataset 'iris'"):
-        parse_config(_with(raw_params, "tasks.tabular-dnn.dataset", "iris"))
+    with pytest.raises(ConfigError, match=r"models\.tabular-dnn\.dataset: unknown dataset 'iris'"):
+        parse_config(_with(raw_params, "models.tabular-dnn.dataset", "iris"))
 
 
 def test_missing_required_key(raw_params):
@@ -79,12 +79,14 @@ def test_missing_and_malformed_files(tmp_path):
 def test_lookup_of_unknown_task_lists_known(repo_root):
     cfg = load_config(repo_root / "params.yaml")
     with pytest.raises(ConfigError, match="known: tabular"):
-        cfg.task("images")
+        cfg.entry("images")
 
 
 def test_family_must_fit_the_dataset_modality(raw_params):
-    with pytest.raises(ConfigError, match=r"tasks\.tabular-dnn\.family: family 'cnn' takes images"):
-        parse_config(_with(raw_params, "tasks.tabular-dnn.family", "cnn"))
+    with pytest.raises(
+        ConfigError, match=r"models\.tabular-dnn\.family: family 'cnn' takes images"
+    ):
+        parse_config(_with(raw_params, "models.tabular-dnn.family", "cnn"))
 
 
 def test_sequence_dataset_needs_series_settings(raw_params):
@@ -95,16 +97,16 @@ def test_sequence_dataset_needs_series_settings(raw_params):
 
 
 def test_transformer_heads_must_divide_d_model(raw_params):
-    with pytest.raises(ConfigError, match=r"tasks\.sequence-transformer\.model.*divisible"):
-        parse_config(_with(raw_params, "tasks.sequence-transformer.model.heads", 3))
+    with pytest.raises(ConfigError, match=r"models\.sequence-transformer\.model.*divisible"):
+        parse_config(_with(raw_params, "models.sequence-transformer.model.heads", 3))
 
 
 def test_every_family_has_a_task_in_the_shipped_params(repo_root):
     from pipelines.families import FAMILIES
 
     cfg = load_config(repo_root / "params.yaml")
-    assert {t.family for t in cfg.tasks.values()} == set(FAMILIES)
-    assert sorted(cfg.tasks) == [
+    assert {t.family for t in cfg.models.values()} == set(FAMILIES)
+    assert sorted(cfg.models) == [
         "images-cnn",
         "sequence-lstm",
         "sequence-transformer",
@@ -113,14 +115,14 @@ def test_every_family_has_a_task_in_the_shipped_params(repo_root):
 
 
 def test_distribution_strategy_choices(raw_params):
-    cfg = parse_config(_with(raw_params, "tasks.tabular-dnn.train.distribute", "mirrored"))
-    assert cfg.task("tabular-dnn").train.distribute == "mirrored"
+    cfg = parse_config(_with(raw_params, "models.tabular-dnn.train.distribute", "mirrored"))
+    assert cfg.entry("tabular-dnn").train.distribute == "mirrored"
     with pytest.raises(ConfigError, match=r"train\.distribute: .*keras-team/keras#20585"):
         parse_config(
-            _with(raw_params, "tasks.tabular-dnn.train.distribute", "multi_worker_mirrored")
+            _with(raw_params, "models.tabular-dnn.train.distribute", "multi_worker_mirrored")
         )
     with pytest.raises(ConfigError, match=r"train\.distribute: .*unknown strategy 'tpu'"):
-        parse_config(_with(raw_params, "tasks.tabular-dnn.train.distribute", "tpu"))
+        parse_config(_with(raw_params, "models.tabular-dnn.train.distribute", "tpu"))
 
 
 def test_orchestration_settings(raw_params):
@@ -140,12 +142,30 @@ def test_check_params_names_the_sections_dvc_needs(tmp_path, raw_params):
     from pipelines.config import check_params_file
 
     params = copy.deepcopy(raw_params)
-    params["tasks"]["extra-dnn"] = {"task": "tabular", "dataset": "breast_cancer", "family": "dnn"}
+    params["models"]["extra-dnn"] = {
+        "problem": "tabular",
+        "dataset": "breast_cancer",
+        "family": "dnn",
+    }
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     load_config(path)  # valid for the pipeline: the sections have defaults
-    with pytest.raises(ConfigError, match=r"tasks\.extra-dnn\.model, tasks\.extra-dnn\.train"):
+    with pytest.raises(ConfigError, match=r"models\.extra-dnn\.model, models\.extra-dnn\.train"):
         check_params_file(path)
-    params["tasks"]["extra-dnn"].update(model={}, train={}, gate={})
+    params["models"]["extra-dnn"].update(model={}, train={}, gate={})
     path.write_text(yaml.safe_dump(params, sort_keys=False))
-    assert "extra-dnn" in check_params_file(path).tasks
+    assert "extra-dnn" in check_params_file(path).models
+
+
+def test_renamed_keys_name_their_new_names(raw_params):
+    import copy
+
+    params = copy.deepcopy(raw_params)
+    params["tasks"] = params.pop("models")
+    with pytest.raises(ConfigError, match=r"tasks: renamed to `models`"):
+        parse_config(params)
+    params = copy.deepcopy(raw_params)
+    entry = params["models"]["tabular-dnn"]
+    entry["task"] = entry.pop("problem")
+    with pytest.raises(ConfigError, match=r"models\.tabular-dnn\.task: renamed to `problem`"):
+        parse_config(params)

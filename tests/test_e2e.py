@@ -116,7 +116,7 @@ def test_full_run_registers_four_champions(project):
         run = client.get_run(champion.run_id or registration["run_id"])
         assert run.data.tags["seed"] == "42"
         assert run.data.tags["family"] == name.split("-")[1]
-        assert run.data.tags["task"] == name.split("-")[0]
+        assert run.data.tags["problem"] == name.split("-")[0]
         raw_md5 = lock["stages"][f"ingest@{dataset}"]["outs"][0]["md5"]
         assert run.data.tags["data_md5"] == raw_md5
         assert (project.root / f"reports/validation/{dataset}/index.html").is_file()
@@ -257,14 +257,14 @@ def test_second_repro_is_a_no_op(project):
 
 def test_learning_rate_change_reruns_only_train_evaluate_register(project):
     before = project.versions()
-    project.set_param("tasks.tabular-dnn.train.learning_rate", 0.0035)  # a value no test uses
+    project.set_param("models.tabular-dnn.train.learning_rate", 0.0035)  # a value no test uses
     out = project.repro()
     assert _stages_run(out) == {"train@tabular-dnn", "evaluate@tabular-dnn", "register@tabular-dnn"}
     assert len(project.versions()) == len(before) + 1
 
 
 def test_editing_one_sequence_family_reruns_only_that_family(project):
-    project.set_param("tasks.sequence-lstm.train.patience", 11)
+    project.set_param("models.sequence-lstm.train.patience", 11)
     out = project.repro()
     assert _stages_run(out) == {
         "train@sequence-lstm",
@@ -288,7 +288,7 @@ def test_same_seed_and_params_give_the_same_metrics(project):
 
 
 def test_a_repro_killed_mid_training_recovers_on_the_next_repro(project):
-    project.set_param("tasks.tabular-dnn.train.learning_rate", 0.002)
+    project.set_param("models.tabular-dnn.train.learning_rate", 0.002)
     proc = subprocess.Popen(
         ["dvc", "repro"],
         cwd=project.root,
@@ -330,7 +330,7 @@ def test_scheduled_deployment_runs_to_completion_and_keeps_dvc_consistent(projec
     env = {**_prefect_env(project), "PIPELINES_DVC_REMOTE": str(tmp_path / "remote")}
     bin_dir = Path(sys.executable).parent
     before = project.versions()
-    project.set_param("tasks.tabular-dnn.train.learning_rate", 0.003)
+    project.set_param("models.tabular-dnn.train.learning_rate", 0.003)
     out = sh([str(bin_dir / "pipelines"), "deploy"], project.root, env).stdout
     assert "schedule '0 3 * * 1' (UTC)" in out
     inspect = sh(
@@ -354,7 +354,7 @@ def test_scheduled_deployment_runs_to_completion_and_keeps_dvc_consistent(projec
                 "run",
                 "retrain/scheduled",
                 "--param",
-                'tasks=["tabular-dnn"]',
+                'models=["tabular-dnn"]',
                 "--watch",
                 "--watch-timeout",
                 "900",
@@ -382,7 +382,7 @@ def test_scheduled_deployment_runs_to_completion_and_keeps_dvc_consistent(projec
     assert "Data and pipelines are up to date" in project.repro()
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())
     trained = lock["stages"]["train@tabular-dnn"]
-    assert trained["params"]["params.yaml"]["tasks.tabular-dnn.train"]["learning_rate"] == 0.003
+    assert trained["params"]["params.yaml"]["models.tabular-dnn.train"]["learning_rate"] == 0.003
     assert any((tmp_path / "remote").rglob("*")), "nothing was pushed to the DVC remote"
     synced = sh(["dvc", "status", "--cloud"], project.root, project.env)
     assert "in sync" in synced.stdout, synced.stdout
@@ -390,7 +390,7 @@ def test_scheduled_deployment_runs_to_completion_and_keeps_dvc_consistent(projec
 
 def test_dask_runner_trains_every_family_in_parallel_and_registers_them(project):
     for name in MODELS:
-        project.set_param(f"tasks.{name}.train.max_epochs", 3)
+        project.set_param(f"models.{name}.train.max_epochs", 3)
     client = project.client()
     before = {name: len(client.search_model_versions(f"name='{name}'")) for name in MODELS}
     out = sh(

@@ -42,9 +42,9 @@ def store(tmp_path_factory, _breast_cancer, raw_params):
 
 def _params(store: Path, raw_params: dict, name: str, **train) -> Path:
     params = copy.deepcopy(raw_params)
-    params["tasks"][NAME]["train"].update(train)
+    params["models"][NAME]["train"].update(train)
     if train.get("optimizer") == "sgd":
-        params["tasks"][NAME]["model"]["activation"] = "relu"
+        params["models"][NAME]["model"]["activation"] = "relu"
     path = store / f"{name}.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
@@ -165,7 +165,7 @@ def test_the_mirrored_strategy_trains_on_cpu(store, raw_params):
     from pipelines.model.training import train_task
 
     params = copy.deepcopy(raw_params)
-    params["tasks"][NAME]["train"].update(distribute="mirrored", max_epochs=3)
+    params["models"][NAME]["train"].update(distribute="mirrored", max_epochs=3)
     summary = train_task(parse_config(params), NAME, store / "data", store / "mirrored")
     assert summary.stopped_epoch == 3
     model = load_keras_model(store / "mirrored" / "model.keras")

@@ -17,21 +17,28 @@ pytestmark = pytest.mark.e2e
 
 # The entries exactly as the README's table prints them for a tabular dataset.
 DATASET = {"modality": "tabular", "source": "data/external/wine.csv", "label": "target"}
-ENTRY = {"task": "wine", "dataset": "wine", "family": "dnn", "model": {}, "train": {}, "gate": {}}
+ENTRY = {
+    "problem": "wine",
+    "dataset": "wine",
+    "family": "dnn",
+    "model": {},
+    "train": {},
+    "gate": {},
+}
 
 
 def _readme_entries(repo_root) -> tuple[dict, dict]:
     readme = (repo_root / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| tabular |"))
-    datasets, tasks = re.findall(r"`(datasets: .*?|tasks: .*?)`", row)
-    return yaml.safe_load(datasets)["datasets"], yaml.safe_load(tasks)["tasks"]
+    datasets, models = re.findall(r"`(datasets: .*?|models: .*?)`", row)
+    return yaml.safe_load(datasets)["datasets"], yaml.safe_load(models)["models"]
 
 
 def test_the_readme_recipe_takes_a_new_dataset_to_a_champion(tmp_path, repo_root):
     from sklearn.datasets import load_wine
 
-    datasets, tasks = _readme_entries(repo_root)
-    dataset, entry = next(iter(datasets.values())), next(iter(tasks.values()))
+    datasets, models = _readme_entries(repo_root)
+    dataset, entry = next(iter(datasets.values())), next(iter(models.values()))
     # The README's example names (patients, patients-dnn) with this test's file and label.
     assert set(dataset) == set(DATASET) and set(entry) == set(ENTRY), (dataset, entry)
 
@@ -43,7 +50,7 @@ def test_the_readme_recipe_takes_a_new_dataset_to_a_champion(tmp_path, repo_root
     wine.to_csv(root / "data/external/wine.csv", index=False)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["datasets"]["wine"] = DATASET
-    params["tasks"]["wine-dnn"] = ENTRY
+    params["models"]["wine-dnn"] = ENTRY
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     cli = [sys.executable, "-m", "pipelines.cli"]
     assert "wine-dnn" in sh([*cli, "check-params"], root, env).stdout

@@ -42,14 +42,14 @@ def trained(store, _breast_cancer, raw_params):
     raw = store / "raw.parquet"
     _breast_cancer.to_parquet(raw, index=False)
     params = copy.deepcopy(raw_params)
-    params["tasks"][NAME]["train"].update(max_epochs=25, learning_rate=0.01)
+    params["models"][NAME]["train"].update(max_epochs=25, learning_rate=0.01)
     cfg = parse_config(params)
     split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, store / "data")
     train_task(cfg, NAME, store / "data", store / "good")
     evaluate_task(NAME, store / "good" / MODEL_FILE, store / "data", store / "good-eval")
 
     prep = Preprocessing.load(store / "data" / SPEC_FILE)
-    bad = build_model("dnn", {"units": [4]}, prep, cfg.task(NAME).train)
+    bad = build_model("dnn", {"units": [4]}, prep, cfg.entry(NAME).train)
     head = bad.get_layer("probabilities")
     kernel, _ = head.get_weights()
     head.set_weights([np.zeros_like(kernel), np.array([5.0, -5.0], dtype="float32")])
@@ -68,7 +68,7 @@ def _register(store, params, gate: dict | None = None, model="good", evaluation=
 
     params = copy.deepcopy(params)
     if gate is not None:
-        params["tasks"][NAME]["gate"] = gate
+        params["models"][NAME]["gate"] = gate
     return register_task(
         parse_config(params),
         NAME,
@@ -122,7 +122,7 @@ def test_the_first_passing_version_becomes_champion_with_lineage(store, trained,
     client = mlflow.MlflowClient()
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    for tag in ("git_commit", "git_dirty", "data_md5", "seed", "task", "family", "dataset"):
+    for tag in ("git_commit", "git_dirty", "data_md5", "seed", "problem", "family", "dataset"):
         assert tag in run.data.tags
     assert {"test_accuracy", "baseline_majority_accuracy", "best_epoch", "stopped_epoch"} <= set(
         run.data.metrics

@@ -39,10 +39,10 @@ def sharded_params(raw_params: dict, source: str, max_epochs: int = 3) -> dict:
             "shards": {"rows": SHARD_ROWS},
         }
     }
-    task = params["tasks"]["tabular-dnn"]
+    task = params["models"]["tabular-dnn"]
     task["dataset"] = NAME
     task["train"].update(batch_size=64, max_epochs=max_epochs, patience=2)
-    params["tasks"] = {TASK: task}
+    params["models"] = {TASK: task}
     return params
 
 

@@ -63,8 +63,8 @@ def test_registration_against_an_mlflow_server(server, tmp_path, _breast_cancer,
 
     url, server_root = server
     params = copy.deepcopy(raw_params)
-    params["tasks"][NAME]["train"].update(max_epochs=5, learning_rate=0.01)
-    params["tasks"][NAME]["gate"] = {}
+    params["models"][NAME]["train"].update(max_epochs=5, learning_rate=0.01)
+    params["models"][NAME]["gate"] = {}
     cfg = parse_config(params)
     raw = tmp_path / "raw.parquet"
     _breast_cancer.to_parquet(raw, index=False)

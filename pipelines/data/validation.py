@@ -301,7 +301,7 @@ def _drift(
 
     dataset, limits = cfg.dataset(name), cfg.validation.drift
     if found is None:
-        models = cfg.tasks_of(name)
+        models = cfg.models_of(name)
         return [], [f"drift not checked: no champion of {models} with a training reference yet"], {}
     source, profile = found
     time_column = dataset.series.time_column if dataset.series else None

@@ -83,7 +83,7 @@ def train_task(cfg: PipelineConfig, task: str, data_dir: Path, out_dir: Path) ->
     (best weights restored) and save model, per-epoch history and a summary to `out_dir`."""
     import keras
 
-    task_cfg = cfg.task(task)
+    task_cfg = cfg.entry(task)
     seed_everything(cfg.base.seed)
     prep = Preprocessing.load(data_dir / SPEC_FILE)
     train_cfg = task_cfg.train

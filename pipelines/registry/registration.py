@@ -59,11 +59,11 @@ _OUTPUTS = {
 }
 
 
-def model_metadata(name: str, task: str, prep: Preprocessing) -> dict:
+def model_metadata(name: str, problem: str, prep: Preprocessing) -> dict:
     """What a caller needs to use the model: it travels with every registered version."""
     return {
         "model_name": name,
-        "task": task,
+        "problem": problem,
         "modality": prep.modality,
         "input": _INPUTS[prep.modality],
         "input_shape": prep.input_shape,
@@ -120,9 +120,9 @@ def collect_evidence(model_dir: Path, eval_dir: Path, data_dir: Path, seed: int)
 
 def run_record(cfg: PipelineConfig, name: str, raw_data: Path, ev: Evidence) -> tuple:
     """The MLflow run's (tags, params, metrics) for model `name`."""
-    entry = cfg.task(name)
+    entry = cfg.entry(name)
     tags = {
-        "task": entry.task,
+        "problem": entry.problem,
         "model_name": name,
         "family": entry.family,
         "dataset": entry.dataset,
@@ -216,7 +216,7 @@ def write_lineage(
     ev: Evidence,
 ) -> None:
     """`lineage.json` on the run: code, data, params, library versions and the verdict."""
-    dataset = cfg.task(name).dataset
+    dataset = cfg.entry(name).dataset
     tracking.log_dict(
         run_id,
         {
@@ -263,7 +263,7 @@ def register_task(
 
     The steps: collect the evidence, log the run and register the version, score in a fresh
     process, run the checks, record the verdict (tags, alias), write the lineage."""
-    name, gate = task, cfg.task(task).gate  # one registered model per entry, named after it
+    name, gate = task, cfg.entry(task).gate  # one registered model per entry, named after it
     ev = collect_evidence(model_dir, eval_dir, data_dir, cfg.base.seed)
     for version in tracking.mark_incomplete_versions(name):
         print(f"{name} version {version} never got a gate verdict: tagged incomplete")
@@ -295,7 +295,7 @@ def register_task(
                 model_path=model_dir / MODEL_FILE,
                 name=name,
                 tags=tags,
-                metadata=model_metadata(name, cfg.task(task).task, ev.prep),
+                metadata=model_metadata(name, cfg.entry(task).problem, ev.prep),
                 model_artifacts={"reference": data_dir / REFERENCE_FILE},
             )
         # One fresh process (as `mlflow models serve` loads a model) scores the new version on
@@ -340,7 +340,7 @@ def register_task(
 
 def record_divergence(cfg: PipelineConfig, name: str, err: TrainingDiverged) -> None:
     """Leave a FAILED MLflow run with the curves up to the divergence, for the post-mortem."""
-    entry = cfg.task(name)
+    entry = cfg.entry(name)
     run_id = tracking.log_failed_run(
         experiment=cfg.base.experiment,
         run_name=f"{name}-seed{cfg.base.seed}-diverged",

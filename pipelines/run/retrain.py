@@ -255,7 +255,7 @@ def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome:
         result = outcome.get(name)
         if result and result["error"]:
             failure = result["error"].replace("|", "/")
-            rows.append(f"| {name} | {cfg.task(name).family} | - | - | - | FAILED {failure} |")
+            rows.append(f"| {name} | {cfg.entry(name).family} | - | - | - | FAILED {failure} |")
             continue
         metrics_file = root / cfg.paths.reports / name / "metrics.json"
         registration_file = root / cfg.paths.models / name / "registration.json"
@@ -270,7 +270,7 @@ def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome:
             else "-"
         )
         rows.append(
-            f"| {name} | {cfg.task(name).family} | {shown} | {reg.get('version', '-')} | "
+            f"| {name} | {cfg.entry(name).family} | {shown} | {reg.get('version', '-')} | "
             f"{gate} | {'retrained' if result else 'up to date'} |"
         )
     return "\n".join(rows)
@@ -289,25 +289,25 @@ def push_data(root: Path) -> str:
 
 @flow(name="retrain", log_prints=True)
 def retrain(
-    tasks: list[str] | None = None,
+    models: list[str] | None = None,
     sources: dict[str, str] | None = None,
     runner: str | None = None,
     push: bool = True,
     params: str = "params.yaml",
 ) -> dict:
-    """Retrain `tasks` (default: every model in params.yaml), optionally on new data files
+    """Retrain `models` (default: every model in params.yaml), optionally on new data files
     (`sources`: dataset -> path), through the DVC stages; then push data and summarize."""
     root = project_root()
     params_path = root / params
     cfg = load_config(params_path)
-    names = list(tasks or cfg.tasks)
+    names = list(models or cfg.models)
     for name in names:
-        cfg.task(name)  # unknown names fail here, naming the known ones
+        cfg.entry(name)  # unknown names fail here, naming the known ones
     if sources:
         set_sources(params_path, sources)  # recorded like any params edit; see README
         cfg = load_config(params_path)
     orch = cfg.orchestration
-    for dataset in dict.fromkeys(cfg.task(n).dataset for n in names):
+    for dataset in dict.fromkeys(cfg.entry(n).dataset for n in names):
         for step in DATA_STAGES:
             target = f"{step}@{dataset}"
             command = f"{executable('dvc')} repro --single-item {target}"

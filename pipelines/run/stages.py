@@ -47,7 +47,7 @@ def validate_dataset(
     from pipelines.registry import tracking
 
     with tempfile.TemporaryDirectory() as tmp:
-        reference = tracking.champion_reference(cfg.tasks_of(name), Path(tmp))
+        reference = tracking.champion_reference(cfg.models_of(name), Path(tmp))
     report = step(check_dataset)(cfg, name, data_path, suite_path, report_dir, reference)
     failures = " | ".join(map(str, report.failures))[:5000]
     tracking.log_validation_run(
