@@ -254,16 +254,18 @@ def parity(
     import numpy as np
     import pandas as pd
 
+    from pipelines.data.preprocessing import raw_inputs
+    from pipelines.registry.promotion import parity_check
     from pipelines.registry.tracking import load_pyfunc
 
     model = load_pyfunc(model_uri)
     meta = model.metadata.metadata
-    x_raw = pd.read_parquet(data)[meta["features"]].to_numpy(dtype="float64")
-    x_raw = x_raw.reshape(-1, *meta["input_shape"])
-    diff = float(np.max(np.abs(np.asarray(model.predict(x_raw)) - np.load(expected))))
-    typer.echo(f"{model_uri}: {len(x_raw)} raw rows, max abs difference {diff:.3g}")
-    if not diff <= tolerance:
-        _fail(f"predictions differ by {diff:.3g} > {tolerance}")
+    x_raw = raw_inputs(pd.read_parquet(data), meta["features"], meta["input_shape"])
+    got = np.asarray(model.predict(x_raw), dtype="float64")
+    check = parity_check(model_uri, got, np.load(expected), tolerance, f"{len(x_raw)} raw rows")
+    typer.echo(f"{model_uri}: {len(x_raw)} raw rows; {check.detail}")
+    if not check.passed:
+        _fail(f"{model_uri} does not reproduce the pipeline's predictions: {check.detail}")
 
 
 @app.command()

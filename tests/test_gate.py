@@ -27,7 +27,7 @@ def test_gate_fails_on_a_floor_and_says_by_how_much():
     verdict = apply_gate(GateConfig(min={"accuracy": 0.99}), TEST, BASELINE)
     assert not verdict.passed
     assert verdict.failures == ["accuracy 0.9700 >= 0.99"]
-    assert "FAILED" in verdict.summary()
+    assert "FAIL  accuracy 0.9700 >= 0.99" in verdict.checks
 
 
 def test_gate_fails_on_a_ceiling():

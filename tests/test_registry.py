@@ -289,3 +289,20 @@ def test_the_served_model_scores_large_requests_in_chunks_like_keras(store, trai
     model = keras.saving.load_model(store / "good" / "model.keras", safe_mode=True)
     assert served.shape == (CHUNK_ROWS + 7, 2)
     np.testing.assert_allclose(served, model.predict(rows, verbose=0), atol=1e-6)
+
+
+def test_the_parity_command_checks_a_version_on_raw_rows(store, trained, champion):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    args = ["parity", f"models:/{NAME}/{champion}", "--data", str(store / "data" / "test.parquet")]
+    ok = CliRunner().invoke(
+        app, [*args, "--expected", str(store / "good-eval/test_predictions.npy")]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "fresh process max |difference| 0 on 114 raw rows" in ok.output
+    bad = CliRunner().invoke(
+        app, [*args, "--expected", str(store / "bad-eval/test_predictions.npy")]
+    )
+    assert bad.exit_code == 1 and "does not reproduce the pipeline's predictions" in bad.output

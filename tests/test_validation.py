@@ -7,14 +7,27 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from pipelines.data.validation import ValidationFailed, propose_suite, validate_file, validate_frame
+from pipelines.config import parse_config
+from pipelines.data.validation import ValidationFailed, check_dataset, propose_suite, validate_frame
+from tests.conftest import REPO
 
 
 def _write(df, tmp_path):
     path = tmp_path / "data.parquet"
     df.to_parquet(path, index=False)
     return path
+
+
+def validate_file(dataset: str, data_path, suite_path, report_dir):
+    """What the validate stage does with a file before drift and MLflow: the suite, Data Docs,
+    the summary, and `ValidationFailed` naming every failure."""
+    cfg = parse_config(yaml.safe_load((REPO / "params.yaml").read_text()))
+    report = check_dataset(cfg, dataset, data_path, suite_path, report_dir, reference=None)
+    if not report.success:
+        raise report.error(data_path, suite_path)
+    return report
 
 
 def test_real_data_passes_and_writes_data_docs(breast_cancer, suite_path, tmp_path):

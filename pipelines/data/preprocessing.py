@@ -366,6 +366,14 @@ def split_shards_of(data_dir: Path, name: str) -> list[Path]:
     return shard_paths(Path(data_dir) / f"{name}.parquet")
 
 
+def raw_inputs(
+    table: pd.DataFrame, features: list[str], input_shape: list[int] | tuple[int, ...]
+) -> np.ndarray:
+    """Model inputs from raw rows: the feature columns as float64, shaped (n, *input_shape),
+    as every registered model takes them (its metadata names `features` and `input_shape`)."""
+    return table[list(features)].to_numpy(dtype="float64").reshape(-1, *input_shape)
+
+
 def load_split(data_dir: Path, name: str, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     """Raw model inputs, shaped as the model takes them, and targets (`encode_labels`) of one
     split, read whole. A sharded dataset is never read whole: see `pipelines.data.streaming`."""
@@ -374,5 +382,5 @@ def load_split(data_dir: Path, name: str, prep: Preprocessing) -> tuple[np.ndarr
             f"{data_dir}/{name}.parquet is a sharded split; it is streamed, never read whole"
         )
     df = pd.read_parquet(Path(data_dir) / f"{name}.parquet")
-    x = df[prep.features].to_numpy(dtype="float64").reshape(-1, *prep.input_shape)
+    x = raw_inputs(df, prep.features, prep.input_shape)
     return x, encode_labels(df[prep.label].to_numpy(), prep)

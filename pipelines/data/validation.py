@@ -2,7 +2,7 @@
 
 Suites are GX's own JSON (`gx/expectations/<dataset>.json`), kept in the repo and reviewed like
 code. `propose_suite` drafts one from a trusted reference file; a person reviews and commits
-it. `validate_file` runs a suite, writes Data Docs and raises with every failed expectation.
+it.
 
 `check_dataset` is the validate stage's data work: the suite, then the series policy from
 params (a regular time index, no gap wider than `max_gap`), then drift against the training
@@ -271,21 +271,6 @@ def validate_frames(
     return ValidationReport(
         dataset, not failures, evaluated, failures, str(report_dir / "index.html")
     )
-
-
-def validate_file(
-    dataset: str, data_path: Path, suite_path: Path, report_dir: Path
-) -> ValidationReport:
-    """Validate a data file against its suite; raise `ValidationFailed` naming every failed
-    expectation."""
-    report = validate_frame(read_table(data_path), dataset, suite_path, report_dir)
-    report.save(report_dir.resolve())
-    if not report.success:
-        raise report.error(data_path, suite_path)
-    print(
-        f"validated {data_path}: {report.evaluated} expectations passed; Data Docs: {report.docs}"
-    )
-    return report
 
 
 # The training reference new data is compared with: ("NAME version N (@champion)", profile).

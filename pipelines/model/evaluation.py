@@ -121,6 +121,11 @@ def _train_class_counts(data_dir: Path, prep: Preprocessing) -> np.ndarray:
     return np.bincount(y_train, minlength=len(prep.classes))
 
 
+def predict_inputs(model, x: np.ndarray) -> np.ndarray:
+    """The model's outputs (float64) on raw inputs held in memory."""
+    return np.asarray(model.predict(x, verbose=0), dtype="float64")
+
+
 def predict_test(model, data_dir: Path, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     """(model outputs float64, targets) on the test split: in one call, or batch by batch
     from the shards of a sharded dataset."""
@@ -129,7 +134,7 @@ def predict_test(model, data_dir: Path, prep: Preprocessing) -> tuple[np.ndarray
         outputs, labels = predict_shards(model.predict_on_batch, shards, prep.features, prep.label)
         return outputs, encode_labels(labels, prep)
     x_test, y_test = load_split(data_dir, "test", prep)
-    return np.asarray(model.predict(x_test, verbose=0), dtype="float64"), y_test
+    return predict_inputs(model, x_test), y_test
 
 
 def _evaluate_classifier(
@@ -155,8 +160,10 @@ def _evaluate_classifier(
 def _evaluate_forecaster(
     task: str, model, data_dir: Path, prep: Preprocessing, out_dir: Path
 ) -> tuple[dict, np.ndarray]:
+    # The windows themselves feed the baselines, so the split is read here (a series is never
+    # sharded) rather than through `predict_test`.
     x_test, y_test = load_split(data_dir, "test", prep)
-    forecast = np.asarray(model.predict(x_test, verbose=0), dtype="float64")
+    forecast = predict_inputs(model, x_test)
     persistence = persistence_forecast(x_test)
     metrics = {
         "test": regression_metrics(y_test, forecast),

@@ -15,10 +15,6 @@ class GateVerdict:
     failures: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
 
-    def summary(self) -> str:
-        head = "PASSED" if self.passed else "FAILED"
-        return f"gate {head}:\n" + "\n".join(f"  {line}" for line in self.checks)
-
 
 def apply_gate(
     gate: GateConfig, test: dict[str, float], baselines: dict[str, dict[str, float]]

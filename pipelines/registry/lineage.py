@@ -55,14 +55,26 @@ def dvc_lock_hashes(lock_path: Path, stages: list[str]) -> dict[str, str]:
     return hashes
 
 
-def library_versions() -> dict[str, str]:
-    import platform
+# What a served model needs installed: pinned in each version's requirements and recorded in
+# its lineage.
+SERVED_PACKAGES = ("mlflow", "keras", "tensorflow-cpu", "tensorflow", "numpy", "pandas")
+
+
+def installed_versions(packages: tuple[str, ...] = SERVED_PACKAGES) -> dict[str, str]:
+    """The installed version of each of `packages` that is installed, without importing it."""
     from importlib.metadata import PackageNotFoundError, version
 
-    found = {"python": platform.python_version()}
-    for package in ("tensorflow-cpu", "tensorflow", "keras", "mlflow"):
+    found = {}
+    for package in packages:
         try:
             found[package] = version(package)
         except PackageNotFoundError:
             continue
     return found
+
+
+def library_versions() -> dict[str, str]:
+    """Python and the served packages, for the lineage record."""
+    import platform
+
+    return {"python": platform.python_version(), **installed_versions()}

@@ -97,16 +97,21 @@ def compare_with_champion(
 
 
 def parity_check(
-    model_uri: str, got: np.ndarray | str, expected: np.ndarray, tolerance: float
+    model_uri: str,
+    got: np.ndarray | str,
+    expected: np.ndarray,
+    tolerance: float,
+    sample: str = "the golden sample",
 ) -> Check:
-    """Fresh-process predictions on the golden raw inputs against the pipeline's own."""
+    """Fresh-process predictions on raw inputs (by default the golden sample) against the
+    pipeline's own."""
     if isinstance(got, str):
         return Check("parity", False, f"{model_uri} failed to load or predict: {got}")
     diff = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else np.inf
     return Check(
         "parity",
         diff <= tolerance,
-        f"fresh process max |difference| {diff:.3g} on the golden sample (tolerance {tolerance})",
+        f"fresh process max |difference| {diff:.3g} on {sample} (tolerance {tolerance})",
     )
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.data.datasets import read_table
+from pipelines.data.preprocessing import raw_inputs
 from pipelines.environment import env_with_venv, executable
 from pipelines.errors import DataError
 from pipelines.registry import tracking
@@ -88,7 +89,7 @@ def score_file(ref: str, input_path: Path, chunk_rows: int = 10_000) -> Path:
             f"{input_path}: missing {len(missing)} feature column(s) the model "
             f"needs, e.g. {missing[:5]}"
         )
-    x = table[meta["features"]].to_numpy(dtype="float64").reshape(-1, *meta["input_shape"])
+    x = raw_inputs(table, meta["features"], meta["input_shape"])
     if len(x) == 0:
         raise DataError(f"{input_path}: no rows to score")
     parts = []

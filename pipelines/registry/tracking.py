@@ -132,15 +132,9 @@ def mark_incomplete_versions(name: str) -> list[str]:
 
 def _requirements() -> list[str]:
     """Pinned requirements of the served model, without importing TensorFlow to infer them."""
-    from importlib.metadata import PackageNotFoundError, version
+    from pipelines.registry.lineage import installed_versions
 
-    pins = []
-    for dist in ("mlflow", "keras", "tensorflow-cpu", "tensorflow", "numpy", "pandas"):
-        try:
-            pins.append(f"{dist}=={version(dist)}")
-        except PackageNotFoundError:
-            continue
-    return pins
+    return [f"{name}=={version}" for name, version in installed_versions().items()]
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
