@@ -384,6 +384,112 @@ def _round_out(value: float, up: bool) -> float:
     return (math.ceil if up else math.floor)(value * scale) / scale
 
 
+@dataclass(frozen=True)
+class _SuitePolicy:
+    """How a drafted suite treats a modality's data."""
+
+    unique_rows: bool  # at most 1% duplicated rows beyond the reference's own
+    label_set: bool  # the label column holds only the observed classes
+    label_may_miss: bool  # the label may miss as many values as the reference does
+    widen_ranges: bool  # ranges widened by `margin` of the observed range
+    one_range: bool  # one range for every non-label column (pixels)
+
+
+_POLICIES = {
+    "tabular": _SuitePolicy(
+        unique_rows=True, label_set=True, label_may_miss=False, widen_ranges=True, one_range=False
+    ),
+    "images": _SuitePolicy(
+        unique_rows=True, label_set=True, label_may_miss=False, widen_ranges=False, one_range=True
+    ),
+    "sequence": _SuitePolicy(
+        unique_rows=False, label_set=False, label_may_miss=True, widen_ranges=True, one_range=False
+    ),
+}
+
+
+def _expect(kind: str, **kwargs: Any) -> dict[str, Any]:
+    return {"type": kind, "kwargs": kwargs, "meta": {}}
+
+
+def _table_expectations(df: pd.DataFrame, policy: _SuitePolicy) -> list[dict[str, Any]]:
+    """The schema (ordered columns), row-count bounds and, where it applies, unique rows."""
+    rows = len(df)
+    expectations = [
+        _expect("expect_table_columns_to_match_ordered_list", column_list=list(df.columns)),
+        _expect(
+            "expect_table_row_count_to_be_between", min_value=max(1, rows // 2), max_value=rows * 20
+        ),
+    ]
+    if policy.unique_rows:
+        duplicates = float(df.duplicated().mean())
+        expectations.append(
+            _expect(
+                "expect_compound_columns_to_be_unique",
+                column_list=list(df.columns),
+                mostly=max(0.0, math.floor((0.99 - duplicates) * 100) / 100),
+            )
+        )
+    return expectations
+
+
+def _range_expectation(
+    column: str, lo: float, hi: float, margin: float
+) -> dict[str, Any]:
+    """Values within [lo, hi] widened by `margin` of the range, rounded outwards; never below
+    zero for a column that never is."""
+    lo, hi = float(lo), float(hi)
+    pad = (hi - lo) * margin
+    low = _round_out(lo - pad, up=False)
+    if lo >= 0:
+        low = max(low, 0.0)
+    return _expect(
+        "expect_column_values_to_be_between",
+        column=column,
+        min_value=low,
+        max_value=_round_out(hi + pad, up=True),
+    )
+
+
+def _column_expectations(
+    series: pd.Series,
+    label: str,
+    time_column: str | None,
+    policy: _SuitePolicy,
+    margin: float,
+    observed: tuple[float, float] | None,
+) -> list[dict[str, Any]]:
+    """Type, nulls, and then one of: a unique increasing time column, the label set, or the
+    value range (`observed` overrides the column's own (min, max))."""
+    column = series.name
+    expectations = [
+        _expect("expect_column_values_to_be_of_type", column=column, type_=str(series.dtype))
+    ]
+    present = float(series.notna().mean())
+    if policy.label_may_miss and column == label and present < 1:
+        mostly = math.floor(present * 100) / 100
+        expectations.append(
+            _expect("expect_column_values_to_not_be_null", column=column, mostly=mostly)
+        )
+    else:
+        expectations.append(_expect("expect_column_values_to_not_be_null", column=column))
+    if column == time_column:
+        expectations.append(_expect("expect_column_values_to_be_unique", column=column))
+        expectations.append(
+            _expect("expect_column_values_to_be_increasing", column=column, strictly=True)
+        )
+    elif column == label and policy.label_set:
+        values = sorted(series.dropna().unique().tolist())
+        expectations.append(
+            _expect("expect_column_values_to_be_in_set", column=column, value_set=values)
+        )
+    elif pd.api.types.is_numeric_dtype(series):
+        lo, hi = observed or (series.min(), series.max())
+        pad = margin if policy.widen_ranges else 0.0
+        expectations.append(_range_expectation(column, lo, hi, pad))
+    return expectations
+
+
 def propose_suite(
     df: pd.DataFrame,
     dataset: str,
@@ -407,68 +513,18 @@ def propose_suite(
     for column in (label, time_column):
         if column and column not in df.columns:
             raise ValueError(f"column {column!r} not in the reference data")
-
-    def expect(kind: str, **kwargs: Any) -> dict[str, Any]:
-        return {"type": kind, "kwargs": kwargs, "meta": {}}
-
-    rows = len(df)
-    expectations = [
-        expect("expect_table_columns_to_match_ordered_list", column_list=list(df.columns)),
-        expect(
-            "expect_table_row_count_to_be_between", min_value=max(1, rows // 2), max_value=rows * 20
-        ),
-    ]
-    if modality != "sequence":
-        duplicates = float(df.duplicated().mean())
-        expectations.append(
-            expect(
-                "expect_compound_columns_to_be_unique",
-                column_list=list(df.columns),
-                mostly=max(0.0, math.floor((0.99 - duplicates) * 100) / 100),
-            )
-        )
-    pad_share = 0.0 if modality == "images" else margin
-    pixels = [c for c in df.columns if c != label] if modality == "images" else []
-    # One range for every pixel: a corner pixel that happens to be always 0 may still be lit.
-    pixel_range = (float(df[pixels].min().min()), float(df[pixels].max().max())) if pixels else None
+    policy = _POLICIES[modality]
+    shared = None
+    if policy.one_range:
+        # One range for every pixel: a corner pixel that happens to be always 0 may still be lit.
+        pixels = [c for c in df.columns if c != label]
+        shared = (float(df[pixels].min().min()), float(df[pixels].max().max())) if pixels else None
+    expectations = _table_expectations(df, policy)
     for column in df.columns:
-        series = df[column]
-        expectations.append(
-            expect("expect_column_values_to_be_of_type", column=column, type_=str(series.dtype))
+        observed = shared or (ranges or {}).get(column)
+        expectations += _column_expectations(
+            df[column], label, time_column, policy, margin, observed
         )
-        present = float(series.notna().mean())
-        if modality == "sequence" and column == label and present < 1:
-            mostly = math.floor(present * 100) / 100
-            expectations.append(
-                expect("expect_column_values_to_not_be_null", column=column, mostly=mostly)
-            )
-        else:
-            expectations.append(expect("expect_column_values_to_not_be_null", column=column))
-        if column == time_column:
-            expectations.append(expect("expect_column_values_to_be_unique", column=column))
-            expectations.append(
-                expect("expect_column_values_to_be_increasing", column=column, strictly=True)
-            )
-        elif column == label and modality != "sequence":
-            values = sorted(series.dropna().unique().tolist())
-            expectations.append(
-                expect("expect_column_values_to_be_in_set", column=column, value_set=values)
-            )
-        elif pd.api.types.is_numeric_dtype(series):
-            lo, hi = pixel_range or (ranges or {}).get(column) or (series.min(), series.max())
-            lo, hi = float(lo), float(hi)
-            pad = (hi - lo) * pad_share
-            low = _round_out(lo - pad, up=False)
-            if lo >= 0:
-                low = max(low, 0.0)
-            expectations.append(
-                expect(
-                    "expect_column_values_to_be_between",
-                    column=column,
-                    min_value=low,
-                    max_value=_round_out(hi + pad, up=True),
-                )
-            )
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     return {
         "name": dataset,

@@ -208,11 +208,10 @@ def task_runner(kind: str, workers: int) -> Any:
 
 @flow(name="train-models", log_prints=True)
 def train_models(
-    plan: dict[str, list[str]], commands: dict[str, str], root: str, params: str
+    plan: dict[str, list[str]], commands: dict[str, str], root: str, orch: OrchestrationConfig
 ) -> dict:
     """Each model's chain of stages; chains run side by side as the task runner allows.
     Returns, per model, the stages that succeeded (in order) and the first error, if any."""
-    orch = load_config(params).orchestration
     futures: dict[str, list[tuple[str, Any]]] = {name: [] for name in plan}
     # Level by level (every train, then every evaluate...), so that with a thread pool the
     # stages waiting on a training never hold the threads another training could use.
@@ -288,6 +287,39 @@ def push_data(root: Path) -> str:
 
 
 @flow(name="retrain", log_prints=True)
+def refresh_data(root: Path, cfg: PipelineConfig, names: list[str]) -> None:
+    """Ingest, validate and split each dataset the models train on (each a no-op when DVC
+    finds it up to date)."""
+    orch = cfg.orchestration
+    for dataset in dict.fromkeys(cfg.entry(n).dataset for n in names):
+        for step in DATA_STAGES:
+            target = f"{step}@{dataset}"
+            command = f"{executable('dvc')} repro --single-item {target}"
+            _stage_task(orch, target)(target, command, str(root), orch.stage_timeout_s)
+
+
+def train_changed(
+    root: Path, names: list[str], orch: OrchestrationConfig, runner: str | None
+) -> tuple[dict[str, list[str]], dict]:
+    """Run each model's chain from its first changed stage on the task runner, and record in
+    `dvc.lock` every stage that finished. Returns the plan (model -> stages) and
+    `train_models`' outcome per model."""
+    plan = models_to_run(changed_stages(root), names)
+    print(f"stages to run: {plan or 'none, every model is up to date'}")
+    if not plan:
+        return plan, {}
+    commands = stage_commands(root, [s for chain in plan.values() for s in chain])
+    kind = runner or orch.task_runner
+    outcome = train_models.with_options(task_runner=task_runner(kind, orch.workers))(
+        plan, commands, str(root), orch
+    )
+    # Record what finished, even of a chain that failed later (no retraining next time).
+    done = [step for result in outcome.values() for step in result["done"]]
+    if done:
+        dvc(root, "commit", "--force", *done)
+    return plan, outcome
+
+
 def retrain(
     models: list[str] | None = None,
     sources: dict[str, str] | None = None,
@@ -306,26 +338,8 @@ def retrain(
     if sources:
         set_sources(params_path, sources)  # recorded like any params edit; see README
         cfg = load_config(params_path)
-    orch = cfg.orchestration
-    for dataset in dict.fromkeys(cfg.entry(n).dataset for n in names):
-        for step in DATA_STAGES:
-            target = f"{step}@{dataset}"
-            command = f"{executable('dvc')} repro --single-item {target}"
-            _stage_task(orch, target)(target, command, str(root), orch.stage_timeout_s)
-
-    plan = models_to_run(changed_stages(root), names)
-    print(f"stages to run: {plan or 'none, every model is up to date'}")
-    outcome = {}
-    if plan:
-        commands = stage_commands(root, [s for chain in plan.values() for s in chain])
-        kind = runner or orch.task_runner
-        outcome = train_models.with_options(task_runner=task_runner(kind, orch.workers))(
-            plan, commands, str(root), str(params_path)
-        )
-        # Record what finished, even of a chain that failed later (no retraining next time).
-        done = [step for result in outcome.values() for step in result["done"]]
-        if done:
-            dvc(root, "commit", "--force", *done)
+    refresh_data(root, cfg, names)
+    plan, outcome = train_changed(root, names, cfg.orchestration, runner)
     left = sorted(changed_stages(root) & {f"{s}@{n}" for s in MODEL_STAGES for n in names})
     pushed = push_data(root) if push else "push skipped"
     print(pushed)
