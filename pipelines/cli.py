@@ -278,7 +278,7 @@ def verify(
 
     try:
         ok, problems = verify_version(ref, lock)
-    except ValueError as err:
+    except (ValueError, LookupError) as err:
         _fail(str(err))
     for line in ok:
         typer.echo(f"ok    {line}")
@@ -286,6 +286,29 @@ def verify(
         typer.secho(f"FAIL  {line}", fg=typer.colors.RED)
     if problems:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def promote(
+    name: str = typer.Argument(..., help="The registered model (a key of `models:`)."),
+    version: str = typer.Argument(..., help="The version to promote, e.g. a candidate."),
+    data_dir: Path = typer.Option(
+        None, help="Processed split to compare on (default: paths.processed/<dataset>)."
+    ),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Promote VERSION of NAME to @champion if it passes the gate again: thresholds,
+    non-inferiority to the current champion on the current test rows, fresh-process parity."""
+    from pipelines.config import load_config
+    from pipelines.errors import KnownFailure
+    from pipelines.registry.registration import promote_version
+
+    try:
+        cfg = load_config(params)
+        folder = data_dir or Path(cfg.paths.processed) / cfg.entry(name).dataset
+        promote_version(cfg, name, version, folder)
+    except (KnownFailure, FileNotFoundError, LookupError) as err:
+        _fail(str(err))
 
 
 @app.command()

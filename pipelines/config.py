@@ -166,21 +166,54 @@ class OrchestrationConfig(_Strict):
         return value
 
 
+# Metrics a champion comparison can use: each is a mean over rows (rmse: rooted after), so a
+# paired bootstrap over rows gives its distribution. Per problem type, the default.
+PRIMARY_METRICS = {
+    "classification": ("accuracy", "log_loss"),
+    "regression": ("mae", "rmse", "mape"),
+}
+DEFAULT_PRIMARY = {"classification": "accuracy", "regression": "mae"}
+
+
 class GateConfig(_Strict):
-    """Quality gate: absolute floors/ceilings on test metrics, and metrics that must beat the
-    trivial baseline."""
+    """Quality gate. Absolute floors/ceilings on test metrics; metrics that must beat the
+    trivial baselines (always including the primary metric); and non-inferiority to the
+    champion on the same test rows: the one-sided (1 - champion_alpha) upper bound of how much
+    worse the challenger is on the primary metric must stay below champion_margin times the
+    champion's value."""
 
     min: dict[str, float] = {}
     max: dict[str, float] = {}
     beat_baseline: list[str] = []
-    champion_alpha: float = Field(
-        0.05, gt=0, lt=1, description="Significance of 'worse than the champion' (paired test)."
+    primary_metric: str | None = Field(
+        None, description="Default: accuracy for classifiers, mae for forecasts."
     )
-    champion_tolerance: float = Field(
-        0.0, ge=0, description="Forecasts: mean |error| increase tolerated, original units."
+    champion_margin: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="How much worse than the champion a challenger may be, as a share of the "
+        "champion's primary metric.",
+    )
+    champion_alpha: float = Field(
+        0.05, gt=0, lt=0.5, description="One-sided: the bound is the (1 - alpha) quantile."
     )
     bootstrap_resamples: int = Field(2000, ge=100)
     parity_tolerance: float = Field(1e-6, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "champion_tolerance" in data:
+            raise ValueError(
+                "champion_tolerance: replaced by champion_margin (a share of the champion's "
+                "primary metric; see README: Registration)"
+            )
+        return data
+
+    def primary(self, task_type: str) -> str:
+        """The primary metric for a model of `task_type` (classification, regression)."""
+        return self.primary_metric or DEFAULT_PRIMARY[task_type]
 
     @model_validator(mode="after")
     def _known_metrics(self) -> GateConfig:
@@ -189,6 +222,12 @@ class GateConfig(_Strict):
                 if name not in METRIC_DIRECTIONS:
                     known = ", ".join(sorted(METRIC_DIRECTIONS))
                     raise ValueError(f"{section}: unknown metric {name!r} (known: {known})")
+        usable = [m for metrics in PRIMARY_METRICS.values() for m in metrics]
+        if self.primary_metric is not None and self.primary_metric not in usable:
+            raise ValueError(
+                f"primary_metric: {self.primary_metric!r} is not a mean over rows, so it "
+                f"cannot be compared row by row (use one of: {', '.join(usable)})"
+            )
         return self
 
 
@@ -260,6 +299,13 @@ def _check_cross_references(cfg: PipelineConfig) -> None:
             raise ConfigError(
                 f"models.{name}.family: family {entry.family!r} takes {'/'.join(spec.modalities)} "
                 f"data, but dataset {entry.dataset!r} is {modality}"
+            )
+        task_type = "regression" if modality == "sequence" else "classification"
+        primary = entry.gate.primary(task_type)
+        if primary not in PRIMARY_METRICS[task_type]:
+            raise ConfigError(
+                f"models.{name}.gate.primary_metric: {primary!r} is not computed for a "
+                f"{task_type} model (use one of: {', '.join(PRIMARY_METRICS[task_type])})"
             )
         try:
             spec.params.model_validate(entry.model)

@@ -36,3 +36,8 @@ class TrainingDiverged(KnownFailure, RuntimeError):
 
 class OrchestrationError(KnownFailure, RuntimeError):
     """The Prefect server could not be reached or started."""
+
+
+class GateRefused(KnownFailure, RuntimeError):
+    """`pipelines promote` asked for a version that does not pass the gate; the message says
+    which checks failed and by how much."""

@@ -169,3 +169,17 @@ def test_renamed_keys_name_their_new_names(raw_params):
     entry["task"] = entry.pop("problem")
     with pytest.raises(ConfigError, match=r"models\.tabular-dnn\.task: renamed to `problem`"):
         parse_config(params)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("models.tabular-dnn.gate.champion_tolerance", 0.1, "replaced by champion_margin"),
+        ("models.tabular-dnn.gate.primary_metric", "mae", "gate.primary_metric: 'mae' is not"),
+        ("models.tabular-dnn.gate.primary_metric", "roc_auc", "not a mean over rows"),
+        ("models.tabular-dnn.gate.champion_margin", 1.5, "champion_margin"),
+    ],
+)
+def test_gate_settings_name_the_problem(raw_params, path, value, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(_with(raw_params, path, value))

@@ -58,6 +58,26 @@ def trained(store, _breast_cancer, raw_params):
     for name in (HISTORY_FILE, SUMMARY_FILE):
         shutil.copy(store / "good" / name, store / "bad" / name)
     evaluate_task(NAME, store / "bad" / MODEL_FILE, store / "data", store / "bad-eval")
+
+    # A worse model that still beats the baselines: the good one with its output pushed
+    # towards class 0, just enough to lose a few points of test accuracy.
+    import keras
+
+    good_accuracy = json.loads((store / "good-eval" / "metrics.json").read_text())["test"]
+    (store / "worse").mkdir()
+    for name in (HISTORY_FILE, SUMMARY_FILE):
+        shutil.copy(store / "good" / name, store / "worse" / name)
+    for shift in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0):
+        worse = keras.saving.load_model(store / "good" / MODEL_FILE, safe_mode=True)
+        head = worse.get_layer("probabilities")
+        kernel, bias = head.get_weights()
+        head.set_weights([kernel, bias + np.array([shift, 0.0], dtype="float32")])
+        worse.save(store / "worse" / MODEL_FILE)
+        evaluate_task(NAME, store / "worse" / MODEL_FILE, store / "data", store / "worse-eval")
+        metrics = json.loads((store / "worse-eval" / "metrics.json").read_text())
+        if metrics["test"]["accuracy"] <= good_accuracy["accuracy"] - 0.04:
+            break
+    assert metrics["test"]["accuracy"] > metrics["baselines"]["majority"]["accuracy"] + 0.1
     (store / "docs").mkdir()
     (store / "docs" / "index.html").write_text("<html>docs</html>")
     return params
@@ -152,11 +172,13 @@ def test_the_first_passing_version_becomes_champion_with_lineage(store, trained,
 
 
 def test_a_challenger_worse_than_the_champion_is_refused(store, trained, champion):
-    result = _register(store, trained, {}, model="bad", evaluation="bad-eval")
+    # It passes every threshold and beats the baselines; only the champion comparison stops it.
+    result = _register(store, trained, {}, model="worse", evaluation="worse-eval")
     assert not result.promoted
     failed = [c for c in result.checks if not c["passed"]]
     assert [c["name"] for c in failed] == ["champion"]
-    assert "McNemar" in failed[0]["detail"]
+    assert "not shown to be within the margin of the champion: accuracy" in failed[0]["detail"]
+    assert "upper bound of how much worse the challenger is" in failed[0]["detail"]
     assert tracking.alias_version(NAME) == champion
     assert tracking.version_info(NAME, result.version).tags["gate.champion"].startswith("FAILED")
 
@@ -306,3 +328,38 @@ def test_the_parity_command_checks_a_version_on_raw_rows(store, trained, champio
         app, [*args, "--expected", str(store / "bad-eval/test_predictions.npy")]
     )
     assert bad.exit_code == 1 and "does not reproduce the pipeline's predictions" in bad.output
+
+
+def test_with_no_gate_settings_a_model_must_still_beat_the_baselines(store, trained, champion):
+    result = _register(store, trained, {}, model="bad", evaluation="bad-eval")
+    assert not result.promoted
+    assert "accuracy 0.3684 beats majority 0.6316" in result.gate_failures
+    assert tracking.alias_version(NAME) == champion
+
+
+def test_an_experiment_registers_a_candidate_and_promote_reruns_the_gate(
+    store, trained, champion, monkeypatch
+):
+    from pipelines.errors import GateRefused
+    from pipelines.registry.registration import promote_version
+
+    monkeypatch.setenv("DVC_EXP_NAME", "lr-sweep-1")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "abc1234")
+    worse = _register(store, trained, LENIENT, model="worse", evaluation="worse-eval")
+    good = _register(store, trained, LENIENT)
+    monkeypatch.delenv("DVC_EXP_NAME")
+    for result in (worse, good):
+        assert result.candidate and not result.promoted and result.experiment == "lr-sweep-1"
+        tags = tracking.version_info(NAME, result.version).tags
+        assert tags["candidate"] == "true" and tags["dvc_exp_name"] == "lr-sweep-1"
+        assert tags["dvc_baseline_rev"] == "abc1234" and "gate" in tags
+    assert tracking.alias_version(NAME) == champion  # an experiment never moves the alias
+
+    cfg = parse_config(trained)
+    with pytest.raises(GateRefused, match=r"champion: not shown to be within the margin"):
+        promote_version(cfg, NAME, worse.version, store / "data")
+    assert tracking.alias_version(NAME) == champion
+    assert promote_version(cfg, NAME, good.version, store / "data") == champion
+    assert tracking.alias_version(NAME) == good.version
+    tracking.rollback(NAME)  # the other tests share this champion
+    assert tracking.alias_version(NAME) == champion

@@ -17,10 +17,15 @@ class GateVerdict:
 
 
 def apply_gate(
-    gate: GateConfig, test: dict[str, float], baselines: dict[str, dict[str, float]]
+    gate: GateConfig,
+    test: dict[str, float],
+    baselines: dict[str, dict[str, float]],
+    primary: str | None = None,
 ) -> GateVerdict:
     """Check absolute floors and ceilings, then that the model beats every trivial baseline
-    (majority class; persistence and seasonal-naive for forecasts)."""
+    (majority class; persistence and seasonal-naive for forecasts) on each `beat_baseline`
+    metric and always on the `primary` metric, so a model with no gate settings still has to
+    beat them."""
     checks: list[str] = []
     failures: list[str] = []
 
@@ -29,7 +34,8 @@ def apply_gate(
         if not ok:
             failures.append(text)
 
-    named = [*gate.min, *gate.max, *gate.beat_baseline]
+    beat = list(dict.fromkeys([*gate.beat_baseline, *([primary] if primary else [])]))
+    named = [*gate.min, *gate.max, *beat]
     for name in dict.fromkeys(n for n in named if n not in test):
         record(False, f"{name} is not computed for this task (has: {', '.join(test)})")
     for name, floor in gate.min.items():
@@ -38,7 +44,7 @@ def apply_gate(
     for name, ceiling in gate.max.items():
         if name in test:
             record(test[name] <= ceiling, f"{name} {test[name]:.4f} <= {ceiling}")
-    for name in (n for n in gate.beat_baseline if n in test):
+    for name in (n for n in beat if n in test):
         for baseline, values in baselines.items():
             record(
                 better(name, test[name], values[name]),

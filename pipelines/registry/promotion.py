@@ -1,6 +1,6 @@
-"""Champion/challenger checks that run after the absolute gate: is the new version not worse
-than the current champion on the same test rows, and does it serve the pipeline's own
-predictions from a fresh process?"""
+"""Champion/challenger checks that run after the absolute gate: is the new version shown to be
+not worse than the current champion (by more than a margin) on the same test rows, and does it
+serve the pipeline's own predictions from a fresh process?"""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.config import METRIC_DIRECTIONS
 from pipelines.registry import tracking
 
 GOLDEN_ROWS = 32
@@ -21,64 +22,89 @@ class Check:
     detail: str
 
 
-def mcnemar_check(
-    champion_correct: np.ndarray, challenger_correct: np.ndarray, alpha: float
-) -> Check:
-    """Exact one-sided McNemar test: is the challenger significantly worse on the same rows?"""
-    from scipy.stats import binomtest
-
-    losses = int(np.sum(champion_correct & ~challenger_correct))
-    wins = int(np.sum(~champion_correct & challenger_correct))
-    p = (
-        binomtest(losses, losses + wins, 0.5, alternative="greater").pvalue
-        if losses + wins
-        else 1.0
-    )
-    worse = losses > wins and p < alpha
-    detail = (
-        f"McNemar on {len(champion_correct)} test rows: challenger wrong where champion "
-        f"right on {losses}, right where champion wrong on {wins}; one-sided p={p:.3g}, "
-        f"alpha {alpha}"
-    )
-    return Check("champion", not worse, detail)
+def _row_terms(metric: str, y: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """Per-row values whose mean is the metric (rmse: the mean is rooted after)."""
+    if metric == "accuracy":
+        return (outputs.argmax(axis=1) == y).astype("float64")
+    if metric == "log_loss":
+        p = outputs[np.arange(len(y)), y.astype(int)]
+        return -np.log(np.clip(p, 1e-15, 1.0))
+    error = outputs.ravel() - y
+    if metric == "mae":
+        return np.abs(error)
+    if metric == "rmse":
+        return error**2
+    if metric == "mape":
+        return np.abs(error) / np.maximum(np.abs(y), 1e-12)
+    raise ValueError(f"{metric!r} cannot be compared row by row")
 
 
-def bootstrap_check(
-    champion_error: np.ndarray,
-    challenger_error: np.ndarray,
+def _finish(metric: str, means: np.ndarray) -> np.ndarray:
+    return np.sqrt(means) if metric == "rmse" else means
+
+
+def non_inferiority_check(
+    metric: str,
+    y: np.ndarray,
+    champion: np.ndarray,
+    challenger: np.ndarray,
+    margin: float,
     alpha: float,
-    tolerance: float,
     resamples: int,
     seed: int,
+    chunk_cells: int = 4_000_000,
 ) -> Check:
-    """Paired bootstrap of the per-row |error| difference (challenger - champion): the
-    challenger is worse when even the optimistic `alpha` quantile exceeds `tolerance`."""
-    diff = np.abs(challenger_error) - np.abs(champion_error)
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
-    lower = float(np.quantile(means, alpha))
-    worse = lower > tolerance
-    detail = (
-        f"paired bootstrap ({resamples} resamples) of |error| challenger - champion on "
-        f"{len(diff)} test rows: mean {diff.mean():+.4f}, {100 * (1 - alpha):.0f}% "
-        f"one-sided lower bound {lower:+.4f}, tolerance {tolerance}"
+    """Is the challenger shown to be not worse than the champion by more than `margin` (a
+    share of the champion's `metric`), on the same rows? A paired bootstrap over rows gives
+    the distribution of how much worse the challenger is (champion minus challenger for a
+    metric where higher is better); its one-sided (1 - alpha) upper bound must stay below the
+    margin. Resamples are drawn in chunks of at most `chunk_cells` row indices, so memory
+    stays bounded whatever the number of rows."""
+    a, b = _row_terms(metric, y, champion), _row_terms(metric, y, challenger)
+    sign = 1.0 if METRIC_DIRECTIONS[metric] == "max" else -1.0
+    champion_value, challenger_value = (
+        float(_finish(metric, a.mean())),
+        float(_finish(metric, b.mean())),
     )
-    return Check("champion", not worse, detail)
+    allowed = margin * abs(champion_value)
+    rng = np.random.default_rng(seed)
+    n, per_chunk = len(y), max(1, chunk_cells // max(1, len(y)))
+    worse_by = []
+    for start in range(0, resamples, per_chunk):
+        rows = rng.integers(0, n, size=(min(per_chunk, resamples - start), n))
+        worse_by.append(
+            sign * (_finish(metric, a[rows].mean(axis=1)) - _finish(metric, b[rows].mean(axis=1)))
+        )
+    bound = float(np.quantile(np.concatenate(worse_by), 1 - alpha))
+    passed = bound <= 0 or bound < allowed
+    detail = (
+        f"{metric}: champion {champion_value:.4f}, challenger {challenger_value:.4f}; "
+        f"{100 * (1 - alpha):.0f}% upper bound of how much worse the challenger is "
+        f"{bound:+.4f}, margin {allowed:.4f} ({margin:g} of the champion's {metric}); "
+        f"paired bootstrap, {resamples} resamples of {n} test rows"
+    )
+    if metric == "accuracy":
+        lost = int(np.sum((a == 1) & (b == 0)))
+        won = int(np.sum((a == 0) & (b == 1)))
+        detail += f"; challenger wrong where champion right on {lost}, the reverse on {won}"
+    if not passed:
+        detail = "not shown to be within the margin of the champion: " + detail
+    return Check("champion", passed, detail)
 
 
 def compare_with_champion(
     champion_scores: np.ndarray | str,
     y_test: np.ndarray,
     challenger: np.ndarray,
-    task_type: str,
+    metric: str,
+    margin: float,
     alpha: float,
-    tolerance: float,
     resamples: int,
     seed: int,
 ) -> Check:
     """Compare the current champion's predictions on the challenger's test rows with the
-    challenger's, paired. `champion_scores` is the error text when the champion could not
-    score those rows (it may expect another schema)."""
+    challenger's, paired (`non_inferiority_check`). `champion_scores` is the error text when
+    the champion could not score those rows (it may expect another schema)."""
     if isinstance(champion_scores, str):
         return Check(
             "champion",
@@ -87,12 +113,8 @@ def compare_with_champion(
             "not comparable, so not held against the challenger",
         )
     champion = np.asarray(champion_scores, dtype="float64")
-    if task_type == "classification":
-        return mcnemar_check(
-            champion.argmax(axis=1) == y_test, challenger.argmax(axis=1) == y_test, alpha
-        )
-    return bootstrap_check(
-        champion.ravel() - y_test, challenger.ravel() - y_test, alpha, tolerance, resamples, seed
+    return non_inferiority_check(
+        metric, y_test, champion, np.asarray(challenger, "float64"), margin, alpha, resamples, seed
     )
 
 

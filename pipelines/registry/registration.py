@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from pipelines.data.preprocessing import (
     split_shards_of,
 )
 from pipelines.data.streaming import take_rows
-from pipelines.errors import TrainingDiverged
+from pipelines.errors import GateRefused, TrainingDiverged
 from pipelines.model.evaluation import METRICS_FILE, PLOT_FILE, PREDICTIONS_FILE
 from pipelines.model.training import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
 from pipelines.registry import tracking
@@ -46,6 +48,28 @@ class Registration:
     previous_champion: str | None
     checks: list[dict]
     gate_failures: list[str]
+    candidate: bool = False  # registered under a DVC experiment: never promoted on its own
+    experiment: str | None = None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The DVC experiment a stage runs under (`dvc exp run` sets both variables)."""
+
+    name: str
+    baseline_rev: str
+
+    @classmethod
+    def current(cls) -> Experiment | None:
+        name = os.environ.get("DVC_EXP_NAME", "").strip()
+        return cls(name, os.environ.get("DVC_EXP_BASELINE_REV", "")) if name else None
+
+    def run_tags(self) -> dict[str, str]:
+        return {"dvc_exp_name": self.name, "dvc_baseline_rev": self.baseline_rev}
+
+    def tags(self) -> dict[str, str]:
+        """The version's tags: a candidate, and of which experiment."""
+        return {"candidate": "true", **self.run_tags()}
 
 
 _INPUTS = {
@@ -152,6 +176,15 @@ def run_record(cfg: PipelineConfig, name: str, raw_data: Path, ev: Evidence) -> 
     return tags, params, metrics
 
 
+def run_name(name: str, params: dict, experiment: Experiment | None) -> str:
+    """What tells runs apart in the MLflow runs list: the DVC experiment's name, or the
+    model's name and a short hash of its params."""
+    if experiment is not None:
+        return f"{name}-{experiment.name}"
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{name}-{digest[:8]}"
+
+
 def run_checks(
     gate: GateConfig,
     thresholds: GateVerdict,
@@ -163,7 +196,6 @@ def run_checks(
 ) -> tuple[list[Check], list[str]]:
     """Every check of the gate, from scores already computed: (checks, failure lines). Pure:
     it reads nothing and writes nothing."""
-    thresholds_check = Check("thresholds", thresholds.passed, "; ".join(thresholds.checks))
     if champion_scores is None:
         champion = Check("champion", True, "no champion yet")
     else:
@@ -171,15 +203,26 @@ def run_checks(
             champion_scores,
             ev.y_test,
             ev.predictions,
-            ev.prep.task_type,
+            gate.primary(ev.prep.task_type),
+            gate.champion_margin,
             gate.champion_alpha,
-            gate.champion_tolerance,
             gate.bootstrap_resamples,
             seed,
         )
     parity = parity_check(new_uri, new_scores, ev.predictions[:GOLDEN_ROWS], gate.parity_tolerance)
-    checks = [thresholds_check, champion, parity]
-    # The thresholds name each failed metric themselves; the other checks fail as one line.
+    return combine_checks(thresholds, champion, parity)
+
+
+def combine_checks(
+    thresholds: GateVerdict, champion: Check, parity: Check
+) -> tuple[list[Check], list[str]]:
+    """The gate's checks in order, and one failure line each (the thresholds name each failed
+    metric themselves)."""
+    checks = [
+        Check("thresholds", thresholds.passed, "; ".join(thresholds.checks)),
+        champion,
+        parity,
+    ]
     failures = [
         *thresholds.failures,
         *(f"{c.name}: {c.detail}" for c in (champion, parity) if not c.passed),
@@ -188,10 +231,16 @@ def run_checks(
 
 
 def record_verdict(
-    name: str, version: str, checks: list[Check], failures: list[str], passed: bool
+    name: str,
+    version: str,
+    checks: list[Check],
+    failures: list[str],
+    passed: bool,
+    experiment: Experiment | None = None,
 ) -> str | None:
-    """Tag the version with the gate's verdict and, if it passed, move `@champion` to it.
-    Returns the previous champion (None if there was none, or no promotion)."""
+    """Tag the version with the gate's verdict and, if it passed, move `@champion` to it;
+    under a DVC experiment, tag it a candidate instead and move no alias. Returns the previous
+    champion (None if there was none, or no promotion)."""
     for check in checks:
         print(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
     tracking.tag_version(
@@ -201,8 +250,11 @@ def record_verdict(
             "gate": "passed" if passed else "failed",
             **{f"gate.{c.name}": ("ok: " if c.passed else "FAILED: ") + c.detail for c in checks},
             **({"gate.failures": " | ".join(failures)} if failures else {}),
+            **(experiment.tags() if experiment else {}),
         },
     )
+    if experiment is not None:
+        return None
     return tracking.promote(name, version) if passed else None
 
 
@@ -268,15 +320,19 @@ def register_task(
     for version in tracking.mark_incomplete_versions(name):
         print(f"{name} version {version} never got a gate verdict: tagged incomplete")
     champion_before = tracking.alias_version(name)
-    thresholds = apply_gate(gate, ev.metrics["test"], ev.metrics["baselines"])
+    primary = gate.primary(ev.prep.task_type)
+    thresholds = apply_gate(gate, ev.metrics["test"], ev.metrics["baselines"], primary)
+    experiment = Experiment.current()
     tags, params, run_metrics = run_record(cfg, name, raw_data, ev)
+    if experiment is not None:
+        tags = {**tags, **experiment.run_tags()}
     with tempfile.TemporaryDirectory() as tmp:
         golden = Path(tmp)
         np.save(golden / "inputs.npy", ev.x_test[:GOLDEN_ROWS])
         np.save(golden / "predictions.npy", ev.predictions[:GOLDEN_ROWS])
         with tracking.training_run(
             experiment=cfg.base.experiment,
-            run_name=f"{name}-seed{cfg.base.seed}",
+            run_name=run_name(name, params, experiment),
             params=params,
             tags=tags,
             history=ev.history,
@@ -311,21 +367,30 @@ def register_task(
         gate, thresholds, new_uri, scores[0], champion_scores, ev, cfg.base.seed
     )
     passed = all(c.passed for c in checks)
-    previous = record_verdict(name, version, checks, failures, passed)
+    previous = record_verdict(name, version, checks, failures, passed, experiment)
     result = Registration(
         task=task,
         model_name=name,
         version=version,
         run_id=run_id,
-        promoted=passed,
+        promoted=passed and experiment is None,
         previous_champion=previous,
         checks=[asdict(c) for c in checks],
         gate_failures=failures,
+        candidate=experiment is not None,
+        experiment=experiment.name if experiment else None,
     )
     write_lineage(cfg, name, run_id, result, tags, params, ev)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(asdict(result), indent=2) + "\n")
-    if passed:
+    if experiment is not None:
+        verdict = "passes" if passed else "fails"
+        print(
+            f"{name} version {version} registered as a candidate of experiment "
+            f"{experiment.name} (it {verdict} the gate); @{tracking.CHAMPION} stays "
+            f"{champion_before}. Promote it with: pipelines promote {name} {version}"
+        )
+    elif passed:
         print(
             f"{name} version {version} is @{tracking.CHAMPION}"
             + (f"; version {previous} is @{tracking.PREVIOUS_CHAMPION}" if previous else "")
@@ -355,3 +420,86 @@ def record_divergence(cfg: PipelineConfig, name: str, err: TrainingDiverged) -> 
         reason=f"diverged: {err.reason}",
     )
     print(f"MLflow run {run_id} marked FAILED: {err.reason}")
+
+
+def _metrics_of_run(values: dict[str, float]) -> tuple[dict, dict]:
+    """(test metrics, baselines) back from a training run's logged metrics."""
+    test = {k.removeprefix("test_"): v for k, v in values.items() if k.startswith("test_")}
+    baselines: dict[str, dict[str, float]] = {}
+    for key, value in values.items():
+        # `baseline_<baseline>_<metric>`; both names may hold underscores (seasonal_naive,
+        # log_loss), the metric names are known.
+        metric = next((m for m in test if key.endswith(f"_{m}")), None)
+        if key.startswith("baseline_") and metric:
+            baseline = key.removeprefix("baseline_").removesuffix(f"_{metric}")
+            baselines.setdefault(baseline, {})[metric] = value
+    return test, baselines
+
+
+def promote_version(cfg: PipelineConfig, name: str, version: str, data_dir: Path) -> str | None:
+    """`pipelines promote`: rerun the gate for a registered version (a candidate of a DVC
+    experiment, say) and move `@champion` to it only if it passes: the thresholds on its test
+    metrics, non-inferiority to the current champion on the current test rows, and
+    fresh-process parity on its golden sample. Raises `GateRefused` naming what failed.
+    Returns the previous champion."""
+    gate = cfg.entry(name).gate
+    info = tracking.version_info(name, version)
+    champion = tracking.alias_version(name)
+    if champion == info.version:
+        print(f"{name} version {info.version} is already @{tracking.CHAMPION}")
+        return None
+    prep = Preprocessing.load(data_dir / SPEC_FILE)
+    primary = gate.primary(prep.task_type)
+    test, baselines = _metrics_of_run(tracking.run_metrics(info.run_id))
+    thresholds = apply_gate(gate, test, baselines, primary)
+    uri = f"models:/{name}/{info.version}"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        golden = tracking.download_run_artifacts(info.run_id, tracking.GOLDEN_DIR, work)
+        _, x_test, y_test = comparison_rows(data_dir, prep, cfg.base.seed)
+        np.save(work / "test_inputs.npy", x_test)
+        jobs = [(uri, golden / "inputs.npy"), (uri, work / "test_inputs.npy")]
+        if champion is not None:
+            jobs.append((f"models:/{name}/{champion}", work / "test_inputs.npy"))
+        scores = tracking.score_in_fresh_process(jobs)
+        parity = parity_check(
+            uri, scores[0], np.load(golden / "predictions.npy"), gate.parity_tolerance
+        )
+    if champion is None:
+        versus = Check("champion", True, "no champion yet")
+    elif isinstance(scores[1], str):
+        versus = Check("champion", False, f"{uri} cannot score the current test rows: {scores[1]}")
+    else:
+        versus = compare_with_champion(
+            scores[2],
+            y_test,
+            scores[1],
+            primary,
+            gate.champion_margin,
+            gate.champion_alpha,
+            gate.bootstrap_resamples,
+            cfg.base.seed,
+        )
+    checks, failures = combine_checks(thresholds, versus, parity)
+    passed = all(c.passed for c in checks)
+    for check in checks:
+        print(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
+    tracking.tag_version(
+        name,
+        info.version,
+        {
+            "gate.promote": ("passed: " if passed else "refused: ")
+            + (" | ".join(failures) or f"against champion {champion}"),
+        },
+    )
+    if not passed:
+        raise GateRefused(
+            f"{name} version {info.version} not promoted; @{tracking.CHAMPION} stays "
+            f"{champion}. Failed: " + " | ".join(failures)
+        )
+    previous = tracking.promote(name, info.version)
+    print(
+        f"{name} version {info.version} is @{tracking.CHAMPION}"
+        + (f"; version {previous} is @{tracking.PREVIOUS_CHAMPION}" if previous else "")
+    )
+    return previous

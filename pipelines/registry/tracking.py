@@ -338,14 +338,22 @@ class VersionInfo:
 
 
 def version_info(name: str, ref: str) -> VersionInfo:
-    """A registered version by number (`3`) or alias (`champion`)."""
+    """A registered version by number (`3`) or alias (`champion`); `LookupError` when the
+    registry has no such version."""
     mlflow = _mlflow()
+    from mlflow.exceptions import MlflowException
+
     client = mlflow.MlflowClient()
-    mv = (
-        client.get_model_version(name, ref)
-        if ref.isdigit()
-        else client.get_model_version_by_alias(name, ref)
-    )
+    try:
+        mv = (
+            client.get_model_version(name, ref)
+            if ref.isdigit()
+            else client.get_model_version_by_alias(name, ref)
+        )
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise LookupError(f"{name}: the registry has no version or alias {ref!r}") from err
     return VersionInfo(
         name,
         str(mv.version),
@@ -354,6 +362,11 @@ def version_info(name: str, ref: str) -> VersionInfo:
         dict(mv.tags),
         list(mv.aliases),
     )
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    """The latest value of each metric of a run."""
+    return dict(_mlflow().MlflowClient().get_run(run_id).data.metrics)
 
 
 def promote(name: str, version: str) -> str | None:
