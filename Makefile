@@ -51,7 +51,8 @@ lint: install ## ruff lint and format check
 format: install ## Apply ruff fixes and formatting
 	ruff check --fix . && ruff format pipelines tests
 
-ui: install ## MLflow UI on this project's store
+ui: install ## MLflow UI on this project's store, opened on the training runs
+	@MLFLOW_TRACKING_URI="sqlite:///$(CURDIR)/mlflow.db" python -m pipelines.cli ui-url --port 5000
 	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" -h 127.0.0.1 -p 5000
 
 prefect-stop: install ## Stop the local Prefect server that the stages start on demand

@@ -288,6 +288,21 @@ def verify(
         raise typer.Exit(code=1)
 
 
+@app.command("ui-url")
+def ui_url(port: int = 5000, params: Params = Path("params.yaml")) -> None:
+    """Print the MLflow UI address of this project's training runs."""
+    from pipelines.config import load_config
+    from pipelines.errors import ConfigError
+    from pipelines.registry import tracking
+
+    try:
+        experiment = load_config(params).base.experiment
+    except ConfigError as err:
+        _fail(str(err))
+    typer.echo(f"Training runs: {tracking.ui_url(experiment, port=port)}")
+    typer.echo(f"Validation runs: experiment {tracking.data_experiment(experiment)}")
+
+
 @app.command()
 def promote(
     name: str = typer.Argument(..., help="The registered model (a key of `models:`)."),

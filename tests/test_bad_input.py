@@ -337,6 +337,8 @@ def test_good_data_passes_with_drift_scores_logged(project, capsys):
         order_by=["start_time DESC"],
     ).iloc[0]
     assert run["status"] == "FINISHED"
+    # Validation runs have an experiment of their own, beside the training runs'.
+    assert mlflow.get_experiment(run["experiment_id"]).name == "mlops-pipelines-data"
     assert 0 <= run["metrics.drift_psi_max"] < 0.25
     assert "metrics.drift_psi.mean_radius" in run
 

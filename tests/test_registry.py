@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -363,3 +364,23 @@ def test_an_experiment_registers_a_candidate_and_promote_reruns_the_gate(
     assert tracking.alias_version(NAME) == good.version
     tracking.rollback(NAME)  # the other tests share this champion
     assert tracking.alias_version(NAME) == champion
+
+
+def test_runs_are_named_by_their_params_and_the_experiment_is_for_training(
+    store, trained, champion
+):
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    lenient = client.get_run(_register(store, trained, LENIENT).run_id)
+    strict = client.get_run(_register(store, trained, {"min": {"accuracy": 0.6}}).run_id)
+    again = client.get_run(_register(store, trained, LENIENT).run_id)
+    assert lenient.info.run_name == again.info.run_name != strict.info.run_name
+    assert re.fullmatch(rf"{NAME}-[0-9a-f]{{8}}", lenient.info.run_name)
+    experiment = client.get_experiment(lenient.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tracking.ui_url(experiment.name) == (
+        f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}"
+        "?workflowType=machine_learning"
+    )
+    tracking.promote(NAME, champion)  # the other tests share this champion

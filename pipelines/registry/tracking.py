@@ -60,6 +60,32 @@ def _mlflow():
     return mlflow
 
 
+# Tells the MLflow UI (and other tools) that an experiment holds model training runs, not
+# GenAI traces; the UI still needs `?workflowType=machine_learning` in its URL (see `ui_url`).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def use_experiment(name: str) -> str:
+    """Make `name` the active experiment (created if new), tagged as model training; returns
+    its id."""
+    mlflow = _mlflow()
+    experiment = mlflow.set_experiment(name)
+    key, value = EXPERIMENT_KIND
+    if experiment.tags.get(key) != value:
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
+
+
+def data_experiment(experiment: str) -> str:
+    """Where validation runs go, so the training experiment lists training runs only."""
+    return f"{experiment}-data"
+
+
+def ui_url(experiment: str, host: str = "127.0.0.1", port: int = 5000) -> str:
+    """The MLflow UI's list of the experiment's training runs (not its GenAI overview)."""
+    return f"http://{host}:{port}/#/experiments/{use_experiment(experiment)}?workflowType=machine_learning"
+
+
 def _process_tags() -> dict[str, str]:
     """Who owns a run while it is RUNNING, so a later process can tell it was killed."""
     return {_PID_TAG: str(os.getpid()), _HOST_TAG: socket.gethostname()}
@@ -180,7 +206,7 @@ def training_run(
     its id while it is still open, for `register_version`. Any error marks the run FAILED,
     and a run whose process is killed is closed by the next logging process."""
     mlflow = _mlflow()
-    mlflow.set_experiment(experiment)
+    use_experiment(experiment)
     close_abandoned_runs(experiment)
     with mlflow.start_run(run_name=run_name, tags=_process_tags()) as run:
         _log_params_and_curves(params, history)
@@ -236,7 +262,7 @@ def log_failed_run(
 ) -> str:
     """Record a training that failed (e.g. diverged) as a FAILED run with its curves."""
     mlflow = _mlflow()
-    mlflow.set_experiment(experiment)
+    use_experiment(experiment)
     run = mlflow.start_run(run_name=run_name, tags={**tags, **_process_tags(), "failure": reason})
     try:
         _log_params_and_curves(params, history)
@@ -257,7 +283,7 @@ def log_validation_run(
     """One run per validation: Data Docs, summary and drift scores; FAILED when the data did
     not pass, so failed validations stand out in the MLflow UI."""
     mlflow = _mlflow()
-    mlflow.set_experiment(experiment)
+    use_experiment(experiment)
     close_abandoned_runs(experiment)
     run = mlflow.start_run(run_name=run_name, tags={**tags, **_process_tags()})
     status = "FAILED"

@@ -51,7 +51,7 @@ def validate_dataset(
     report = step(check_dataset)(cfg, name, data_path, suite_path, report_dir, reference)
     failures = " | ".join(map(str, report.failures))[:5000]
     tracking.log_validation_run(
-        experiment=cfg.base.experiment,
+        experiment=tracking.data_experiment(cfg.base.experiment),
         run_name=f"validate-{name}",
         tags={
             "stage": "validate",
