@@ -379,6 +379,9 @@ def test_scheduled_deployment_runs_to_completion_and_keeps_dvc_consistent(projec
     ).stdout
     summary = " ".join(summary.split())
     assert "| tabular-dnn | dnn |" in summary and "accuracy" in summary, summary[-2000:]
+    # The registry's live champion, beside what this run did.
+    live = project.client().get_model_version_by_alias(MODEL, "champion").version
+    assert "@champion now" in summary and f"| {live} |" in summary, summary[-2000:]
     assert "Data and pipelines are up to date" in project.repro()
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())
     trained = lock["stages"]["train@tabular-dnn"]
@@ -421,3 +424,56 @@ def test_bad_data_stops_at_validation_and_registers_nothing(project, breast_canc
     assert "expect_column_values_to_be_in_set column 'target'" in out
     assert project.versions() == before
     assert project.client().get_model_version_by_alias(MODEL, "champion").version == champion
+
+
+def _newest_version(project):
+    return max(
+        project.client().search_model_versions(f"name='{MODEL}'"), key=lambda v: int(v.version)
+    )
+
+
+def test_an_experiment_registers_a_candidate_that_only_promote_can_make_champion(project):
+    client = project.client()
+    champion = client.get_model_version_by_alias(MODEL, "champion").version
+    cli = [sys.executable, "-m", "pipelines.cli"]
+
+    # Only a gate setting differs: register reruns on the same model, in a temp copy of the
+    # project, and its run lands in the project's own MLflow store.
+    sh(
+        ["dvc", "exp", "run", "--temp", "-S", f"models.{MODEL}.gate.champion_alpha=0.049"],
+        project.root,
+        project.env,
+    )
+    same = _newest_version(project)
+    assert same.tags["candidate"] == "true" and same.tags["dvc_exp_name"], same.tags
+    assert same.tags["gate"] == "passed", same.tags
+    assert client.get_model_version_by_alias(MODEL, "champion").version == champion
+    run = client.get_run(same.run_id)
+    assert run.info.run_name == f"{MODEL}-{same.tags['dvc_exp_name']}"
+
+    # A model that learned almost nothing: a candidate that promote refuses, saying why.
+    sh(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--temp",
+            "-S",
+            f"models.{MODEL}.train.learning_rate=0.00001",
+            "-S",
+            f"models.{MODEL}.train.max_epochs=2",
+        ],
+        project.root,
+        project.env,
+    )
+    weak = _newest_version(project)
+    assert weak.tags["candidate"] == "true" and weak.tags["gate"] == "failed"
+    refused = sh([*cli, "promote", MODEL, weak.version], project.root, project.env, check=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"{MODEL} version {weak.version} not promoted" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert client.get_model_version_by_alias(MODEL, "champion").version == champion
+
+    promoted = sh([*cli, "promote", MODEL, same.version], project.root, project.env)
+    assert f"{MODEL} version {same.version} is @champion" in promoted.stdout
+    assert client.get_model_version_by_alias(MODEL, "champion").version == same.version

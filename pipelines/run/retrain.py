@@ -244,17 +244,24 @@ def train_models(
 
 
 def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome: dict) -> str:
-    """A table of each model's test metrics and gate verdict (of this run, or of the last one
-    when the model was up to date)."""
+    """A table of each model's test metrics and gate verdict, what this run did, and the
+    registry's live `@champion` beside it. For a model this run did not retrain, the verdict
+    is the last registration's (its `registration.json`, which DVC may have restored), and
+    says so: only the live alias tells who is champion now."""
+    from pipelines.registry import tracking
+
     rows = [
-        "| model | family | test metrics | version | gate | this run |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| model | family | test metrics | version | gate | this run | @champion now |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in names:
         result = outcome.get(name)
+        live = tracking.alias_version(name) or "none"
         if result and result["error"]:
             failure = result["error"].replace("|", "/")
-            rows.append(f"| {name} | {cfg.entry(name).family} | - | - | - | FAILED {failure} |")
+            rows.append(
+                f"| {name} | {cfg.entry(name).family} | - | - | - | FAILED {failure} | {live} |"
+            )
             continue
         metrics_file = root / cfg.paths.reports / name / "metrics.json"
         registration_file = root / cfg.paths.models / name / "registration.json"
@@ -268,9 +275,11 @@ def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome:
             if reg
             else "-"
         )
+        if not result:
+            gate = f"last registration: {gate}"
         rows.append(
             f"| {name} | {cfg.entry(name).family} | {shown} | {reg.get('version', '-')} | "
-            f"{gate} | {'retrained' if result else 'up to date'} |"
+            f"{gate} | {'retrained' if result else 'up to date'} | {live} |"
         )
     return "\n".join(rows)
 
