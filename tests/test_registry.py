@@ -384,3 +384,23 @@ def test_runs_are_named_by_their_params_and_the_experiment_is_for_training(
         "?workflowType=machine_learning"
     )
     tracking.promote(NAME, champion)  # the other tests share this champion
+
+
+def test_the_run_lists_its_dataset_splits_with_the_dvc_digest(store, trained, champion):
+    import mlflow
+
+    lock = store / "dvc.lock"
+    lock.write_text(
+        "stages:\n  split@breast_cancer:\n    outs:\n"
+        "    - path: data/train.parquet\n      md5: 0123456789abcdef0123456789abcdef\n"
+    )
+    try:
+        run = mlflow.MlflowClient().get_run(_register(store, trained, LENIENT).run_id)
+    finally:
+        lock.unlink()
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "validation", "test"}
+    assert inputs["training"].name == "breast_cancer-train"
+    assert inputs["training"].digest == "0123456789abcdef0123456789abcdef"
+    assert json.loads(inputs["test"].source)["uri"].endswith("data/test.parquet")
+    tracking.promote(NAME, champion)  # the other tests share this champion

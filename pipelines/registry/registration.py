@@ -176,6 +176,25 @@ def run_record(cfg: PipelineConfig, name: str, raw_data: Path, ev: Evidence) -> 
     return tags, params, metrics
 
 
+SPLIT_CONTEXTS = {"train": "training", "validation": "validation", "test": "test"}
+
+
+def split_inputs(dataset: str, data_dir: Path) -> dict[str, tuple[str, Path, str | None]]:
+    """The run's dataset inputs: each split of `dataset` (a file, or a folder of shards), with
+    the md5 `dvc.lock` records for it (None outside a DVC project)."""
+    root = tracking.project_root()
+    hashes = dvc_lock_hashes(root / "dvc.lock", [f"split@{dataset}"])
+    inputs = {}
+    for split, context in SPLIT_CONTEXTS.items():
+        path = data_dir / f"{split}.parquet"
+        try:
+            key = str(Path(path).resolve().relative_to(root))
+        except ValueError:
+            key = str(path)
+        inputs[context] = (f"{dataset}-{split}", Path(path), hashes.get(key))
+    return inputs
+
+
 def run_name(name: str, params: dict, experiment: Experiment | None) -> str:
     """What tells runs apart in the MLflow runs list: the DVC experiment's name, or the
     model's name and a short hash of its params."""
@@ -345,6 +364,7 @@ def register_task(
                 tracking.REFERENCE_DIR: data_dir / REFERENCE_FILE,
                 tracking.GOLDEN_DIR: golden,
             },
+            inputs=split_inputs(cfg.entry(task).dataset, data_dir),
         ) as run_id:
             version = tracking.register_version(
                 run_id,

@@ -191,6 +191,16 @@ def _log_params_and_curves(params: Mapping[str, Any], history: pd.DataFrame) -> 
         mlflow.MlflowClient().log_batch(run_id, metrics=curve_metrics[start : start + 900])
 
 
+def _log_inputs(inputs: Mapping[str, tuple[str, Path, str | None]]) -> None:
+    mlflow = _mlflow()
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    for context, (name, path, digest) in inputs.items():
+        source = resolve_dataset_source(str(Path(path).resolve()))
+        mlflow.log_input(MetaDataset(source, name=name, digest=digest), context=context)
+
+
 @contextmanager
 def training_run(
     *,
@@ -201,16 +211,23 @@ def training_run(
     history: pd.DataFrame,
     metrics: Mapping[str, float],
     artifacts: Mapping[str, Path],
+    inputs: Mapping[str, tuple[str, Path, str | None]] | None = None,
 ) -> Iterator[str]:
-    """Log one training run (params, per-epoch curves, test metrics and artifacts) and yield
-    its id while it is still open, for `register_version`. Any error marks the run FAILED,
-    and a run whose process is killed is closed by the next logging process."""
+    """Log one training run (params, per-epoch curves, test metrics, artifacts and its
+    dataset inputs) and yield its id while it is still open, for `register_version`. Any
+    error marks the run FAILED, and a run whose process is killed is closed by the next
+    logging process.
+
+    `inputs`: context (training, validation, test) -> (dataset name, file, digest), the
+    digest being DVC's md5 of the file from `dvc.lock`; MLflow shows them in the runs list's
+    Dataset column."""
     mlflow = _mlflow()
     use_experiment(experiment)
     close_abandoned_runs(experiment)
     with mlflow.start_run(run_name=run_name, tags=_process_tags()) as run:
         _log_params_and_curves(params, history)
         mlflow.set_tags(dict(tags))
+        _log_inputs(inputs or {})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         for dest, path in artifacts.items():
             if Path(path).is_dir():
