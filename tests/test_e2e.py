@@ -468,12 +468,14 @@ def test_an_experiment_registers_a_candidate_that_only_promote_can_make_champion
     )
     weak = _newest_version(project)
     assert weak.tags["candidate"] == "true" and weak.tags["gate"] == "failed"
-    refused = sh([*cli, "promote", MODEL, weak.version], project.root, project.env, check=False)
+    refused = sh(
+        [*cli, "promote", MODEL, str(weak.version)], project.root, project.env, check=False
+    )
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert f"{MODEL} version {weak.version} not promoted" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert client.get_model_version_by_alias(MODEL, "champion").version == champion
 
-    promoted = sh([*cli, "promote", MODEL, same.version], project.root, project.env)
+    promoted = sh([*cli, "promote", MODEL, str(same.version)], project.root, project.env)
     assert f"{MODEL} version {same.version} is @champion" in promoted.stdout
-    assert client.get_model_version_by_alias(MODEL, "champion").version == same.version
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == str(same.version)
