@@ -44,3 +44,13 @@ def test_new_sources_are_written_to_params_keeping_comments(tmp_path, repo_root)
     assert "# The validate stage" in text, "comments must survive"
     with pytest.raises(KeyError, match=r"datasets\.nope"):
         set_sources(params, {"nope": "x.csv"})
+
+
+def test_the_deployment_entrypoint_is_the_retraining_flow(repo_root):
+    from prefect.flows import Flow, load_flow_from_entrypoint
+
+    from pipelines.run import retrain
+
+    assert isinstance(retrain.retrain, Flow) and isinstance(retrain.train_models, Flow)
+    loaded = load_flow_from_entrypoint(str(repo_root / "pipelines/run/retrain.py") + ":retrain")
+    assert loaded.name == "retrain"

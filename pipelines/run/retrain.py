@@ -295,7 +295,6 @@ def push_data(root: Path) -> str:
     return (dvc(root, "push").stdout.strip().splitlines() or ["pushed"])[-1]
 
 
-@flow(name="retrain", log_prints=True)
 def refresh_data(root: Path, cfg: PipelineConfig, names: list[str]) -> None:
     """Ingest, validate and split each dataset the models train on (each a no-op when DVC
     finds it up to date)."""
@@ -329,6 +328,7 @@ def train_changed(
     return plan, outcome
 
 
+@flow(name="retrain", log_prints=True)
 def retrain(
     models: list[str] | None = None,
     sources: dict[str, str] | None = None,
