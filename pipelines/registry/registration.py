@@ -181,8 +181,9 @@ SPLIT_CONTEXTS = {"train": "training", "validation": "validation", "test": "test
 
 def split_inputs(dataset: str, data_dir: Path) -> dict[str, tuple[str, Path, str | None]]:
     """The run's dataset inputs: each split of `dataset` (a file, or a folder of shards), with
-    the md5 `dvc.lock` records for it (None outside a DVC project)."""
-    root = tracking.project_root()
+    the md5 `dvc.lock` records for it (None outside a DVC project). The lock is the one of the
+    folder the stage runs in: under `dvc exp run --temp` or the queue, the experiment's copy."""
+    root = Path.cwd()
     hashes = dvc_lock_hashes(root / "dvc.lock", [f"split@{dataset}"])
     inputs = {}
     for split, context in SPLIT_CONTEXTS.items():
