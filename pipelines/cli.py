@@ -131,6 +131,8 @@ def evaluate(
     model: Path = typer.Option(...),
     data_dir: Path = typer.Option(...),
     out_dir: Path = typer.Option(...),
+    run: Path | None = typer.Option(None, help="train's run.json: the MLflow run to add to."),
+    params: Params = Path("params.yaml"),
 ) -> None:
     """Test metrics beside the majority baseline, predictions and a confusion matrix."""
     _run_stage(
@@ -139,6 +141,8 @@ def evaluate(
         model=str(model),
         data_dir=str(data_dir),
         out_dir=str(out_dir),
+        run=str(run) if run else None,
+        params=str(params),
     )
 
 

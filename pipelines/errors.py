@@ -27,11 +27,16 @@ class ValidationFailed(KnownFailure, RuntimeError):
 
 class TrainingDiverged(KnownFailure, RuntimeError):
     """The loss became NaN or infinite; no model is saved. `curves` holds the per-epoch
-    history up to the divergence (a DataFrame), for the FAILED run the stage records."""
+    history up to the divergence (a DataFrame); the open MLflow run ends FAILED."""
 
     def __init__(self, message: str, *, reason: str = "", curves: object = None):
         super().__init__(message)
         self.reason, self.curves = reason, curves
+
+    @property
+    def run_failure(self) -> str:
+        """The `failure` tag of the MLflow run it ends."""
+        return f"diverged: {self.reason}"
 
 
 class OrchestrationError(KnownFailure, RuntimeError):

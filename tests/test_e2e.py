@@ -230,7 +230,15 @@ def test_champion_is_served_over_http(project):
         got = np.asarray(json.loads(body)["predictions"])
         want = np.load(project.root / f"reports/{MODEL}/test_predictions.npy")[:16]
         assert np.abs(got - want).max() <= 1e-6
+        features = json.loads(
+            (project.root / "data/processed/breast_cancer/preprocessing.json").read_text()
+        )["features"]
+        named = {f: rows[:, i].tolist() for i, f in reversed(list(enumerate(features)))}
+        status, body = post({"inputs": named})  # named columns, in any order
+        assert status == 200, body
+        assert np.abs(np.asarray(json.loads(body)["predictions"]) - want).max() <= 1e-6
         bad_requests = [
+            ({"dataframe_split": {"data": rows.tolist()}}, "with 'inputs' key"),
             ({"inputs": [[1.0, 2.0, 3.0]]}, "input of shape (1, 3); it takes (n, 30)"),
             ({"inputs": [["a"] * 30]}, "non-numeric value 'a' at index [0, 0]"),
             ({"inputs": []}, "empty batch"),
@@ -241,7 +249,8 @@ def test_champion_is_served_over_http(project):
             assert status == 400, body
             answer = json.loads(body)
             assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
-            assert f"{MODEL}: " in answer["message"] and fragment in answer["message"], body
+            assert fragment in answer["message"], body
+            assert "dataframe_split" in payload or f"{MODEL}: " in answer["message"], body
             assert "stack_trace" not in answer and "Traceback" not in body
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -450,6 +459,9 @@ def test_an_experiment_registers_a_candidate_that_only_promote_can_make_champion
     assert client.get_model_version_by_alias(MODEL, "champion").version == champion
     run = client.get_run(same.run_id)
     assert run.info.run_name == f"{MODEL}-{same.tags['dvc_exp_name']}"
+    # register reran alone: a new run, linked to the training run of the restored model
+    trained = json.loads((project.root / f"models/{MODEL}/run.json").read_text())["run_id"]
+    assert run.data.tags["training_run_id"] == trained != same.run_id
 
     # A model that learned almost nothing: a candidate that promote refuses, saying why.
     sh(
@@ -468,6 +480,10 @@ def test_an_experiment_registers_a_candidate_that_only_promote_can_make_champion
     )
     weak = _newest_version(project)
     assert weak.tags["candidate"] == "true" and weak.tags["gate"] == "failed"
+    weak_run = client.get_run(weak.run_id)  # trained, evaluated and registered in one run
+    assert weak_run.info.run_name == f"{MODEL}-{weak.tags['dvc_exp_name']}"
+    assert "training_run_id" not in weak_run.data.tags
+    assert [m.step for m in client.get_metric_history(weak.run_id, "val_loss")] == [1, 2]
     refused = sh(
         [*cli, "promote", MODEL, str(weak.version)], project.root, project.env, check=False
     )
@@ -479,3 +495,47 @@ def test_an_experiment_registers_a_candidate_that_only_promote_can_make_champion
     promoted = sh([*cli, "promote", MODEL, str(same.version)], project.root, project.env)
     assert f"{MODEL} version {same.version} is @champion" in promoted.stdout
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == str(same.version)
+
+
+def test_one_mlflow_run_per_training_carries_its_curves_tests_version_and_signature(project):
+    import mlflow
+
+    client = project.client()
+    for name in MODELS:
+        root = project.root / "models" / name
+        run_id = json.loads((root / "run.json").read_text())["run_id"]
+        registration = json.loads((root / "registration.json").read_text())
+        assert registration["run_id"] == run_id, name  # train opened it, register added to it
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        curve = client.get_metric_history(run_id, "val_loss")
+        stopped = json.loads((root / "training.json").read_text())["stopped_epoch"]
+        assert [m.step for m in curve] == list(range(1, stopped + 1)), name
+        # the run's duration covers the training: it started before the first epoch ended
+        assert run.info.start_time <= curve[0].timestamp <= curve[-1].timestamp
+        assert run.info.end_time >= curve[-1].timestamp
+        assert {"test_loss", "best_epoch", "gate.champion_margin"} <= {
+            *run.data.metrics,
+            *run.data.params,
+        }, name
+        assert run.data.tags["registered_version"] == registration["version"]
+        mlflow.set_tracking_uri(f"sqlite:///{project.root / 'mlflow.db'}")
+        info = mlflow.models.get_model_info(f"models:/{name}/{registration['version']}")
+        (spec,) = info.signature.inputs.inputs
+        assert spec.type.name == "float64" and spec.shape[0] == -1, name
+        assert list(spec.shape[1:]) == info.metadata["input_shape"], name
+        (answer,) = info.signature.outputs.inputs
+        assert answer.shape == (-1, len(info.metadata["classes"] or [0])), name
+
+
+def test_a_gate_only_change_registers_in_a_new_run_linked_to_the_training_run(project):
+    trained = json.loads((project.root / f"models/{MODEL}/run.json").read_text())["run_id"]
+    project.set_param(f"models.{MODEL}.gate.champion_alpha", 0.048)
+    out = project.repro()
+    assert _stages_run(out) == {f"register@{MODEL}"}
+    registration = json.loads((project.root / f"models/{MODEL}/registration.json").read_text())
+    run = project.client().get_run(registration["run_id"])
+    assert registration["run_id"] != trained
+    assert run.data.tags["training_run_id"] == trained
+    assert run.data.params["gate.champion_alpha"] == "0.048"
+    assert len(project.client().get_metric_history(run.info.run_id, "val_loss")) > 1

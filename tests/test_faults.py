@@ -72,7 +72,9 @@ def test_a_diverging_run_stops_is_marked_failed_and_nothing_is_saved(store, raw_
     assert not (out / "model.keras").exists()
     assert not list(out.glob("*.tmp*")) if out.exists() else True
     # The module's other tests log to the same store: look at training runs only.
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.stage = 'train'")
+    runs = mlflow.search_runs(
+        search_all_experiments=True, filter_string="tags.failure LIKE 'diverged%'"
+    )
     assert len(runs) == 1
     run = runs.iloc[0]
     assert run["status"] == "FAILED"
@@ -82,7 +84,26 @@ def test_a_diverging_run_stops_is_marked_failed_and_nothing_is_saved(store, raw_
     assert [m.name for m in registered if m.name == NAME] == []
 
 
-def test_a_training_killed_mid_epoch_leaves_no_model_file(store, raw_params):
+def _live_run(experiment: str, timeout: float = 60.0):
+    """The RUNNING run of the training under way, once it holds an epoch's loss."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for run in client.search_runs([found.experiment_id], "attributes.status = 'RUNNING'"):
+            if run.data.tags.get("model_name") == NAME and "loss" in run.data.metrics:
+                return run
+        time.sleep(0.5)
+    raise AssertionError("no RUNNING run with an epoch's loss appeared while training")
+
+
+def test_a_training_logs_its_epochs_live_and_a_killed_one_leaves_no_model_or_open_run(
+    store, raw_params
+):
+    import mlflow
+
     params = _params(store, raw_params, "long", max_epochs=400, patience=400)
     out = store / "killed"
     proc = subprocess.Popen(
@@ -96,9 +117,21 @@ def test_a_training_killed_mid_epoch_leaves_no_model_file(store, raw_params):
         seen.append(line)
         if line.startswith("Epoch 4/"):
             break
-    proc.kill()
-    proc.wait(timeout=30)
     assert any(line.startswith("Epoch 4/") for line in seen), "".join(seen[-20:])
+    # While the stage still runs, its MLflow run is open and the curves grow, one step per epoch.
+    run = _live_run(raw_params["base"]["experiment"])
+    steps = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_loss")
+    assert proc.poll() is None and len(steps) >= 1
+    assert [m.step for m in steps] == list(range(1, len(steps) + 1))
+    assert run.data.params["train.max_epochs"] == "400"
+    assert {i.dataset.name for i in mlflow.get_run(run.info.run_id).inputs.dataset_inputs} == {
+        "breast_cancer-train",
+        "breast_cancer-validation",
+        "breast_cancer-test",
+    }
+    proc.send_signal(signal.SIGTERM)  # what a stopped `dvc repro` or a cancelled flow sends
+    proc.wait(timeout=60)
+    assert _status(run.info.run_id) in ("FAILED", "KILLED")
     assert not out.exists() or not any(out.iterdir()), sorted(out.iterdir())
 
 

@@ -17,8 +17,8 @@ STAGE_ROOTS = {
     "ingest": ["pipelines.data.datasets"],
     "validate": ["pipelines.data.validation", "pipelines.registry.tracking"],
     "split": ["pipelines.data.preprocessing"],
-    "train": ["pipelines.model.training"],
-    "evaluate": ["pipelines.model.evaluation"],
+    "train": ["pipelines.model.training", "pipelines.registry.runs"],
+    "evaluate": ["pipelines.model.evaluation", "pipelines.registry.runs"],
     "register": ["pipelines.registry.registration"],
 }
 STORED_AS_CODE = {"register": {"pipelines/registry/raw_model.py"}}

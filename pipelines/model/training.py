@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -78,9 +79,16 @@ def _streamed(
     )
 
 
-def train_task(cfg: PipelineConfig, task: str, data_dir: Path, out_dir: Path) -> TrainingSummary:
+def train_task(
+    cfg: PipelineConfig,
+    task: str,
+    data_dir: Path,
+    out_dir: Path,
+    callbacks: Sequence[object] = (),
+) -> TrainingSummary:
     """Build the task's model from params, fit it with early stopping on validation loss
-    (best weights restored) and save model, per-epoch history and a summary to `out_dir`."""
+    (best weights restored) and save model, per-epoch history and a summary to `out_dir`.
+    `callbacks`: more Keras callbacks (the run wing passes one that logs each epoch)."""
     import keras
 
     task_cfg = cfg.entry(task)
@@ -115,6 +123,7 @@ def train_task(cfg: PipelineConfig, task: str, data_dir: Path, out_dir: Path) ->
             monitor="val_loss", patience=task_cfg.train.patience, restore_best_weights=True
         ),
         keras.callbacks.TerminateOnNaN(),
+        *callbacks,
     ]
     print(
         f"training {task} ({task_cfg.family}) on {train_rows:,} rows, "
@@ -131,7 +140,7 @@ def train_task(cfg: PipelineConfig, task: str, data_dir: Path, out_dir: Path) ->
         raise TrainingDiverged(
             f"{task}: loss became {loss} at epoch {epoch} "
             f"(learning_rate={task_cfg.train.learning_rate}); training stopped (TerminateOnNaN), "
-            "nothing was saved or registered; the MLflow run is marked FAILED",
+            "nothing was saved or registered; its MLflow run ends FAILED",
             reason=f"loss became {loss} at epoch {epoch}",
             curves=curves,
         )

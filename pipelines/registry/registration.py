@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,17 +20,27 @@ from pipelines.data.preprocessing import (
     split_shards_of,
 )
 from pipelines.data.streaming import take_rows
-from pipelines.errors import GateRefused, TrainingDiverged
+from pipelines.errors import GateRefused
 from pipelines.model.evaluation import METRICS_FILE, PLOT_FILE, PREDICTIONS_FILE
 from pipelines.model.training import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
 from pipelines.registry import tracking
 from pipelines.registry.gate import GateVerdict, apply_gate
-from pipelines.registry.lineage import dvc_lock_hashes, file_md5, git_state, library_versions
+from pipelines.registry.lineage import dvc_lock_hashes, file_md5, library_versions
 from pipelines.registry.promotion import (
     GOLDEN_ROWS,
     Check,
     compare_with_champion,
     parity_check,
+)
+from pipelines.registry.runs import (
+    REGISTERED_TAG,
+    RUN_FILE,
+    Experiment,
+    run_name,
+    run_tags,
+    run_to_resume,
+    split_inputs,
+    training_params,
 )
 
 LINEAGE_FILE = "lineage.json"
@@ -50,26 +58,6 @@ class Registration:
     gate_failures: list[str]
     candidate: bool = False  # registered under a DVC experiment: never promoted on its own
     experiment: str | None = None
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """The DVC experiment a stage runs under (`dvc exp run` sets both variables)."""
-
-    name: str
-    baseline_rev: str
-
-    @classmethod
-    def current(cls) -> Experiment | None:
-        name = os.environ.get("DVC_EXP_NAME", "").strip()
-        return cls(name, os.environ.get("DVC_EXP_BASELINE_REV", "")) if name else None
-
-    def run_tags(self) -> dict[str, str]:
-        return {"dvc_exp_name": self.name, "dvc_baseline_rev": self.baseline_rev}
-
-    def tags(self) -> dict[str, str]:
-        """The version's tags: a candidate, and of which experiment."""
-        return {"candidate": "true", **self.run_tags()}
 
 
 _INPUTS = {
@@ -145,24 +133,8 @@ def collect_evidence(model_dir: Path, eval_dir: Path, data_dir: Path, seed: int)
 def run_record(cfg: PipelineConfig, name: str, raw_data: Path, ev: Evidence) -> tuple:
     """The MLflow run's (tags, params, metrics) for model `name`."""
     entry = cfg.entry(name)
-    tags = {
-        "problem": entry.problem,
-        "model_name": name,
-        "family": entry.family,
-        "dataset": entry.dataset,
-        "modality": ev.prep.modality,
-        "seed": str(cfg.base.seed),
-        "data_md5": file_md5(raw_data),
-        **git_state(),
-    }
-    params = {
-        "dataset": entry.dataset,
-        "family": entry.family,
-        "seed": cfg.base.seed,
-        "model": cfg.model_params(name).model_dump(),
-        "train": entry.train.model_dump(),
-        "gate": entry.gate.model_dump(),
-    }
+    tags = {**run_tags(cfg, name, ev.prep.modality), "data_md5": file_md5(raw_data)}
+    params = {**training_params(cfg, name), "gate": entry.gate.model_dump()}
     metrics = {
         **{f"test_{k}": v for k, v in ev.metrics["test"].items()},
         **{
@@ -174,35 +146,6 @@ def run_record(cfg: PipelineConfig, name: str, raw_data: Path, ev: Evidence) -> 
         "stopped_epoch": ev.summary["stopped_epoch"],
     }
     return tags, params, metrics
-
-
-SPLIT_CONTEXTS = {"train": "training", "validation": "validation", "test": "test"}
-
-
-def split_inputs(dataset: str, data_dir: Path) -> dict[str, tuple[str, Path, str | None]]:
-    """The run's dataset inputs: each split of `dataset` (a file, or a folder of shards), with
-    the md5 `dvc.lock` records for it (None outside a DVC project). The lock is the one of the
-    folder the stage runs in: under `dvc exp run --temp` or the queue, the experiment's copy."""
-    root = Path.cwd()
-    hashes = dvc_lock_hashes(root / "dvc.lock", [f"split@{dataset}"])
-    inputs = {}
-    for split, context in SPLIT_CONTEXTS.items():
-        path = data_dir / f"{split}.parquet"
-        try:
-            key = str(Path(path).resolve().relative_to(root))
-        except ValueError:
-            key = str(path)
-        inputs[context] = (f"{dataset}-{split}", Path(path), hashes.get(key))
-    return inputs
-
-
-def run_name(name: str, params: dict, experiment: Experiment | None) -> str:
-    """What tells runs apart in the MLflow runs list: the DVC experiment's name, or the
-    model's name and a short hash of its params."""
-    if experiment is not None:
-        return f"{name}-{experiment.name}"
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{name}-{digest[:8]}"
 
 
 def run_checks(
@@ -344,8 +287,15 @@ def register_task(
     thresholds = apply_gate(gate, ev.metrics["test"], ev.metrics["baselines"], primary)
     experiment = Experiment.current()
     tags, params, run_metrics = run_record(cfg, name, raw_data, ev)
-    if experiment is not None:
-        tags = {**tags, **experiment.run_tags()}
+    resume, trained_in = run_to_resume(model_dir / RUN_FILE)
+    if resume is None and trained_in is not None:
+        # DVC reran register alone (gate params changed): a new run, linked to the training's.
+        tags = {
+            **tags,
+            "training_run_id": trained_in,
+            "mlflow.note.content": f"Registration rerun for the model trained in run "
+            f"{trained_in} (only the gate's params changed); its curves are copied here.",
+        }
     with tempfile.TemporaryDirectory() as tmp:
         golden = Path(tmp)
         np.save(golden / "inputs.npy", ev.x_test[:GOLDEN_ROWS])
@@ -366,15 +316,17 @@ def register_task(
                 tracking.GOLDEN_DIR: golden,
             },
             inputs=split_inputs(cfg.entry(task).dataset, data_dir),
+            resume=resume,
         ) as run_id:
             version = tracking.register_version(
                 run_id,
                 model_path=model_dir / MODEL_FILE,
                 name=name,
-                tags=tags,
+                tags={k: v for k, v in tags.items() if k != "mlflow.note.content"},
                 metadata=model_metadata(name, cfg.entry(task).problem, ev.prep),
                 model_artifacts={"reference": data_dir / REFERENCE_FILE},
             )
+            tracking.set_run_tags(run_id, {REGISTERED_TAG: version})
         # One fresh process (as `mlflow models serve` loads a model) scores the new version on
         # the golden raw inputs and the current champion on the test rows.
         new_uri = f"models:/{name}/{version}"
@@ -422,25 +374,6 @@ def register_task(
             f"stays {champion_before}. Failed: " + " | ".join(failures)
         )
     return result
-
-
-def record_divergence(cfg: PipelineConfig, name: str, err: TrainingDiverged) -> None:
-    """Leave a FAILED MLflow run with the curves up to the divergence, for the post-mortem."""
-    entry = cfg.entry(name)
-    run_id = tracking.log_failed_run(
-        experiment=cfg.base.experiment,
-        run_name=f"{name}-seed{cfg.base.seed}-diverged",
-        params={
-            "family": entry.family,
-            "seed": cfg.base.seed,
-            "model": cfg.model_params(name).model_dump(),
-            "train": entry.train.model_dump(),
-        },
-        tags={"stage": "train", "model_name": name, "family": entry.family},
-        history=err.curves,
-        reason=f"diverged: {err.reason}",
-    )
-    print(f"MLflow run {run_id} marked FAILED: {err.reason}")
 
 
 def _metrics_of_run(values: dict[str, float]) -> tuple[dict, dict]:

@@ -191,7 +191,7 @@ def _log_params_and_curves(params: Mapping[str, Any], history: pd.DataFrame) -> 
         mlflow.MlflowClient().log_batch(run_id, metrics=curve_metrics[start : start + 900])
 
 
-def _log_inputs(inputs: Mapping[str, tuple[str, Path, str | None]]) -> None:
+def log_inputs(inputs: Mapping[str, tuple[str, Path, str | None]]) -> None:
     mlflow = _mlflow()
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
@@ -199,6 +199,124 @@ def _log_inputs(inputs: Mapping[str, tuple[str, Path, str | None]]) -> None:
     for context, (name, path, digest) in inputs.items():
         source = resolve_dataset_source(str(Path(path).resolve()))
         mlflow.log_input(MetaDataset(source, name=name, digest=digest), context=context)
+
+
+def run_state(run_id: str) -> tuple[str, dict[str, str]] | None:
+    """(status, tags) of a run in this store, or None when the store has no such run."""
+    mlflow = _mlflow()
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return None
+    return run.info.status, dict(run.data.tags)
+
+
+def _failure(err: BaseException) -> str:
+    """The `failure` tag of a run ended by `err`: its own summary when it has one."""
+    return (getattr(err, "run_failure", "") or f"{type(err).__name__}: {err}")[:5000]
+
+
+@contextmanager
+def open_run(
+    experiment: str,
+    *,
+    resume: str | None = None,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """Start a run of `experiment` (or resume the run `resume`), make it the active run and
+    yield its id. It ends FINISHED, or FAILED with a `failure` tag naming the error, or KILLED
+    on Ctrl-C; a process killed outright leaves it to the next process's
+    `close_abandoned_runs`, which the process tags make possible."""
+    mlflow = _mlflow()
+    use_experiment(experiment)
+    close_abandoned_runs(experiment)
+    if resume is None:
+        run = mlflow.start_run(run_name=run_name, tags={**(tags or {}), **_process_tags()})
+    else:
+        run = mlflow.start_run(run_id=resume)
+        mlflow.set_tags({**(tags or {}), **_process_tags()})
+    run_id = run.info.run_id
+    try:
+        yield run_id
+    except KeyboardInterrupt:
+        mlflow.set_tag("failure", "interrupted")
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException as err:
+        mlflow.set_tag("failure", _failure(err))
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run(status="FINISHED")
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Flatten `params` and log to the active run those it does not hold yet (MLflow params
+    cannot change once logged; a resumed run adds the new ones)."""
+    mlflow = _mlflow()
+    held = mlflow.MlflowClient().get_run(mlflow.active_run().info.run_id).data.params
+    flat = {k: str(v)[:500] for k, v in _flatten("", params, {}).items() if k not in held}
+    if flat:
+        mlflow.log_params(flat)
+
+
+def log_new_metrics(metrics: Mapping[str, float]) -> None:
+    """Log to the active run each metric it does not already hold with the same value."""
+    mlflow = _mlflow()
+    held = mlflow.MlflowClient().get_run(mlflow.active_run().info.run_id).data.metrics
+    new = {k: float(v) for k, v in metrics.items() if held.get(k) != float(v)}
+    if new:
+        mlflow.log_metrics(new)
+
+
+def log_artifacts(artifacts: Mapping[str, Path]) -> None:
+    """Attach files and folders to the active run (under the given artifact folders)."""
+    mlflow = _mlflow()
+    for dest, path in artifacts.items():
+        if Path(path).is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=dest)
+        elif Path(path).is_file():
+            mlflow.log_artifact(str(path), artifact_path=dest)
+
+
+def epoch_logger(run_id: str, every_s: float = 1.0):
+    """A Keras callback that logs each epoch's finite metrics to run `run_id` as it trains
+    (step = epoch, from 1), written at most every `every_s` seconds and at the end, so the
+    curves grow in the MLflow UI while the model trains."""
+    import keras
+    from mlflow.entities import Metric
+
+    client = _mlflow().MlflowClient()
+
+    class EpochLogger(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pending: list[Metric] = []
+            self.flushed = time.monotonic()
+
+        def flush(self) -> None:
+            for start in range(0, len(self.pending), 900):
+                client.log_batch(run_id, metrics=self.pending[start : start + 900])
+            self.pending, self.flushed = [], time.monotonic()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            now = int(time.time() * 1000)
+            self.pending += [
+                Metric(key=key, value=float(value), timestamp=now, step=epoch + 1)
+                for key, value in (logs or {}).items()
+                if np.isfinite(float(value))
+            ]
+            if time.monotonic() - self.flushed >= every_s:
+                self.flush()
+
+        def on_train_end(self, logs: dict | None = None) -> None:
+            self.flush()
+
+    return EpochLogger()
 
 
 @contextmanager
@@ -212,29 +330,50 @@ def training_run(
     metrics: Mapping[str, float],
     artifacts: Mapping[str, Path],
     inputs: Mapping[str, tuple[str, Path, str | None]] | None = None,
+    resume: str | None = None,
 ) -> Iterator[str]:
-    """Log one training run (params, per-epoch curves, test metrics, artifacts and its
-    dataset inputs) and yield its id while it is still open, for `register_version`. Any
-    error marks the run FAILED, and a run whose process is killed is closed by the next
-    logging process.
+    """Complete a training run for registration and yield its id while it is still open, for
+    `register_version`. `resume`: the run the train stage opened (its params, live curves and
+    inputs are there already; the new params, tags, metrics and artifacts are added). Without
+    it, a new run gets everything, the curves from `history`. Any error marks the run FAILED.
 
     `inputs`: context (training, validation, test) -> (dataset name, file, digest), the
     digest being DVC's md5 of the file from `dvc.lock`; MLflow shows them in the runs list's
     Dataset column."""
     mlflow = _mlflow()
-    use_experiment(experiment)
-    close_abandoned_runs(experiment)
-    with mlflow.start_run(run_name=run_name, tags=_process_tags()) as run:
-        _log_params_and_curves(params, history)
+    with open_run(experiment, resume=resume, run_name=run_name, tags=tags) as run_id:
+        if resume is None:
+            _log_params_and_curves(params, history)
+            log_inputs(inputs or {})
+        else:
+            log_params(params)
         mlflow.set_tags(dict(tags))
-        _log_inputs(inputs or {})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        for dest, path in artifacts.items():
-            if Path(path).is_dir():
-                mlflow.log_artifacts(str(path), artifact_path=dest)
-            elif Path(path).is_file():
-                mlflow.log_artifact(str(path), artifact_path=dest)
-        yield run.info.run_id
+        log_new_metrics(metrics)
+        log_artifacts(artifacts)
+        yield run_id
+
+
+def raw_signature(metadata: Mapping[str, Any]):
+    """The version's MLflow signature, for the registry's schema view: a float64 tensor of raw
+    inputs, shape (-1, *input_shape), and a float32 tensor of answers, one column per class
+    (or the one forecast value).
+
+    The request checks stay the wrapper's (`raw_model.check_request`): they name the bad
+    column, value or shape, and accept rows, named columns in any order and whole numbers,
+    which MLflow's own enforcement of a tensor signature would refuse or, for named columns,
+    silently reorder. So the signature is marked the way MLflow marks one it derives from the
+    model's type hints: MLflow then leaves validation to the model and passes the request's
+    `inputs` through as sent."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    classes = metadata.get("classes") or []
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype("float64"), (-1, *metadata["input_shape"]))]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, len(classes) or 1))]),
+    )
+    signature._is_signature_from_type_hint = True
+    return signature
 
 
 def register_version(
@@ -253,6 +392,7 @@ def register_version(
     mlflow = _mlflow()
     schema = dict(metadata)
     info = mlflow.pyfunc.log_model(
+        signature=raw_signature(schema),
         name="model",
         python_model=str(RAW_MODEL_CODE),
         artifacts={
@@ -266,26 +406,6 @@ def register_version(
     version = str(mlflow.register_model(info.model_uri, name).version)
     tag_version(name, version, {**tags, "run_id": run_id})
     return version
-
-
-def log_failed_run(
-    *,
-    experiment: str,
-    run_name: str,
-    params: Mapping[str, Any],
-    tags: Mapping[str, str],
-    history: pd.DataFrame,
-    reason: str,
-) -> str:
-    """Record a training that failed (e.g. diverged) as a FAILED run with its curves."""
-    mlflow = _mlflow()
-    use_experiment(experiment)
-    run = mlflow.start_run(run_name=run_name, tags={**tags, **_process_tags(), "failure": reason})
-    try:
-        _log_params_and_curves(params, history)
-    finally:
-        mlflow.end_run(status="FAILED")
-    return run.info.run_id
 
 
 def log_validation_run(
@@ -362,6 +482,12 @@ def alias_version(name: str, alias: str = CHAMPION) -> str | None:
         if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
+
+
+def set_run_tags(run_id: str, tags: Mapping[str, Any]) -> None:
+    client = _mlflow().MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value)[:5000])
 
 
 def tag_version(name: str, version: str, tags: Mapping[str, Any]) -> None:

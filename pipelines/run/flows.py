@@ -75,8 +75,15 @@ def train_flow(task_name: str, data_dir: str, out_dir: str, params: str = "param
 
 
 @flow(name="evaluate", flow_run_name="evaluate-{task_name}", log_prints=True)
-def evaluate_flow(task_name: str, model: str, data_dir: str, out_dir: str) -> dict:
-    return stages.evaluate(task_name, model, data_dir, out_dir, step=as_task)
+def evaluate_flow(
+    task_name: str,
+    model: str,
+    data_dir: str,
+    out_dir: str,
+    run: str | None = None,
+    params: str = "params.yaml",
+) -> dict:
+    return stages.evaluate(task_name, model, data_dir, out_dir, run, params, step=as_task)
 
 
 @flow(name="register", flow_run_name="register-{task_name}", log_prints=True)

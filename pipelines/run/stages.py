@@ -103,23 +103,36 @@ def split(
 def train(
     task_name: str, data_dir: str, out_dir: str, params: str = "params.yaml", step: Step = direct
 ) -> dict:
-    from pipelines.errors import TrainingDiverged
     from pipelines.model.training import train_task
+    from pipelines.registry.runs import live_training_run
 
     cfg = load_config(params)
-    try:
-        return asdict(step(train_task)(cfg, task_name, Path(data_dir), Path(out_dir)))
-    except TrainingDiverged as err:
-        from pipelines.registry.registration import record_divergence
-
-        record_divergence(cfg, task_name, err)
-        raise
+    with live_training_run(cfg, task_name, Path(data_dir), Path(out_dir)) as epoch_logger:
+        summary = step(train_task)(
+            cfg, task_name, Path(data_dir), Path(out_dir), callbacks=[epoch_logger]
+        )
+    return asdict(summary)
 
 
-def evaluate(task_name: str, model: str, data_dir: str, out_dir: str, step: Step = direct) -> dict:
-    from pipelines.model.evaluation import evaluate_task
+def evaluate(
+    task_name: str,
+    model: str,
+    data_dir: str,
+    out_dir: str,
+    run: str | None = None,
+    params: str = "params.yaml",
+    step: Step = direct,
+) -> dict:
+    """Test metrics and plot, added to the training run that `run` (train's run.json) names."""
+    from pipelines.model.evaluation import PLOT_FILE, evaluate_task
+    from pipelines.registry.runs import add_evaluation
 
-    return step(evaluate_task)(task_name, Path(model), Path(data_dir), Path(out_dir))
+    metrics = step(evaluate_task)(task_name, Path(model), Path(data_dir), Path(out_dir))
+    if run is not None:
+        test = {f"test_{k}": float(v) for k, v in metrics["test"].items()}
+        experiment = load_config(params).base.experiment
+        add_evaluation(experiment, Path(run), test, Path(out_dir) / PLOT_FILE)
+    return metrics
 
 
 def register(

@@ -1,0 +1,168 @@
+"""One MLflow run per training: opened when `train` starts, added to by `evaluate` and
+`register`.
+
+The train stage opens the run, logs params and dataset inputs, and hands Keras a callback that
+logs every epoch while the model trains; the run id travels to the later stages in `run.json`,
+a small output of `train`. When DVC reruns `register` alone (only gate params changed), the
+training run already carries a registered version and MLflow params cannot change, so register
+logs a new run tagged `training_run_id` with the training run's id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import PipelineConfig
+from pipelines.data.preprocessing import SPEC_FILE, Preprocessing
+from pipelines.registry import tracking
+from pipelines.registry.lineage import dvc_lock_hashes, git_state
+
+RUN_FILE = "run.json"  # an output of train: the MLflow run the later stages add to
+REGISTERED_TAG = "registered_version"  # set on a run once a version is registered from it
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The DVC experiment a stage runs under (`dvc exp run` sets both variables)."""
+
+    name: str
+    baseline_rev: str
+
+    @classmethod
+    def current(cls) -> Experiment | None:
+        name = os.environ.get("DVC_EXP_NAME", "").strip()
+        return cls(name, os.environ.get("DVC_EXP_BASELINE_REV", "")) if name else None
+
+    def run_tags(self) -> dict[str, str]:
+        return {"dvc_exp_name": self.name, "dvc_baseline_rev": self.baseline_rev}
+
+    def tags(self) -> dict[str, str]:
+        """The version's tags: a candidate, and of which experiment."""
+        return {"candidate": "true", **self.run_tags()}
+
+
+def run_name(name: str, params: dict, experiment: Experiment | None) -> str:
+    """What tells runs apart in the MLflow runs list: the DVC experiment's name, or the
+    model's name and a short hash of its params."""
+    if experiment is not None:
+        return f"{name}-{experiment.name}"
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{name}-{digest[:8]}"
+
+
+def training_params(cfg: PipelineConfig, name: str) -> dict[str, Any]:
+    """What a training run is trained from (the gate's params come with registration)."""
+    entry = cfg.entry(name)
+    return {
+        "dataset": entry.dataset,
+        "family": entry.family,
+        "seed": cfg.base.seed,
+        "model": cfg.model_params(name).model_dump(),
+        "train": entry.train.model_dump(),
+    }
+
+
+def run_tags(cfg: PipelineConfig, name: str, modality: str) -> dict[str, str]:
+    """The tags that find a run: model, family, dataset, seed, git commit, DVC experiment."""
+    entry = cfg.entry(name)
+    experiment = Experiment.current()
+    return {
+        "problem": entry.problem,
+        "model_name": name,
+        "family": entry.family,
+        "dataset": entry.dataset,
+        "modality": modality,
+        "seed": str(cfg.base.seed),
+        **git_state(),
+        **(experiment.run_tags() if experiment else {}),
+    }
+
+
+SPLIT_CONTEXTS = {"train": "training", "validation": "validation", "test": "test"}
+
+
+def split_inputs(dataset: str, data_dir: Path) -> dict[str, tuple[str, Path, str | None]]:
+    """The run's dataset inputs: each split of `dataset` (a file, or a folder of shards), with
+    the md5 `dvc.lock` records for it (None outside a DVC project). The lock is the one of the
+    folder the stage runs in: under `dvc exp run --temp` or the queue, the experiment's copy."""
+    root = Path.cwd()
+    hashes = dvc_lock_hashes(root / "dvc.lock", [f"split@{dataset}"])
+    inputs = {}
+    for split, context in SPLIT_CONTEXTS.items():
+        path = data_dir / f"{split}.parquet"
+        try:
+            key = str(Path(path).resolve().relative_to(root))
+        except ValueError:
+            key = str(path)
+        inputs[context] = (f"{dataset}-{split}", Path(path), hashes.get(key))
+    return inputs
+
+
+@contextmanager
+def live_training_run(
+    cfg: PipelineConfig, name: str, data_dir: Path, out_dir: Path
+) -> Iterator[Any]:
+    """Open model `name`'s MLflow run as training starts and yield the Keras callback that
+    logs each epoch to it. On success, `out_dir/run.json` names the run for evaluate and
+    register; on failure the run ends FAILED (a diverged loss, say) naming why."""
+    prep = Preprocessing.load(data_dir / SPEC_FILE)
+    params = training_params(cfg, name)
+    title = run_name(name, params, Experiment.current())
+    with tracking.open_run(
+        cfg.base.experiment,
+        run_name=title,
+        tags=run_tags(cfg, name, prep.modality),
+    ) as run_id:
+        tracking.log_params(params)
+        tracking.log_inputs(split_inputs(cfg.entry(name).dataset, data_dir))
+        print(f"MLflow run {title} ({run_id}) open; epochs are logged as they end")
+        yield tracking.epoch_logger(run_id)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / RUN_FILE).write_text(
+            json.dumps({"run_id": run_id, "run_name": title}, indent=2) + "\n"
+        )
+
+
+def training_run_id(run_file: Path | None) -> str | None:
+    """The run `run.json` names, if this store holds it."""
+    if run_file is None or not Path(run_file).is_file():
+        return None
+    run_id = json.loads(Path(run_file).read_text()).get("run_id", "")
+    if not run_id or tracking.run_state(run_id) is None:
+        print(f"the training run {run_id or '?'} named in {run_file} is not in this MLflow store")
+        return None
+    return run_id
+
+
+def run_to_resume(run_file: Path | None) -> tuple[str | None, str | None]:
+    """(the run register adds to, the training run): the training run itself, unless it
+    already carries a registered version (DVC reran register alone): then None, and register
+    logs a new run linked to it."""
+    run_id = training_run_id(run_file)
+    if run_id is None:
+        return None, None
+    state = tracking.run_state(run_id)
+    if state is not None and REGISTERED_TAG in state[1]:
+        return None, run_id
+    return run_id, run_id
+
+
+def add_evaluation(
+    experiment: str, run_file: Path | None, metrics: dict[str, float], plot: Path
+) -> str | None:
+    """Add the test metrics and the test plot to the training run; returns its id (None when
+    there is no run to add to)."""
+    run_id = training_run_id(run_file)
+    if run_id is None:
+        return None
+    with tracking.open_run(experiment, resume=run_id):
+        tracking.log_new_metrics(metrics)
+        tracking.log_artifacts({"evaluation": plot})
+    return run_id
