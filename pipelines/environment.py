@@ -1,12 +1,15 @@
-"""This Python environment as child processes need it: its console scripts, and a process
-environment with its bin folder first on PATH."""
+"""This Python environment as child processes need it (its console scripts, and a process
+environment with its bin folder first on PATH), and the file locks that processes on one host
+share."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -23,3 +26,30 @@ def executable(name: str) -> str:
     PATH."""
     local = Path(sys.executable).with_name(name)
     return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+@contextmanager
+def file_lock(path: Path, wait_s: float, what: str) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created if missing) for the block: one holder at a
+    time among all processes and threads of this host. Says once that it waits for `what`;
+    `TimeoutError` after `wait_s` seconds."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        deadline, told = time.monotonic() + wait_s, False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{what} has held {path} for over {wait_s:.0f} s") from None
+                if not told:
+                    print(f"waiting for {what} to finish", flush=True)
+                    told = True
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -46,3 +46,8 @@ class OrchestrationError(KnownFailure, RuntimeError):
 class GateRefused(KnownFailure, RuntimeError):
     """`pipelines promote` asked for a version that does not pass the gate; the message says
     which checks failed and by how much."""
+
+
+class StoreUnavailable(KnownFailure, RuntimeError):
+    """The MLflow tracking store failed to answer (a stopped server, a locked or unreadable
+    database), as opposed to answering that something does not exist."""

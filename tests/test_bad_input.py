@@ -506,6 +506,19 @@ def test_good_requests_in_every_accepted_form_agree(champion, rows):
     np.testing.assert_array_equal(champion.predict(columns), expected)
 
 
+def test_a_classifier_names_its_classes_on_request_and_the_default_answer_is_unchanged(
+    champion, rows
+):
+    probabilities = champion.predict(rows)
+    assert isinstance(probabilities, np.ndarray)  # what parity and the gate compare
+    named = champion.predict(rows, params={"labels": True})
+    classes = champion.metadata.metadata["classes"]
+    assert list(named.columns) == ["predicted", *(f"probability_{c}" for c in classes)]
+    np.testing.assert_array_equal(named.iloc[:, 1:].to_numpy(), probabilities)
+    assert list(named["predicted"]) == [classes[i] for i in probabilities.argmax(axis=1)]
+    assert champion.metadata.signature.params.params[0].name == "labels"
+
+
 def test_the_registered_model_is_code_plus_a_keras_file_never_a_pickle(project):
     import mlflow
 

@@ -53,6 +53,28 @@ def test_unreadable_files(tmp_path, name, content, message):
     assert name in str(err.value)
 
 
+def test_a_damaged_file_keeps_its_cause_and_running_out_of_memory_is_not_a_damaged_file(
+    tmp_path, monkeypatch, breast_cancer
+):
+    from pipelines.data import datasets
+
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DataError) as err:
+        read_table(broken)
+    assert err.value.__cause__ is not None  # pyarrow's own error, chained
+
+    good = tmp_path / "good.parquet"
+    breast_cancer.to_parquet(good)
+
+    def out_of_memory(path):
+        raise MemoryError("cannot allocate 14 GiB")
+
+    monkeypatch.setitem(datasets._READERS, ".parquet", out_of_memory)
+    with pytest.raises(MemoryError):
+        read_table(good)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="data file not found"):
         read_table(tmp_path / "absent.csv")

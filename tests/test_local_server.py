@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -42,3 +43,51 @@ def test_a_server_that_never_answers_times_out():
     finally:
         proc.kill()
         proc.wait()
+
+
+RACE_TRIES = int(os.environ.get("PIPELINES_RACE_TRIES", "2"))  # the bench runs 10
+
+_ENSURE = """
+from pipelines.run.orchestration import ensure_api
+print(ensure_api(), flush=True)
+"""
+
+
+def test_two_stages_starting_the_prefect_server_at_once_start_one(tmp_path):
+    """Two processes that find no server at the same moment: one starts it, the other waits
+    for the lock and reuses it, and the pid file names the server that runs."""
+    from pipelines.run import orchestration
+
+    for attempt in range(RACE_TRIES):
+        home = tmp_path / f"prefect-{attempt}"
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(home),
+            "PIPELINES_PREFECT_PORT": str(free_port()),
+            "PIPELINES_PREFECT": "auto",
+        }
+        env.pop("PREFECT_API_URL", None)
+        starts = [
+            subprocess.Popen(
+                [sys.executable, "-c", _ENSURE],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outputs = [proc.communicate(timeout=240)[0] for proc in starts]
+        try:
+            assert [proc.returncode for proc in starts] == [0, 0], outputs
+            assert sum("starting a local Prefect server" in out for out in outputs) == 1, outputs
+            url = f"http://127.0.0.1:{env['PIPELINES_PREFECT_PORT']}/api"
+            assert all(out.strip().endswith(url) for out in outputs), outputs
+            pid = int((home / "pipelines-server.pid").read_text())
+            os.killpg(pid, 0)  # the pid file names a live process group...
+            assert orchestration.healthy(url)  # ...and a server answers
+        finally:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("PREFECT_HOME", str(home))
+                assert orchestration.stop_local_server()
+        assert not orchestration.healthy(url, timeout=2)

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import threading
 
 import numpy as np
 import pandas as pd
@@ -383,7 +384,7 @@ def test_runs_are_named_by_their_params_and_the_experiment_is_for_training(
         f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}"
         "?workflowType=machine_learning"
     )
-    tracking.promote(NAME, champion)  # the other tests share this champion
+    tracking.promote(NAME, champion, expected=tracking.alias_version(NAME))  # shared champion
 
 
 def test_the_run_lists_its_dataset_splits_with_the_dvc_digest(store, trained, champion):
@@ -403,4 +404,64 @@ def test_the_run_lists_its_dataset_splits_with_the_dvc_digest(store, trained, ch
     assert inputs["training"].name == "breast_cancer-train"
     assert inputs["training"].digest == "0123456789abcdef0123456789abcdef"
     assert json.loads(inputs["test"].source)["uri"].endswith("data/test.parquet")
-    tracking.promote(NAME, champion)  # the other tests share this champion
+    tracking.promote(NAME, champion, expected=tracking.alias_version(NAME))  # shared champion
+
+
+RACE_TRIES = int(os.environ.get("PIPELINES_RACE_TRIES", "3"))  # the bench runs 10
+
+
+def test_two_registrations_of_one_model_at_once_never_skip_a_comparison(store, trained, champion):
+    """Each try starts two registrations of the same model at the same moment. Every promotion
+    must have been compared with the version it replaced, one version is champion, and no
+    registration in flight is tagged incomplete by the other."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    before = {v.version for v in client.search_model_versions(f"name = '{NAME}'")}
+    for _ in range(RACE_TRIES):
+        results = _at_once(2, lambda: _register(store, trained, LENIENT))
+        assert all(not isinstance(r, Exception) for r in results), results
+    versions = [
+        v for v in client.search_model_versions(f"name = '{NAME}'") if v.version not in before
+    ]
+    assert len(versions) == 2 * RACE_TRIES
+    assert not [v.version for v in versions if v.tags["gate"].startswith("incomplete")]
+    # In promotion order, each new champion was compared with the one it replaced.
+    promoted = sorted(_promotions(versions), key=lambda pair: int(pair[0]))
+    assert promoted, [v.tags for v in versions]
+    assert [compared for _, compared in promoted] == [
+        str(champion),
+        *(version for version, _ in promoted[:-1]),
+    ]
+    # an alias names one version: the last one promoted
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == promoted[-1][0]
+    tracking.promote(NAME, champion, expected=tracking.alias_version(NAME))  # shared champion
+
+
+def _promotions(versions) -> list[tuple[str, str]]:
+    """(version, the champion it was compared with) for each version that became champion."""
+    return [
+        (str(v.version), v.tags["gate.compared_with"])
+        for v in versions
+        if v.tags.get("gate") == "passed" and "gate.promotion" not in v.tags
+    ]
+
+
+def _at_once(n: int, fn) -> list:
+    """Run `fn` in `n` threads released together; their results (or errors), in any order."""
+    start, results = threading.Barrier(n), []
+
+    def run():
+        start.wait()
+        try:
+            results.append(fn())
+        except Exception as err:
+            results.append(err)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert len(results) == n, "a registration did not finish in 10 minutes"
+    return results

@@ -29,10 +29,20 @@ def test_each_model_runs_from_its_first_changed_stage():
 def test_only_transient_faults_are_retried(tail, retried):
     from prefect.states import Failed
 
-    error = StageFailed("register@tabular-dnn", 1, tail)
+    error = StageFailed("train@tabular-dnn", 1, tail, retries=2)
     assert error.transient is retried
     assert _is_transient(None, None, Failed(data=error)) is retried
-    assert ("retried" if retried else "not retried") in str(error)
+    assert ("retried up to 2 time(s)" if retried else "not retried") in str(error)
+    assert tail in str(error)
+
+
+def test_a_failure_message_says_what_happened():
+    # register stages are never retried, and their message must not claim otherwise
+    locked = StageFailed("register@tabular-dnn", 1, "database is locked", retries=0)
+    assert "never retried" in str(locked) and "retried up to" not in str(locked)
+    timed_out = StageFailed("train@tabular-dnn", -1, "timed out after 60 s\nEpoch 3/40")
+    assert str(timed_out).startswith("stage train@tabular-dnn timed out (")
+    assert "timed out after 60 s" in str(timed_out) and "Epoch 3/40" in str(timed_out)
 
 
 def test_new_sources_are_written_to_params_keeping_comments(tmp_path, repo_root):

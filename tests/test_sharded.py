@@ -300,6 +300,20 @@ def test_dvc_repro_trains_and_registers_a_sharded_dataset(tmp_path, repo_root, r
     np.testing.assert_allclose(served, predicted, atol=1e-6)
     assert sh(["dvc", "status"], root, env).stdout.strip() == "Data and pipelines are up to date."
 
+    # The version's data hash is the one dvc.lock records for the folder (DVC's `.dir` hash),
+    # so `verify` passes; after the data changes (and ingest reruns), it fails.
+    champion = mlflow.MlflowClient().get_model_version_by_alias(TASK, "champion")
+    assert champion.tags["data_md5"].endswith(".dir")
+    verify = ["python", "-m", "pipelines.cli", "verify", f"{TASK}@champion"]
+    passed = sh(verify, root, env)
+    assert "training data" in passed.stdout and "matches" in passed.stdout, passed.stdout
+    first = sorted(external.iterdir())[0]
+    first.rename(first.with_name("z-" + first.name))
+    (external / first.name).write_bytes(sorted(external.iterdir())[-1].read_bytes())
+    sh(["dvc", "repro", "--single-item", f"ingest@{NAME}"], root, env)
+    moved = sh(verify, root, env, check=False)
+    assert moved.returncode == 1 and "the data has moved on" in moved.stdout, moved.stdout
+
 
 def test_synthesize_shards_writes_resampled_real_rows(tmp_path, _breast_cancer, capsys):
     from pipelines.cli import app

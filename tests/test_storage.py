@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,9 +19,9 @@ from pipelines.run.local_server import free_port, wait_until_answers
 NAME = "tabular-dnn"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
+@contextmanager
+def mlflow_server(root: Path) -> Iterator[str]:
+    """A real `mlflow server` (SQLite backend, proxied artifacts) under `root`; its URL."""
     port = free_port()
     log = open(root / "server.log", "wb")  # noqa: SIM115 - outlives this block
     proc = subprocess.Popen(
@@ -45,11 +47,19 @@ def server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_answers(f"{url}/health", proc, 120, root / "server.log")
-        yield url, root
+        yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with mlflow_server(root) as url:
+        yield url, root
 
 
 def test_registration_against_an_mlflow_server(server, tmp_path, _breast_cancer, raw_params):
@@ -93,3 +103,51 @@ def test_registration_against_an_mlflow_server(server, tmp_path, _breast_cancer,
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
     assert list((server_root / "artifacts").rglob("model.keras")), "artifacts live on the server"
+
+
+@pytest.mark.parametrize("on_drift", ["fail", "warn"])
+def test_validate_with_the_store_down_fails_naming_it_never_passes_silently(
+    tmp_path, repo_root, _breast_cancer, raw_params, on_drift
+):
+    """The drift check needs the champion's reference from the store. A store that is down is
+    not "no champion yet": validation fails naming the store (or, under `on_drift: warn`,
+    passes with a warning that names it)."""
+    import yaml
+
+    params = copy.deepcopy(raw_params)
+    params["validation"]["drift"]["on_drift"] = on_drift
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _breast_cancer.to_parquet(tmp_path / "raw.parquet", index=False)
+    with mlflow_server(tmp_path) as url:
+        pass  # started, answered, and stopped: nothing listens at `url` any more
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": url,
+        "PIPELINES_PREFECT": "off",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    }
+    suite = repo_root / "gx" / "expectations" / "breast_cancer.json"
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "pipelines.cli", "validate", "breast_cancer"),
+            *("--data", "raw.parquet", "--suite", str(suite), "--report-dir", "docs"),
+            *("--params", "params.yaml"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert f"the MLflow store {url} failed" in out, out
+    assert "Traceback" not in out, out
+    if on_drift == "fail":
+        assert proc.returncode == 1, out
+        assert "error: raw.parquet: drift cannot be checked" in proc.stderr, out
+        assert "validated" not in proc.stdout
+    else:
+        assert proc.returncode == 0, out
+        assert "WARNING drift not checked" in proc.stdout, out
+        assert "is not recorded in MLflow" in proc.stdout, out

@@ -55,3 +55,43 @@ def test_a_shard_missing_a_column_is_named(breast_cancer, shards):
     features = [c for c in breast_cancer.columns if c != "target"]
     with pytest.raises(ValueError, match=r"part-1\.parquet: missing column\(s\) \['mean_area'\]"):
         stream_normalization(shards, features)
+
+
+_MANY_SHARDS = """
+import resource, sys
+import numpy as np, pandas as pd
+from pathlib import Path
+from pipelines.data import streaming
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+out = Path(sys.argv[1])
+writer = streaming.ShardWriter(out, 2000)
+rng = np.random.default_rng(0)
+for start in range(0, 200_000, 50_000):
+    frame = pd.DataFrame({"id": np.arange(start, start + 50_000), "x": rng.random(50_000)})
+    writer.scatter(frame, rng)
+    assert writer.buffered_rows <= streaming.BUFFER_ROWS
+print(writer.close())
+"""
+
+
+def test_a_split_into_2000_shards_runs_under_256_open_files(tmp_path):
+    """Writers are never held open per shard: 2000 shards under `ulimit -n 256`, every row
+    once, and each shard keeps the order its rows arrived in."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    out = tmp_path / "train.parquet"
+    proc = subprocess.run(
+        [sys.executable, "-c", _MANY_SHARDS, str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "200000"
+    shards = streaming.shard_paths(out)
+    assert len(shards) == 2000
+    ids = [pd.read_parquet(shard)["id"].to_numpy() for shard in shards]
+    assert all((np.diff(part) > 0).all() for part in ids)
+    np.testing.assert_array_equal(np.sort(np.concatenate(ids)), np.arange(200_000))
+    assert not list(out.glob(".*"))  # no part files left

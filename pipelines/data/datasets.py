@@ -140,12 +140,17 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: unsupported file type {path.suffix!r} (use .csv or .parquet)")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
+    import zipfile
+
+    from pipelines.data.streaming import read_errors
+
     try:
         table = reader(path)
     except DataError:
         raise
-    except Exception as err:  # pandas/pyarrow raise many types for a damaged file
-        raise DataError(f"{path}: cannot be read as {path.suffix[1:]}: {err}") from None
+    except (*read_errors(), pd.errors.ParserError, zipfile.BadZipFile, KeyError) as err:
+        # a damaged file (never MemoryError: running out of memory is not a bad file)
+        raise DataError(f"{path}: cannot be read as {path.suffix[1:]}: {err}") from err
     if len(table) == 0:
         raise DataError(f"{path}: no rows (a header with {table.shape[1]} column(s) and no data)")
     return table
@@ -167,7 +172,7 @@ def _parse_times(df: pd.DataFrame, column: str) -> pd.DataFrame:
     try:
         df[column] = pd.to_datetime(df[column]).astype("datetime64[ns]")
     except (ValueError, TypeError) as err:
-        raise DataError(f"time column {column!r} holds values that are not dates: {err}") from None
+        raise DataError(f"time column {column!r} holds values that are not dates: {err}") from err
     return df
 
 

@@ -33,7 +33,8 @@ import pandas as pd
 from pipelines.errors import DataError
 
 READ_ROWS = 65_536
-FLUSH_ROWS = 16_384  # rows an output shard buffers before it writes a row group
+FLUSH_ROWS = 16_384  # rows an output shard buffers before it spills them (and its row groups)
+BUFFER_ROWS = 262_144  # rows all the shards of one writer buffer together, at most
 SHARD_PATTERN = "part-{:05d}.parquet"
 SAMPLE_ROWS = 100_000  # rows behind a drift reference or a drift check
 
@@ -58,13 +59,20 @@ def shard_paths(path: Path) -> list[Path]:
     return shards
 
 
+def read_errors() -> tuple[type[BaseException], ...]:
+    """What pyarrow raises for a damaged or unreadable file (never MemoryError)."""
+    import pyarrow as pa
+
+    return (pa.ArrowException, OSError, ValueError)
+
+
 def _parquet(shard: Path) -> Any:
     import pyarrow.parquet as pq
 
     try:
         return pq.ParquetFile(shard)
-    except Exception as err:  # pyarrow raises several types for a damaged file
-        raise ShardError(f"{shard}: cannot be read as Parquet: {err}") from None
+    except read_errors() as err:
+        raise ShardError(f"{shard}: cannot be read as Parquet: {err}") from err
 
 
 def row_count(shards: Sequence[Path]) -> int:
@@ -81,8 +89,8 @@ def read_shard(shard: Path) -> pd.DataFrame:
     parquet = _parquet(shard)
     try:
         return parquet.read().to_pandas()
-    except Exception as err:
-        raise ShardError(f"{shard}: cannot be read as Parquet: {err}") from None
+    except read_errors() as err:
+        raise ShardError(f"{shard}: cannot be read as Parquet: {err}") from err
 
 
 def source_shards(source: Path) -> list[Path]:
@@ -99,8 +107,8 @@ def _record_batches(shard: Path, columns: list[str], read_rows: int) -> Iterator
         raise ShardError(f"{shard}: missing column(s) {missing}")
     try:
         yield from parquet.iter_batches(batch_size=read_rows, columns=columns)
-    except Exception as err:  # pyarrow raises several types for a damaged file
-        raise ShardError(f"{shard}: cannot be read as Parquet: {err}") from None
+    except read_errors() as err:
+        raise ShardError(f"{shard}: cannot be read as Parquet: {err}") from err
 
 
 def iter_frames(
@@ -127,8 +135,13 @@ def iter_frames(
 
 class ShardWriter:
     """Write one part's rows to `count` shards in a new folder at `out` (replacing whatever is
-    there only when `close` succeeds): rows are buffered per shard and written as row groups
-    of `FLUSH_ROWS`."""
+    there only when `close` succeeds).
+
+    Bounded at any number of shards: rows are buffered per shard, and a shard whose buffer
+    reaches `FLUSH_ROWS`, or the largest buffers once all of them hold `BUFFER_ROWS`, are
+    written out as a closed part file (no writer stays open). `finish` merges a shard's parts
+    into its one Parquet file, in row groups of `FLUSH_ROWS`. So at most one file is open at a
+    time, and the buffers hold at most about `BUFFER_ROWS` rows plus one shard at finish."""
 
     def __init__(self, out: Path, count: int):
         self.out, self.count = Path(out), max(1, count)
@@ -136,55 +149,75 @@ class ShardWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
         self.rows = 0
-        self._buffers: list[list[pd.DataFrame]] = [[] for _ in range(self.count)]
-        self._buffered = [0] * self.count
-        self._writers: list[Any] = [None] * self.count
+        self._buffers: dict[int, list[pd.DataFrame]] = {}
+        self._buffered: dict[int, int] = {}
+        self._parts: dict[int, list[Path]] = {}
         self._finished: set[int] = set()
+
+    @property
+    def buffered_rows(self) -> int:
+        return sum(self._buffered.values())
 
     def write(self, frame: pd.DataFrame, shard: int = 0) -> None:
         if not len(frame):
             return
         if shard in self._finished:
             raise RuntimeError(f"shard {shard} of {self.out} is already finished")
-        self._buffers[shard].append(frame)
-        self._buffered[shard] += len(frame)
+        self._buffers.setdefault(shard, []).append(frame)
+        self._buffered[shard] = self._buffered.get(shard, 0) + len(frame)
         self.rows += len(frame)
         if self._buffered[shard] >= FLUSH_ROWS:
-            self._flush(shard)
+            self._spill(shard)
+        if self.buffered_rows > BUFFER_ROWS:
+            for largest in sorted(self._buffered, key=self._buffered.get, reverse=True):
+                self._spill(largest)
+                if self.buffered_rows <= BUFFER_ROWS // 2:
+                    break
 
     def scatter(self, frame: pd.DataFrame, rng: np.random.Generator) -> None:
-        """Each row to a shard drawn at random, so every shard samples the whole part."""
+        """Each row to a shard drawn at random, so every shard samples the whole part. One
+        stable sort by target shard, then one slice per shard that got rows: O(rows log rows)
+        whatever the number of shards."""
         target = rng.integers(0, self.count, len(frame))
-        for shard in range(self.count):
-            self.write(frame[target == shard], shard)
+        order = np.argsort(target, kind="stable")
+        counts = np.bincount(target, minlength=self.count)
+        ends = np.cumsum(counts)
+        ordered = frame.iloc[order]
+        for shard in np.flatnonzero(counts):
+            self.write(ordered.iloc[ends[shard] - counts[shard] : ends[shard]], int(shard))
 
-    def _flush(self, shard: int) -> None:
+    def _spill(self, shard: int) -> None:
+        """Write a shard's buffer as one more closed part file."""
+        frames = self._buffers.pop(shard, [])
+        self._buffered.pop(shard, None)
+        if not frames:
+            return
+        parts = self._parts.setdefault(shard, [])
+        path = self.tmp / f".{SHARD_PATTERN.format(shard)}.part{len(parts):05d}"
+        pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
+        parts.append(path)
+
+    def finish(self, shard: int) -> None:
+        """Write one shard's file from its parts and buffer, in row groups of `FLUSH_ROWS`."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if not self._buffers[shard]:
-            return
-        table = pa.Table.from_pandas(
-            pd.concat(self._buffers[shard], ignore_index=True), preserve_index=False
-        )
-        if self._writers[shard] is None:
-            path = self.tmp / SHARD_PATTERN.format(shard)
-            self._writers[shard] = pq.ParquetWriter(path, table.schema)
-        self._writers[shard].write_table(table)
-        self._buffers[shard], self._buffered[shard] = [], 0
-
-    def finish(self, shard: int) -> None:
-        """Write out and close one shard (its writer's buffers are freed)."""
-        self._flush(shard)
-        if self._writers[shard] is not None:
-            self._writers[shard].close()
-            self._writers[shard] = None
+        frames = [pd.read_parquet(part) for part in self._parts.pop(shard, [])]
+        frames += self._buffers.pop(shard, [])
+        self._buffered.pop(shard, None)
         self._finished.add(shard)
+        if not frames:
+            return
+        table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
+        pq.write_table(table, self.tmp / SHARD_PATTERN.format(shard), row_group_size=FLUSH_ROWS)
+        for part in self.tmp.glob(f".{SHARD_PATTERN.format(shard)}.part*"):
+            part.unlink()
 
     def close(self) -> int:
         """Finish every shard, then move the folder into place; returns the rows written."""
         for shard in range(self.count):
-            self.finish(shard)
+            if shard not in self._finished:
+                self.finish(shard)
         if self.out.is_dir():
             shutil.rmtree(self.out)
         elif self.out.exists():
@@ -193,9 +226,6 @@ class ShardWriter:
         return self.rows
 
     def abort(self) -> None:
-        for writer in self._writers:
-            if writer is not None:
-                writer.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

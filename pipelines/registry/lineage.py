@@ -55,6 +55,24 @@ def dvc_lock_hashes(lock_path: Path, stages: list[str]) -> dict[str, str]:
     return hashes
 
 
+def lock_key(path: Path, root: Path) -> str:
+    """How `dvc.lock` in `root` names `path`: relative to `root` when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def data_md5(raw_data: Path, dataset: str, root: Path | None = None) -> str:
+    """The hash of a dataset's ingested data as DVC records it: the `ingest@<dataset>` output
+    in the `dvc.lock` of `root` (the folder the stage runs in), read, not recomputed. A folder
+    of shards gets DVC's own `<md5>.dir`, which `pipelines verify` compares with the lock.
+    Outside a DVC project (no lock entry), the MD5 of the file, or of the folder's listing."""
+    root = root or Path.cwd()
+    recorded = dvc_lock_hashes(root / "dvc.lock", [f"ingest@{dataset}"])
+    return recorded.get(lock_key(raw_data, root)) or file_md5(raw_data)
+
+
 # What a served model needs installed: pinned in each version's requirements and recorded in
 # its lineage.
 SERVED_PACKAGES = ("mlflow", "keras", "tensorflow-cpu", "tensorflow", "numpy", "pandas")

@@ -130,7 +130,16 @@ class RawInputModel(mlflow.pyfunc.PythonModel):
     # No type hints on purpose: MLflow would derive a schema from them and check requests
     # itself, before (and less clearly than) `check_request`.
     def predict(self, context, model_input, params=None):
+        """The answers, as an array; with `params={"labels": true}`, a classifier's answers
+        as a table: the predicted class, then one probability column per class."""
         batch = check_request(model_input, self.config)
+        labels = bool((params or {}).get("labels", False))
+        classes = self.config.get("classes") or []
+        if labels and not classes:
+            raise _bad_request(
+                f"{self.config.get('model_name', 'this model')}: `labels` is for classifiers; "
+                "this model answers with a value in original units"
+            )
         # `predict_on_batch` in chunks, not `predict`: `predict` builds a data pipeline on
         # every call (about 50-70 ms), which is most of a small request's time. A request of
         # up to 32 rows is one batch, as in `predict`, so the golden sample matches exactly.
@@ -138,7 +147,12 @@ class RawInputModel(mlflow.pyfunc.PythonModel):
             np.asarray(self.model.predict_on_batch(batch[start : start + CHUNK_ROWS]))
             for start in range(0, len(batch), CHUNK_ROWS)
         ]
-        return np.concatenate(parts)
+        answers = np.concatenate(parts)
+        if not labels:
+            return answers
+        table = pd.DataFrame(answers, columns=[f"probability_{c}" for c in classes])
+        table.insert(0, "predicted", np.asarray(classes)[answers.argmax(axis=1)])
+        return table
 
 
 mlflow.models.set_model(RawInputModel())

@@ -25,7 +25,7 @@ from pipelines.model.evaluation import METRICS_FILE, PLOT_FILE, PREDICTIONS_FILE
 from pipelines.model.training import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
 from pipelines.registry import tracking
 from pipelines.registry.gate import GateVerdict, apply_gate
-from pipelines.registry.lineage import dvc_lock_hashes, file_md5, library_versions
+from pipelines.registry.lineage import data_md5, dvc_lock_hashes, library_versions
 from pipelines.registry.promotion import (
     GOLDEN_ROWS,
     Check,
@@ -133,7 +133,7 @@ def collect_evidence(model_dir: Path, eval_dir: Path, data_dir: Path, seed: int)
 def run_record(cfg: PipelineConfig, name: str, raw_data: Path, ev: Evidence) -> tuple:
     """The MLflow run's (tags, params, metrics) for model `name`."""
     entry = cfg.entry(name)
-    tags = {**run_tags(cfg, name, ev.prep.modality), "data_md5": file_md5(raw_data)}
+    tags = {**run_tags(cfg, name, ev.prep.modality), "data_md5": data_md5(raw_data, entry.dataset)}
     params = {**training_params(cfg, name), "gate": entry.gate.model_dump()}
     metrics = {
         **{f"test_{k}": v for k, v in ev.metrics["test"].items()},
@@ -199,11 +199,12 @@ def record_verdict(
     checks: list[Check],
     failures: list[str],
     passed: bool,
+    compared_with: str | None,
     experiment: Experiment | None = None,
-) -> str | None:
-    """Tag the version with the gate's verdict and, if it passed, move `@champion` to it;
-    under a DVC experiment, tag it a candidate instead and move no alias. Returns the previous
-    champion (None if there was none, or no promotion)."""
+) -> tuple[bool, str | None]:
+    """Tag the version with the gate's verdict and, if it passed, move `@champion` to it, only
+    if `@champion` is still `compared_with` (compare-and-set); under a DVC experiment, tag it a
+    candidate instead and move no alias. Returns (promoted, the previous champion)."""
     for check in checks:
         print(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
     tracking.tag_version(
@@ -213,12 +214,17 @@ def record_verdict(
             "gate": "passed" if passed else "failed",
             **{f"gate.{c.name}": ("ok: " if c.passed else "FAILED: ") + c.detail for c in checks},
             **({"gate.failures": " | ".join(failures)} if failures else {}),
+            "gate.compared_with": compared_with or "none",
             **(experiment.tags() if experiment else {}),
         },
     )
-    if experiment is not None:
-        return None
-    return tracking.promote(name, version) if passed else None
+    if experiment is not None or not passed:
+        return False, None
+    try:
+        return True, tracking.promote(name, version, expected=compared_with)
+    except tracking.ChampionMoved as moved:
+        tracking.tag_version(name, version, {"gate.promotion": f"not promoted: {moved}"})
+        return False, None
 
 
 def write_lineage(
@@ -277,7 +283,23 @@ def register_task(
     inspection, without the alias, tagged with what failed and by how much.
 
     The steps: collect the evidence, log the run and register the version, score in a fresh
-    process, run the checks, record the verdict (tags, alias), write the lineage."""
+    process, run the checks, record the verdict (tags, alias), write the lineage. It holds
+    the model's registration lock throughout, so two registrations of one model never compare
+    against a champion that the other is about to replace."""
+    with tracking.model_lock(task):
+        return _register(cfg, task, model_dir, eval_dir, data_dir, raw_data, docs_dir, out)
+
+
+def _register(
+    cfg: PipelineConfig,
+    task: str,
+    model_dir: Path,
+    eval_dir: Path,
+    data_dir: Path,
+    raw_data: Path,
+    docs_dir: Path,
+    out: Path,
+) -> Registration:
     name, gate = task, cfg.entry(task).gate  # one registered model per entry, named after it
     ev = collect_evidence(model_dir, eval_dir, data_dir, cfg.base.seed)
     for version in tracking.mark_incomplete_versions(name):
@@ -327,26 +349,30 @@ def register_task(
                 model_artifacts={"reference": data_dir / REFERENCE_FILE},
             )
             tracking.set_run_tags(run_id, {REGISTERED_TAG: version})
-        # One fresh process (as `mlflow models serve` loads a model) scores the new version on
-        # the golden raw inputs and the current champion on the test rows.
-        new_uri = f"models:/{name}/{version}"
-        jobs = [(new_uri, golden / "inputs.npy")]
-        if champion_before is not None:
-            np.save(golden / "test_inputs.npy", ev.x_test)
-            jobs.append((f"models:/{name}/{champion_before}", golden / "test_inputs.npy"))
-        scores = tracking.score_in_fresh_process(jobs)
-    champion_scores = scores[1] if champion_before is not None else None
-    checks, failures = run_checks(
-        gate, thresholds, new_uri, scores[0], champion_scores, ev, cfg.base.seed
-    )
-    passed = all(c.passed for c in checks)
-    previous = record_verdict(name, version, checks, failures, passed, experiment)
+            # One fresh process (as `mlflow models serve` loads a model) scores the new
+            # version on the golden raw inputs and the current champion on the test rows.
+            # The run stays open until the verdict is recorded: a RUNNING run's version is a
+            # registration in flight, which `mark_incomplete_versions` leaves alone.
+            new_uri = f"models:/{name}/{version}"
+            jobs = [(new_uri, golden / "inputs.npy")]
+            if champion_before is not None:
+                np.save(golden / "test_inputs.npy", ev.x_test)
+                jobs.append((f"models:/{name}/{champion_before}", golden / "test_inputs.npy"))
+            scores = tracking.score_in_fresh_process(jobs)
+            champion_scores = scores[1] if champion_before is not None else None
+            checks, failures = run_checks(
+                gate, thresholds, new_uri, scores[0], champion_scores, ev, cfg.base.seed
+            )
+            passed = all(c.passed for c in checks)
+            promoted, previous = record_verdict(
+                name, version, checks, failures, passed, champion_before, experiment
+            )
     result = Registration(
         task=task,
         model_name=name,
         version=version,
         run_id=run_id,
-        promoted=passed and experiment is None,
+        promoted=promoted,
         previous_champion=previous,
         checks=[asdict(c) for c in checks],
         gate_failures=failures,
@@ -363,10 +389,16 @@ def register_task(
             f"{experiment.name} (it {verdict} the gate); @{tracking.CHAMPION} stays "
             f"{champion_before}. Promote it with: pipelines promote {name} {version}"
         )
-    elif passed:
+    elif promoted:
         print(
             f"{name} version {version} is @{tracking.CHAMPION}"
             + (f"; version {previous} is @{tracking.PREVIOUS_CHAMPION}" if previous else "")
+        )
+    elif passed:
+        print(
+            f"{name} version {version} passed the gate but was NOT promoted: @{tracking.CHAMPION}"
+            f" moved from {champion_before} during the comparison. Compare it with the new "
+            f"champion: pipelines promote {name} {version}"
         )
     else:
         print(
@@ -396,6 +428,11 @@ def promote_version(cfg: PipelineConfig, name: str, version: str, data_dir: Path
     metrics, non-inferiority to the current champion on the current test rows, and
     fresh-process parity on its golden sample. Raises `GateRefused` naming what failed.
     Returns the previous champion."""
+    with tracking.model_lock(name):
+        return _promote(cfg, name, version, data_dir)
+
+
+def _promote(cfg: PipelineConfig, name: str, version: str, data_dir: Path) -> str | None:
     gate = cfg.entry(name).gate
     info = tracking.version_info(name, version)
     champion = tracking.alias_version(name)
@@ -451,7 +488,10 @@ def promote_version(cfg: PipelineConfig, name: str, version: str, data_dir: Path
             f"{name} version {info.version} not promoted; @{tracking.CHAMPION} stays "
             f"{champion}. Failed: " + " | ".join(failures)
         )
-    previous = tracking.promote(name, info.version)
+    try:
+        previous = tracking.promote(name, info.version, expected=champion)
+    except tracking.ChampionMoved as moved:
+        raise GateRefused(f"{name} version {info.version} not promoted: {moved}") from moved
     print(
         f"{name} version {info.version} is @{tracking.CHAMPION}"
         + (f"; version {previous} is @{tracking.PREVIOUS_CHAMPION}" if previous else "")

@@ -22,7 +22,7 @@ from typing import Any
 from pipelines.config import PipelineConfig
 from pipelines.data.preprocessing import SPEC_FILE, Preprocessing
 from pipelines.registry import tracking
-from pipelines.registry.lineage import dvc_lock_hashes, git_state
+from pipelines.registry.lineage import dvc_lock_hashes, git_state, lock_key
 
 RUN_FILE = "run.json"  # an output of train: the MLflow run the later stages add to
 REGISTERED_TAG = "registered_version"  # set on a run once a version is registered from it
@@ -97,11 +97,7 @@ def split_inputs(dataset: str, data_dir: Path) -> dict[str, tuple[str, Path, str
     inputs = {}
     for split, context in SPLIT_CONTEXTS.items():
         path = data_dir / f"{split}.parquet"
-        try:
-            key = str(Path(path).resolve().relative_to(root))
-        except ValueError:
-            key = str(path)
-        inputs[context] = (f"{dataset}-{split}", Path(path), hashes.get(key))
+        inputs[context] = (f"{dataset}-{split}", Path(path), hashes.get(lock_key(path, root)))
     return inputs
 
 

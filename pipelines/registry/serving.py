@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipelines.data.datasets import read_table
 from pipelines.data.preprocessing import raw_inputs
 from pipelines.environment import env_with_venv, executable
 from pipelines.errors import DataError
@@ -74,38 +74,92 @@ def verify_version(
     return ok, problems
 
 
+def _input_frames(
+    path: Path, columns: list[str], chunk_rows: int
+) -> tuple[int | None, Iterator[pd.DataFrame]]:
+    """(rows if known, frames of at most `chunk_rows` rows of `columns`) from a raw CSV or
+    Parquet file, read a record batch at a time; a `DataError` names missing columns."""
+    import pyarrow.parquet as pq
+
+    from pipelines.data.streaming import read_errors
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            parquet = pq.ParquetFile(path)
+            present, rows = parquet.schema_arrow.names, parquet.metadata.num_rows
+        elif suffix == ".csv":
+            present, rows = list(pd.read_csv(path, nrows=0).columns), None
+        else:
+            raise DataError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
+    except (*read_errors(), pd.errors.ParserError) as err:
+        raise DataError(f"{path}: cannot be read as {suffix[1:]}: {err}") from err
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise DataError(
+            f"{path}: missing {len(missing)} feature column(s) the model needs, e.g. {missing[:5]}"
+        )
+
+    def frames() -> Iterator[pd.DataFrame]:
+        try:
+            if rows is not None:
+                for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns):
+                    yield batch.to_pandas()
+            else:
+                yield from pd.read_csv(path, usecols=columns, chunksize=chunk_rows)
+        except (*read_errors(), pd.errors.ParserError) as err:
+            raise DataError(f"{path}: cannot be read as {suffix[1:]}: {err}") from err
+
+    return rows, frames()
+
+
 def score_file(ref: str, input_path: Path, chunk_rows: int = 10_000) -> Path:
     """Score a raw CSV/Parquet file with a registered model; write `<input>.predictions.parquet`
-    beside it. The file needs the model's feature columns (see its metadata)."""
+    beside it. The file needs the model's feature columns (see its metadata). It is read and
+    written a record batch of `chunk_rows` at a time, so memory stays flat at any size."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from tqdm import tqdm
 
     uri = model_uri(ref)
     model = tracking.load_pyfunc(uri)
     meta = model.metadata.metadata
-    table = read_table(input_path)
-    missing = [c for c in meta["features"] if c not in table.columns]
-    if missing:
-        raise DataError(
-            f"{input_path}: missing {len(missing)} feature column(s) the model "
-            f"needs, e.g. {missing[:5]}"
-        )
-    x = raw_inputs(table, meta["features"], meta["input_shape"])
-    if len(x) == 0:
-        raise DataError(f"{input_path}: no rows to score")
-    parts = []
-    with tqdm(total=len(x), unit="rows", desc=f"scoring with {uri}", file=sys.stderr) as bar:
-        for start in range(0, len(x), chunk_rows):
-            parts.append(np.asarray(model.predict(x[start : start + chunk_rows])))
-            bar.update(len(parts[-1]))
-    predictions = np.concatenate(parts)
-    if meta["classes"]:
-        out = pd.DataFrame(predictions, columns=[f"probability_{c}" for c in meta["classes"]])
-        out.insert(0, "predicted", np.asarray(meta["classes"])[predictions.argmax(axis=1)])
-    else:
-        out = pd.DataFrame({"prediction": predictions.ravel()})
+    total, frames = _input_frames(Path(input_path), list(meta["features"]), chunk_rows)
     path = input_path.with_name(f"{input_path.stem}.predictions.parquet")
-    out.to_parquet(path, index=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    writer, scored = None, 0
+    try:
+        with tqdm(total=total, unit="rows", desc=f"scoring with {uri}", file=sys.stderr) as bar:
+            for frame in frames:
+                x = raw_inputs(frame, meta["features"], meta["input_shape"])
+                table = pa.Table.from_pandas(
+                    _answers(np.asarray(model.predict(x)), meta["classes"]), preserve_index=False
+                )
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                scored += len(x)
+                bar.update(len(x))
+        if writer is None or scored == 0:
+            raise DataError(f"{input_path}: no rows to score")
+        writer.close()
+        tmp.replace(path)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def _answers(predictions: np.ndarray, classes: list | None) -> pd.DataFrame:
+    if classes:
+        out = pd.DataFrame(predictions, columns=[f"probability_{c}" for c in classes])
+        out.insert(0, "predicted", np.asarray(classes)[predictions.argmax(axis=1)])
+        return out
+    return pd.DataFrame({"prediction": predictions.ravel()})
 
 
 def serve_command(ref: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:

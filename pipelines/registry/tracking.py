@@ -146,14 +146,34 @@ def _tag_incomplete(client: Any, versions: Sequence[Any], why: str) -> list[str]
 
 def mark_incomplete_versions(name: str) -> list[str]:
     """Tag versions of `name` that never got a gate verdict (their registration stopped
-    half-way) as incomplete, so nobody mistakes them for checked ones. They never hold an
-    alias: promotion is the last step. Returns the versions tagged."""
-    client = _mlflow().MlflowClient()
+    half-way) as incomplete, so nobody mistakes them for checked ones. A version whose run is
+    still RUNNING is a registration in flight (its process alive: `close_abandoned_runs`
+    closes the others first) and is left alone. They never hold an alias: promotion is the
+    last step. Returns the versions tagged."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
     try:
         versions = client.search_model_versions(f"name = '{name}'")
-    except Exception:  # no such registered model yet
-        return []
-    return _tag_incomplete(client, versions, "registration stopped before the gate")
+    except mlflow.exceptions.MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":  # no such registered model yet
+            return []
+        raise
+    unfinished = [mv for mv in versions if "gate" not in mv.tags]
+    settled = [
+        mv for mv in unfinished if not mv.run_id or _run_status(client, mv.run_id) != "RUNNING"
+    ]
+    return _tag_incomplete(client, settled, "registration stopped before the gate")
+
+
+def _run_status(client: Any, run_id: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id).info.status
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return None
 
 
 def _requirements() -> list[str]:
@@ -356,7 +376,7 @@ def training_run(
 def raw_signature(metadata: Mapping[str, Any]):
     """The version's MLflow signature, for the registry's schema view: a float64 tensor of raw
     inputs, shape (-1, *input_shape), and a float32 tensor of answers, one column per class
-    (or the one forecast value).
+    (or the one forecast value); a classifier also takes the param `labels`.
 
     The request checks stay the wrapper's (`raw_model.check_request`): they name the bad
     column, value or shape, and accept rows, named columns in any order and whole numbers,
@@ -365,12 +385,14 @@ def raw_signature(metadata: Mapping[str, Any]):
     model's type hints: MLflow then leaves validation to the model and passes the request's
     `inputs` through as sent."""
     from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
     classes = metadata.get("classes") or []
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype("float64"), (-1, *metadata["input_shape"]))]),
         outputs=Schema([TensorSpec(np.dtype("float32"), (-1, len(classes) or 1))]),
+        # `labels: true` asks a classifier for the predicted class beside the probabilities
+        params=ParamSchema([ParamSpec("labels", "boolean", False)]) if classes else None,
     )
     signature._is_signature_from_type_hint = True
     return signature
@@ -433,38 +455,43 @@ def log_validation_run(
     return run.info.run_id
 
 
-def _missing(err: Exception) -> bool:
-    code = getattr(err, "error_code", "")
-    text = str(err).lower()
-    return (
-        isinstance(err, FileNotFoundError)
-        or code == "RESOURCE_DOES_NOT_EXIST"
-        or "no such file" in text
-        or "not found" in text
-        or "does not exist" in text
-    )
-
-
 def champion_reference(names: list[str], dest: Path) -> tuple[str, dict[str, Any]] | None:
-    """The training reference (`pipelines.data.drift`) of the first of `names` that has a champion
-    carrying one: ("NAME version N (@champion)", profile), or None."""
-    from pipelines.data.drift import REFERENCE_FILE
+    """The training reference (`pipelines.data.drift`) of the first of `names` that has a
+    champion carrying one: ("NAME version N (@champion)", profile), or None when none has.
+    A store that fails to answer raises `StoreUnavailable` naming it: "no reference" is only
+    ever what the store said."""
+    mlflow = _mlflow()
+    from mlflow.exceptions import MlflowException
 
-    for name in names:
-        version = alias_version(name)
-        if version is None:
-            continue
-        info = version_info(name, version)
-        try:
+    from pipelines.data.drift import REFERENCE_FILE
+    from pipelines.errors import StoreUnavailable
+
+    try:
+        for name in names:
+            version = alias_version(name)
+            if version is None:
+                continue
+            info = version_info(name, version)
+            listed = mlflow.MlflowClient().list_artifacts(info.run_id, REFERENCE_DIR)
+            if f"{REFERENCE_DIR}/{REFERENCE_FILE}" not in {a.path for a in listed}:
+                continue  # a version registered before references existed
             path = download_run_artifacts(
                 info.run_id, f"{REFERENCE_DIR}/{REFERENCE_FILE}", dest / name
             )
-        except Exception as err:  # a version registered before references existed
-            if _missing(err):
-                continue
-            raise
-        return f"{name} version {version} (@{CHAMPION})", json.loads(Path(path).read_text())
+            return f"{name} version {version} (@{CHAMPION})", json.loads(Path(path).read_text())
+    except (MlflowException, OSError) as err:
+        raise StoreUnavailable(
+            f"the MLflow store {redacted_uri()} failed while fetching the champion's training "
+            f"reference: {type(err).__name__}: {str(err)[:600]}"
+        ) from err
     return None
+
+
+def redacted_uri() -> str:
+    """The tracking URI without any password in it, for messages."""
+    import re
+
+    return re.sub(r"//([^:/@]+):[^@/]+@", r"//\1:***@", tracking_uri())
 
 
 def load_pyfunc(model_uri: str):
@@ -538,28 +565,74 @@ def run_metrics(run_id: str) -> dict[str, float]:
     return dict(_mlflow().MlflowClient().get_run(run_id).data.metrics)
 
 
-def promote(name: str, version: str) -> str | None:
-    """Make `version` the champion; the champion it replaces keeps `previous-champion`.
+class ChampionMoved(RuntimeError):
+    """`@champion` no longer points at the version a challenger was compared with."""
 
-    The previous-champion alias is set first, so a failure between the two steps leaves the old
-    champion in place. Returns the replaced version, if any.
+
+def promote(name: str, version: str, expected: str | None) -> str | None:
+    """Make `version` the champion, only if `@champion` still is `expected` (the version it
+    was compared with; None: there was none): compare-and-set, else `ChampionMoved`. The
+    champion it replaces keeps `previous-champion`.
+
+    Call it under `model_lock(name)`: the lock makes read-and-move one step for every
+    registration that shares this store from this host. The previous-champion alias is set
+    first, so a failure between the two steps leaves the old champion in place. Returns the
+    replaced version, if any.
     """
     client = _mlflow().MlflowClient()
     current = alias_version(name, CHAMPION)
+    if current != expected:
+        raise ChampionMoved(
+            f"@{CHAMPION} moved from {expected or 'none'} to {current} while version {version} "
+            f"was compared with {expected or 'no champion'}; compare it again with "
+            f"`pipelines promote {name} {version}`"
+        )
     if current is not None and current != version:
         client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
     client.set_registered_model_alias(name, CHAMPION, version)
     return current if current != version else None
 
 
+LOCK_WAIT_S = 900.0
+
+
+@contextmanager
+def model_lock(name: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the registration lock of registered model `name` in this store: one registration,
+    promotion or rollback of a model at a time, on this host (a file lock, `flock`, keyed by
+    the tracking URI and the model, so every stage, experiment copy and CLI call that shares
+    the store shares it). Processes on other machines sharing an MLflow server are not
+    covered: there the compare-and-set in `promote` refuses a move whose champion changed."""
+    import hashlib
+
+    from pipelines.environment import file_lock
+
+    uri = tracking_uri()
+    key = hashlib.sha1(uri.encode()).hexdigest()[:12]
+    # SQLite takes one writer at a time: with a parallel runner (threads, Dask), registrations
+    # of different models would meet "database is locked", so on SQLite they all take turns.
+    # An MLflow server takes parallel writes: there only one model's registrations do.
+    scope = "all-models" if uri.startswith("sqlite:") else name
+    model = hashlib.sha1(scope.encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / "pipelines-locks" / f"{key}-{model}.lock"
+    what = (
+        "another registration in this SQLite store"
+        if scope != name
+        else f"another {name} registration"
+    )
+    with file_lock(path, wait_s, what):
+        yield
+
+
 def rollback(name: str) -> tuple[str, str]:
     """Swap `champion` and `previous-champion`; return (new champion, new previous)."""
     client = _mlflow().MlflowClient()
-    current, previous = alias_version(name, CHAMPION), alias_version(name, PREVIOUS_CHAMPION)
-    if previous is None or current is None:
-        raise LookupError(f"{name}: no {PREVIOUS_CHAMPION} version to roll back to")
-    client.set_registered_model_alias(name, CHAMPION, previous)
-    client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
+    with model_lock(name):
+        current, previous = alias_version(name, CHAMPION), alias_version(name, PREVIOUS_CHAMPION)
+        if previous is None or current is None:
+            raise LookupError(f"{name}: no {PREVIOUS_CHAMPION} version to roll back to")
+        client.set_registered_model_alias(name, CHAMPION, previous)
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
     return previous, current
 
 

@@ -20,7 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pipelines.environment import executable
+from pipelines.environment import executable, file_lock
 from pipelines.errors import KnownFailure, OrchestrationError
 from pipelines.run.local_server import ServerDidNotStart, answers, wait_until_answers
 
@@ -98,7 +98,11 @@ def ensure_api() -> str | None:
         return os.environ["PREFECT_API_URL"]
     url = local_api_url()
     if not healthy(url):
-        start_local_server(url)
+        # Under a lock, so that two stages starting at once start one server, and the pid file
+        # names the server that runs; the second finds it up once it has the lock.
+        with file_lock(_prefect_home() / "pipelines-server.lock", 180, "a Prefect server start"):
+            if not healthy(url):
+                start_local_server(url)
     os.environ["PREFECT_API_URL"] = url
     return url
 

@@ -55,14 +55,20 @@ TRANSIENT = (
 class StageFailed(RuntimeError):
     """A stage command exited non-zero; `transient` says whether a retry may help."""
 
-    def __init__(self, stage: str, code: int, tail: str):
-        self.stage, self.code, self.tail = stage, code, tail
+    def __init__(self, stage: str, code: int, tail: str, retries: int = 0):
+        self.stage, self.code, self.tail, self.retries = stage, code, tail, retries
         self.transient = any(marker in tail for marker in TRANSIENT)
-        kind = "transient fault, retried" if self.transient else "not retried"
-        super().__init__(f"stage {stage} exited with {code} ({kind}):\n{tail}")
+        if not self.transient:
+            kind = "not a transient fault: not retried"
+        elif retries:
+            kind = f"transient fault: retried up to {retries} time(s)"
+        else:
+            kind = "transient fault, but this stage is never retried"
+        how = "timed out" if code == -1 else f"exited with {code}"
+        super().__init__(f"stage {stage} {how} ({kind}):\n{tail}")
 
     def __reduce__(self) -> tuple:  # travels between Dask processes
-        return (StageFailed, (self.stage, self.code, self.tail))
+        return (StageFailed, (self.stage, self.code, self.tail, self.retries))
 
 
 def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -124,7 +130,9 @@ def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
 @task(
     name="stage", task_run_name="{stage}", cache_policy=NO_CACHE, retry_condition_fn=_is_transient
 )
-def run_stage(stage: str, command: str, root: str, timeout_s: float = 3600) -> str:
+def run_stage(
+    stage: str, command: str, root: str, timeout_s: float = 3600, retries: int = 0
+) -> str:
     """Run one stage command in the project, streaming its output to the Prefect log. The
     command is stopped (its whole process group) on timeout or on any other way out."""
     logger = get_run_logger()
@@ -157,9 +165,11 @@ def run_stage(stage: str, command: str, root: str, timeout_s: float = 3600) -> s
         _stop(proc)
     reader.join(timeout=10)
     if code is None:
-        raise StageFailed(stage, -1, f"timed out after {timeout_s:.0f} s\n" + "\n".join(tail))
+        raise StageFailed(
+            stage, -1, f"timed out after {timeout_s:.0f} s\n" + "\n".join(tail), retries
+        )
     if code != 0:
-        raise StageFailed(stage, code, "\n".join(tail))
+        raise StageFailed(stage, code, "\n".join(tail), retries)
     return stage
 
 
@@ -178,11 +188,16 @@ def _stop(proc: subprocess.Popen) -> None:
             return
 
 
-def _stage_task(orch: OrchestrationConfig, stage: str) -> Any:
+def stage_retries(orch: OrchestrationConfig, stage: str) -> int:
     # A register stage is never retried: a retry after a partial failure could register a
     # second version (the first is tagged incomplete by the next registration).
-    retries = 0 if stage.startswith("register@") else orch.retries
-    return run_stage.with_options(retries=retries, retry_delay_seconds=orch.retry_delay_seconds)
+    return 0 if stage.startswith("register@") else orch.retries
+
+
+def _stage_task(orch: OrchestrationConfig, stage: str) -> Any:
+    return run_stage.with_options(
+        retries=stage_retries(orch, stage), retry_delay_seconds=orch.retry_delay_seconds
+    )
 
 
 def task_runner(kind: str, workers: int) -> Any:
@@ -225,7 +240,12 @@ def train_models(
                     (
                         step,
                         task.submit(
-                            step, commands[step], root, orch.stage_timeout_s, wait_for=before
+                            step,
+                            commands[step],
+                            root,
+                            orch.stage_timeout_s,
+                            stage_retries(orch, step),
+                            wait_for=before,
                         ),
                     )
                 )
@@ -236,7 +256,7 @@ def train_models(
             try:
                 future.result()
             except Exception as err:  # one model failing does not stop the others
-                error = f"{step}: {str(err).splitlines()[0]}"
+                error = f"{step}: {err}"  # the whole message: its tail says why
                 break
             done.append(step)
         outcome[name] = {"done": done, "error": error}
@@ -258,7 +278,7 @@ def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome:
         result = outcome.get(name)
         live = tracking.alias_version(name) or "none"
         if result and result["error"]:
-            failure = result["error"].replace("|", "/")
+            failure = result["error"].splitlines()[0].replace("|", "/")
             rows.append(
                 f"| {name} | {cfg.entry(name).family} | - | - | - | FAILED {failure} | {live} |"
             )
@@ -281,7 +301,12 @@ def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome:
             f"| {name} | {cfg.entry(name).family} | {shown} | {reg.get('version', '-')} | "
             f"{gate} | {'retrained' if result else 'up to date'} | {live} |"
         )
-    return "\n".join(rows)
+    errors = [
+        f"### {name}\n\n```\n{result['error']}\n```"
+        for name, result in outcome.items()
+        if result.get("error")
+    ]
+    return "\n".join(rows) + ("\n\n## Failures\n\n" + "\n\n".join(errors) if errors else "")
 
 
 def push_data(root: Path) -> str:
@@ -303,7 +328,9 @@ def refresh_data(root: Path, cfg: PipelineConfig, names: list[str]) -> None:
         for step in DATA_STAGES:
             target = f"{step}@{dataset}"
             command = f"{executable('dvc')} repro --single-item {target}"
-            _stage_task(orch, target)(target, command, str(root), orch.stage_timeout_s)
+            _stage_task(orch, target)(
+                target, command, str(root), orch.stage_timeout_s, stage_retries(orch, target)
+            )
 
 
 def train_changed(
