@@ -43,13 +43,15 @@ def verify_version(
     info = tracking.version_info(name, which)
     ok: list[str] = [f"{name} version {info.version} (run {info.run_id}, aliases {info.aliases})"]
     problems: list[str] = []
+    from mlflow.exceptions import MlflowException
+
     with tempfile.TemporaryDirectory() as tmp:
         try:
             golden = tracking.download_run_artifacts(info.run_id, tracking.GOLDEN_DIR, Path(tmp))
             inputs = np.load(golden / "inputs.npy")
             np.load(golden / "predictions.npy")  # both halves must be there
             ok.append(f"golden sample present ({len(inputs)} raw inputs)")
-        except Exception as err:  # missing files surface as several MLflow/OS error types
+        except (MlflowException, OSError, ValueError) as err:  # missing, or not an array
             problems.append(f"golden sample missing from run {info.run_id}: {err}")
         else:
             # The same fresh-process check that gated the version's promotion.
