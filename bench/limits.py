@@ -99,9 +99,10 @@ def _score_input(path: Path, rows: int) -> None:
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from sklearn.datasets import load_breast_cancer
 
-    table = load_breast_cancer(as_frame=True).data
+    from pipelines.data.datasets import BUILTIN_SOURCES
+
+    table = BUILTIN_SOURCES["sklearn:breast_cancer"]().drop(columns=["target"])
     rng = np.random.default_rng(0)
     with pq.ParquetWriter(path, pa.Schema.from_pandas(table, preserve_index=False)) as writer:
         for start in range(0, rows, 500_000):

@@ -79,7 +79,7 @@ class ShardsConfig(_Strict):
 
 
 class DatasetConfig(_Strict):
-    modality: Literal["tabular", "images", "sequence"]
+    modality: Literal["tabular", "images", "sequence", "text"]
     source: str = Field(
         min_length=1,
         description="A built-in source ('sklearn:breast_cancer') or a file/folder path.",
@@ -92,6 +92,9 @@ class DatasetConfig(_Strict):
     shards: ShardsConfig | None = Field(
         None, description="Tabular only: keep the data as Parquet shards and stream it."
     )
+    text_column: str | None = Field(
+        None, min_length=1, description="Text only: the column of raw documents (default text)."
+    )
 
     @model_validator(mode="after")
     def _series_settings(self) -> DatasetConfig:
@@ -103,7 +106,14 @@ class DatasetConfig(_Strict):
             raise ValueError(f"series: only for sequence datasets, not {self.modality}")
         if self.series and self.series.season > self.series.window:
             raise ValueError("series.season: must not exceed series.window")
+        if self.text_column is not None and self.modality != "text":
+            raise ValueError(f"text_column: only for text datasets, not {self.modality}")
         return self
+
+    @property
+    def text(self) -> str:
+        """A text dataset's document column."""
+        return self.text_column or "text"
 
 
 class DriftConfig(_Strict):

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MODALITIES = ("tabular", "images", "sequence")
+MODALITIES = ("tabular", "images", "sequence", "text")
 Activation = Literal["relu", "gelu", "tanh", "elu", "selu", "swish"]
 PositiveInts = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
 
@@ -58,6 +58,29 @@ class TransformerParams(FamilyParams):
         return self
 
 
+Standardize = Literal["lower_and_strip_punctuation", "lower", "strip_punctuation"]
+
+
+class TextVectorizerParams(FamilyParams):
+    """How raw strings become tokens inside the model (Keras `TextVectorization`, adapted on
+    the training split and saved in the `.keras` file)."""
+
+    max_tokens: int = Field(20000, ge=10, description="Vocabulary size, OOV token included.")
+    standardize: Standardize = "lower_and_strip_punctuation"
+
+
+class TextDenseParams(TextVectorizerParams, DenseParams):
+    """Bag of words weighted by TF-IDF (n-grams up to `ngrams`), then dense layers."""
+
+    ngrams: int = Field(2, ge=1, le=3)
+
+
+class TextTransformerParams(TextVectorizerParams, TransformerParams):
+    """Token and position embeddings, the encoder blocks, pooling."""
+
+    sequence_length: int = Field(256, ge=8, description="Tokens kept per document (head first).")
+
+
 @dataclass(frozen=True)
 class FamilySpec:
     name: str
@@ -72,6 +95,8 @@ FAMILIES: dict[str, FamilySpec] = {
         FamilySpec("cnn", ("images",), ConvParams),
         FamilySpec("lstm", ("sequence",), RecurrentParams),
         FamilySpec("transformer", ("sequence",), TransformerParams),
+        FamilySpec("text-dnn", ("text",), TextDenseParams),
+        FamilySpec("text-transformer", ("text",), TextTransformerParams),
     )
 }
 

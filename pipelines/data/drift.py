@@ -28,10 +28,58 @@ _BINS = 10
 _FLOOR = 1e-4  # share given to an empty bin, so PSI stays finite
 
 
+_PUNCTUATION = re.compile(r'[!"#$%&()\*\+,\-\./:;<=>?@\[\\\]^_`{|}~\']')
+VOCABULARY_SIZE = 2000  # common training words the out-of-vocabulary share is measured against
+
+
+def text_tokens(text: str) -> list[str]:
+    """Words as Keras' `TextVectorization` sees them by default: lower case, punctuation
+    stripped, split on white space."""
+    return _PUNCTUATION.sub("", str(text).lower()).split()
+
+
+def training_vocabulary(texts: pd.Series, size: int = VOCABULARY_SIZE) -> list[str]:
+    """The `size` most frequent training tokens (ties by first sight). Only common words: a
+    document barely moves their ranking, so the training texts' own out-of-vocabulary share
+    matches held-out news of the same kind (0.214 against 0.218 on BBC News, PSI 0.01), while
+    a rare-word vocabulary would make every training text look in-vocabulary."""
+    from collections import Counter
+
+    counts = Counter(token for text in texts for token in text_tokens(text))
+    return [token for token, _ in counts.most_common(size)]
+
+
+def _text_profile(texts: pd.Series, vocabulary: list[str] | None) -> pd.DataFrame:
+    known = set(vocabulary or [])
+    tokens = [text_tokens(t) for t in texts.fillna("").astype(str)]
+    frame = pd.DataFrame(
+        {
+            "chars": texts.fillna("").astype(str).str.len().to_numpy("float64"),
+            "words": np.array([len(t) for t in tokens], dtype="float64"),
+        }
+    )
+    if vocabulary:
+        frame["oov_share"] = [
+            sum(token not in known for token in t) / len(t) if t else 1.0 for t in tokens
+        ]
+    return frame
+
+
 def drift_features(
-    df: pd.DataFrame, modality: str, label: str, time_column: str | None = None
+    df: pd.DataFrame,
+    modality: str,
+    label: str,
+    time_column: str | None = None,
+    vocabulary: list[str] | None = None,
 ) -> pd.DataFrame:
-    """The columns drift is measured on, computed from a raw (or split) table."""
+    """The columns drift is measured on, computed from a raw (or split) table. Text: each
+    document's length in characters and words and, given the training vocabulary, its share
+    of out-of-vocabulary words."""
+    if modality == "text":
+        texts = [c for c in df.columns if c != label and pd.api.types.is_string_dtype(df[c])]
+        if not texts:
+            return pd.DataFrame()  # no text column: the suite says so
+        return _text_profile(df[texts[0]], vocabulary)
     if modality == "tabular":
         return df.drop(columns=[label], errors="ignore").select_dtypes("number")
     if modality == "images":
@@ -72,9 +120,12 @@ def _cdf(values: np.ndarray, edges: list[float]) -> list[float]:
     return (np.searchsorted(ordered, edges, side="right") / max(len(values), 1)).tolist()
 
 
-def reference_profile(frame: pd.DataFrame, time_end: str | None = None) -> dict[str, Any]:
+def reference_profile(
+    frame: pd.DataFrame, time_end: str | None = None, vocabulary: list[str] | None = None
+) -> dict[str, Any]:
     """Per-feature statistics of the training data, to compare new data with later. For a
-    series, `time_end` is the last training timestamp: only later steps count as new."""
+    series, `time_end` is the last training timestamp: only later steps count as new. For
+    text, `vocabulary` is the training vocabulary the out-of-vocabulary share is taken from."""
     features = {}
     for column in frame.columns:
         values = _finite(frame[column])
@@ -89,7 +140,10 @@ def reference_profile(frame: pd.DataFrame, time_end: str | None = None) -> dict[
             "shares": _shares(values, edges).tolist(),
             "cdf": _cdf(values, edges),
         }
-    return {"rows": len(frame), "bins": _BINS, "time_end": time_end, "features": features}
+    profile = {"rows": len(frame), "bins": _BINS, "time_end": time_end, "features": features}
+    if vocabulary is not None:
+        profile["vocabulary"] = vocabulary
+    return profile
 
 
 def save_reference(profile: dict[str, Any], path: Path) -> None:

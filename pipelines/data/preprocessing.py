@@ -23,7 +23,13 @@ import pandas as pd
 from pipelines.config import DatasetConfig, ShardsConfig
 from pipelines.data.datasets import PIXEL_PREFIX, image_shape, read_table
 from pipelines.errors import ConfigError, DataError
-from pipelines.data.drift import REFERENCE_FILE, drift_features, reference_profile, save_reference
+from pipelines.data.drift import (
+    REFERENCE_FILE,
+    drift_features,
+    reference_profile,
+    save_reference,
+    training_vocabulary,
+)
 
 SPLITS = ("train", "validation", "test")
 SPEC_FILE = "preprocessing.json"
@@ -247,8 +253,34 @@ def _sequence(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Spli
     return splits, prep
 
 
+def _text(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits, Preprocessing]:
+    """Documents and their class. Exact duplicates (the same text once surrounding white space
+    is stripped) are dropped before the split, keeping the first, so no text can be in both
+    training and test; how many were dropped is printed and kept in `stats`. The tokenizer is
+    adapted on the training split inside the model (`pipelines.model.builders`)."""
+    column = dataset.text
+    if column not in df.columns:
+        raise ConfigError(f"text column {column!r} not in the data (columns: {list(df.columns)})")
+    table = df[[column, dataset.label]].reset_index(drop=True)
+    duplicated = table[column].astype(str).str.strip().duplicated()
+    if duplicated.any():
+        print(f"dropped {int(duplicated.sum())} exact duplicate text(s) before the split")
+    table = table[~duplicated.to_numpy()].reset_index(drop=True)
+    split = dataset.split
+    splits = stratified_split(table, dataset.label, split.validation, split.test, seed)
+    prep = Preprocessing(
+        modality="text",
+        features=[column],
+        label=dataset.label,
+        classes=_classes(splits, dataset.label),
+        input_shape=[],  # one raw string per example
+        stats={"duplicates_dropped": int(duplicated.sum())},
+    )
+    return splits, prep
+
+
 # One preparation (split + preprocessing fitted on train) per modality.
-_PREPARERS = {"tabular": _tabular, "images": _images, "sequence": _sequence}
+_PREPARERS = {"tabular": _tabular, "images": _images, "sequence": _sequence, "text": _text}
 
 
 def split_shards(
@@ -342,9 +374,14 @@ def split_and_fit(
             shutil.rmtree(path)
         getattr(splits, part).to_parquet(path, index=False)
     prep.save(out_dir / SPEC_FILE)
-    reference = drift_features(splits.train, dataset.modality, dataset.label, prep.time_column)
+    vocabulary = (
+        training_vocabulary(splits.train[prep.features[0]]) if prep.modality == "text" else None
+    )
+    reference = drift_features(
+        splits.train, dataset.modality, dataset.label, prep.time_column, vocabulary
+    )
     time_end = str(splits.train[prep.time_column].max()) if prep.time_column else None
-    save_reference(reference_profile(reference, time_end), out_dir / REFERENCE_FILE)
+    save_reference(reference_profile(reference, time_end, vocabulary), out_dir / REFERENCE_FILE)
     sizes = {part: len(getattr(splits, part)) for part in SPLITS}
     print(f"split {data_path.name}: {sizes}; preprocessing fitted on train only")
     return prep
@@ -370,7 +407,10 @@ def raw_inputs(
     table: pd.DataFrame, features: list[str], input_shape: list[int] | tuple[int, ...]
 ) -> np.ndarray:
     """Model inputs from raw rows: the feature columns as float64, shaped (n, *input_shape),
-    as every registered model takes them (its metadata names `features` and `input_shape`)."""
+    as every registered model takes them (its metadata names `features` and `input_shape`); for
+    text (an empty input shape), the one text column as an array of strings."""
+    if not len(input_shape):
+        return table[features[0]].to_numpy(dtype=str)
     return table[list(features)].to_numpy(dtype="float64").reshape(-1, *input_shape)
 
 

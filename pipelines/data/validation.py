@@ -142,6 +142,14 @@ def _exception_message(info: Any) -> str | None:
     return None
 
 
+def _short(value: Any, chars: int = 80) -> str:
+    """An example value for a message: a long document is cut to its first `chars` characters."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_short(v, chars // 2)}" for k, v in value.items()) + "}"
+    text = repr(value)
+    return text if len(text) <= chars else text[: chars - 4] + "...'"
+
+
 def _describe(result: Any) -> Failure:
     cfg = result.expectation_config
     res = result.result or {}
@@ -150,10 +158,10 @@ def _describe(result: Any) -> Failure:
         detail = _column_diff(res["observed_value"], cfg.kwargs["column_list"])
         return Failure(cfg.type, None, detail)
     if res.get("unexpected_count") is not None:
-        examples = [v for v in (res.get("partial_unexpected_list") or [])[:5]]
+        examples = [_short(v) for v in (res.get("partial_unexpected_list") or [])[:5]]
         detail = (
             f"{res['unexpected_count']} of {res.get('element_count')} values unexpected, "
-            f"e.g. {examples}"
+            f"e.g. [{', '.join(examples)}]"
         )
     elif "observed_value" in res:
         expected = {k: v for k, v in cfg.kwargs.items() if k not in ("column", "batch_id")}
@@ -296,7 +304,9 @@ def _drift(
         df = df[times > pd.Timestamp(profile["time_end"])]
         if len(df) < 10:
             return [], [f"drift not checked: {len(df)} steps after the training span"], {}
-    features = drift_features(df, dataset.modality, dataset.label, time_column)
+    features = drift_features(
+        df, dataset.modality, dataset.label, time_column, profile.get("vocabulary")
+    )
     report = score_drift(profile, features, limits.psi, limits.ks, source)
     report.save(report_dir / DRIFT_FILE)
     breaches = [Failure("drift", f.feature, report.describe(f)) for f in report.breaches]
@@ -393,6 +403,7 @@ class _SuitePolicy:
     label_may_miss: bool  # the label may miss as many values as the reference does
     widen_ranges: bool  # ranges widened by `margin` of the observed range
     one_range: bool  # one range for every non-label column (pixels)
+    documents: bool = False  # string columns are documents: not blank, lengths within bounds
 
 
 _POLICIES = {
@@ -404,6 +415,16 @@ _POLICIES = {
     ),
     "sequence": _SuitePolicy(
         unique_rows=False, label_set=False, label_may_miss=True, widen_ranges=True, one_range=False
+    ),
+    # Duplicates: the split drops exact duplicate texts; the suite caps their share at the
+    # reference's own plus one point, so a file that is suddenly mostly copies fails.
+    "text": _SuitePolicy(
+        unique_rows=True,
+        label_set=True,
+        label_may_miss=False,
+        widen_ranges=False,
+        one_range=False,
+        documents=True,
     ),
 }
 
@@ -422,7 +443,8 @@ def _table_expectations(df: pd.DataFrame, policy: _SuitePolicy) -> list[dict[str
         ),
     ]
     if policy.unique_rows:
-        duplicates = float(df.duplicated().mean())
+        # GX counts every row of a duplicated group as unexpected, the first one too
+        duplicates = float(df.duplicated(keep=False).mean())
         expectations.append(
             _expect(
                 "expect_compound_columns_to_be_unique",
@@ -487,6 +509,17 @@ def _column_expectations(
         lo, hi = observed or (series.min(), series.max())
         pad = margin if policy.widen_ranges else 0.0
         expectations.append(_range_expectation(column, lo, hi, pad))
+    elif policy.documents:
+        lengths = series.dropna().astype(str).str.len()
+        expectations += [
+            _expect("expect_column_values_to_not_match_regex", column=column, regex=r"^\s*$"),
+            _expect(
+                "expect_column_value_lengths_to_be_between",
+                column=column,
+                min_value=max(1, int(lengths.min()) // 2),
+                max_value=int(lengths.max()) * 2,
+            ),
+        ]
     return expectations
 
 

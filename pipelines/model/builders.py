@@ -24,6 +24,9 @@ from pipelines.families import (
     ConvParams,
     DenseParams,
     RecurrentParams,
+    TextDenseParams,
+    TextTransformerParams,
+    TextVectorizerParams,
     TransformerParams,
     family_spec,
 )
@@ -117,12 +120,38 @@ def _transformer_body(x: keras.KerasTensor, p: TransformerParams) -> keras.Keras
     return keras.layers.GlobalAveragePooling1D(name="pool")(x)
 
 
+def _text_dense_body(x: keras.KerasTensor, p: TextDenseParams) -> keras.KerasTensor:
+    """TF-IDF weights of the document's words and n-grams (from the vectorizer), then dense
+    layers."""
+    return _dense_body(x, p)
+
+
+def _text_transformer_body(x: keras.KerasTensor, p: TextTransformerParams) -> keras.KerasTensor:
+    """Token ids -> token and position embeddings -> encoder blocks -> mean over the tokens
+    that are not padding."""
+    import keras
+
+    padding = keras.ops.not_equal(x, 0)
+    tokens = keras.layers.Embedding(p.max_tokens, p.d_model, name="tokens")(x)
+    positions = keras.ops.cumsum(keras.ops.ones_like(x, dtype="int32"), axis=1) - 1
+    x = keras.layers.Add(name="add_positions")(
+        [tokens, keras.layers.Embedding(p.sequence_length, p.d_model, name="positions")(positions)]
+    )
+    for i in range(p.blocks):
+        x = _encoder_block(x, p, i)
+    weights = keras.ops.expand_dims(keras.ops.cast(padding, x.dtype), -1)
+    summed = keras.ops.sum(x * weights, axis=1)
+    return summed / keras.ops.maximum(keras.ops.sum(weights, axis=1), 1.0)
+
+
 # Each family's body, keyed by its name in `pipelines.families.FAMILIES`.
 BODIES: dict[str, Callable[[Any, Any], Any]] = {
     "dnn": _dense_body,
     "cnn": _conv_body,
     "lstm": _lstm_body,
     "transformer": _transformer_body,
+    "text-dnn": _text_dense_body,
+    "text-transformer": _text_transformer_body,
 }
 
 
@@ -155,6 +184,25 @@ def _scale_window(x: keras.KerasTensor, prep: Preprocessing) -> tuple[Any, Any]:
     relative = keras.layers.Subtract(name="relative_to_last")([x, last])
     scaled = keras.layers.Rescaling(1.0 / prep.stats["step_scale"], name="scale_window")(relative)
     return scaled, keras.layers.Flatten(name="last_value_flat")(last)
+
+
+def text_vectorizer(p: TextVectorizerParams, texts: Any) -> keras.layers.TextVectorization:
+    """The tokenizer that lives inside a text model, adapted on the training texts only:
+    TF-IDF over n-grams for the bag of words, token ids (truncated or padded to
+    `sequence_length`) for the transformer. It is saved in the `.keras` file with its
+    vocabulary."""
+    import keras
+    import tensorflow as tf
+
+    if isinstance(p, TextTransformerParams):
+        options = {"output_mode": "int", "output_sequence_length": p.sequence_length}
+    else:
+        options = {"output_mode": "tf_idf", "ngrams": getattr(p, "ngrams", None)}
+    layer = keras.layers.TextVectorization(
+        max_tokens=p.max_tokens, standardize=p.standardize, name="tokenize", **options
+    )
+    layer.adapt(tf.data.Dataset.from_tensor_slices(tf.constant(list(texts))).batch(512))
+    return layer
 
 
 _PREPROCESSORS: dict[str, Callable[[Any, Preprocessing], tuple[Any, Any]]] = {
@@ -198,18 +246,29 @@ def _optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
 
 
 def build_model(
-    family: str, params: BaseModel | dict[str, Any], prep: Preprocessing, train: TrainConfig
+    family: str,
+    params: BaseModel | dict[str, Any],
+    prep: Preprocessing,
+    train: TrainConfig,
+    texts: Any = None,
 ) -> keras.Model:
     """A compiled model that takes raw inputs and answers in original terms: class
-    probabilities for classification, values in the series' units for forecasts."""
+    probabilities for classification, values in the series' units for forecasts. A text
+    model takes raw strings; `texts` (the training split's) adapt its tokenizer."""
     import keras
 
     spec = family_spec(family)
     if prep.modality not in spec.modalities:
         raise ValueError(f"family {family!r} cannot take {prep.modality} data")
     hparams = params if isinstance(params, spec.params) else spec.params.model_validate(params)
-    inputs = keras.Input(shape=tuple(prep.input_shape), name="raw_input", dtype="float32")
-    x, base = _PREPROCESSORS[prep.modality](inputs, prep)
+    if prep.modality == "text":
+        if texts is None:
+            raise ValueError("a text model needs the training texts to adapt its tokenizer")
+        inputs = keras.Input(shape=(), name="raw_input", dtype="string")
+        x, base = text_vectorizer(hparams, texts)(inputs), None
+    else:
+        inputs = keras.Input(shape=tuple(prep.input_shape), name="raw_input", dtype="float32")
+        x, base = _PREPROCESSORS[prep.modality](inputs, prep)
     x = BODIES[family](x, hparams)
     head, loss, metrics = _HEADS[prep.task_type]
     model = keras.Model(inputs, head(x, base, prep), name=f"{family}_{prep.modality}")

@@ -79,6 +79,16 @@ def _streamed(
     )
 
 
+def _strings(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None = None):
+    """Raw strings and targets as a `tf.data` pipeline, reshuffled every epoch when seeded."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((tf.constant(x.tolist()), y))
+    if seed is not None:
+        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size)
+
+
 def train_task(
     cfg: PipelineConfig,
     task: str,
@@ -107,17 +117,26 @@ def train_task(
     else:
         x_train, y_train = load_split(data_dir, "train", prep)
         x_val, y_val = load_split(data_dir, "validation", prep)
-        fit_data = {
-            "x": x_train,
-            "y": y_train,
-            "validation_data": (x_val, y_val),
-            "batch_size": train_cfg.batch_size,
-            "shuffle": True,
-        }
+        if prep.modality == "text":
+            # Keras takes strings as tensors, not NumPy arrays: a seeded, reshuffled tf.data.
+            fit_data = {
+                "x": _strings(x_train, y_train, train_cfg.batch_size, cfg.base.seed),
+                "validation_data": _strings(x_val, y_val, train_cfg.batch_size),
+                "shuffle": False,
+            }
+        else:
+            fit_data = {
+                "x": x_train,
+                "y": y_train,
+                "validation_data": (x_val, y_val),
+                "batch_size": train_cfg.batch_size,
+                "shuffle": True,
+            }
         train_rows, val_rows = len(x_train), len(x_val)
     strategy = distribution_strategy(task_cfg.train.distribute)
     with strategy.scope():
-        model = build_model(task_cfg.family, cfg.model_params(task), prep, task_cfg.train)
+        texts = None if prep.sharded or prep.modality != "text" else x_train
+        model = build_model(task_cfg.family, cfg.model_params(task), prep, task_cfg.train, texts)
     callbacks = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=task_cfg.train.patience, restore_best_weights=True

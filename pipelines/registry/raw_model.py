@@ -39,9 +39,54 @@ def _describe_shape(config: dict[str, Any]) -> str:
     return f"(n, {shape[0]}) or (n, {', '.join(map(str, shape))}): raw windows, oldest value first"
 
 
+def check_texts(model_input: Any, config: dict[str, Any]) -> np.ndarray:
+    """Turn a text model's request into an array of strings, or raise naming the problem: an
+    empty batch, a nested list, or an item that is not a non-empty string (null, a number)."""
+    name = config.get("model_name", "this model")
+    column = config["features"][0]
+    expected = f"a list of raw strings (or a table with a {column!r} column)"
+    if isinstance(model_input, dict):
+        model_input = model_input.get(column, next(iter(model_input.values()), []))
+    if isinstance(model_input, pd.DataFrame):
+        if column in model_input.columns:
+            model_input = model_input[column]
+        elif model_input.shape[1] == 1:
+            model_input = model_input.iloc[:, 0]
+        else:
+            raise _bad_request(
+                f"{name}: request has no {column!r} column (columns: "
+                f"{list(model_input.columns)[:5]}); it takes {expected}"
+            )
+    if isinstance(model_input, str):
+        model_input = [model_input]
+    items = (
+        list(np.asarray(model_input, dtype=object).reshape(-1))
+        if not isinstance(model_input, list | pd.Series)
+        else list(model_input)
+    )
+    if not items:
+        raise _bad_request(f"{name}: empty batch; send at least one document as {expected}")
+    for i, item in enumerate(items):
+        if isinstance(item, list | tuple | np.ndarray):
+            raise _bad_request(f"{name}: item {i} is a nested list; it takes {expected}")
+        if item is None or (isinstance(item, float) and np.isnan(item)):
+            raise _bad_request(f"{name}: item {i} is null; every item must be a non-empty string")
+        if not isinstance(item, str | np.str_):
+            raise _bad_request(
+                f"{name}: item {i} is {type(item).__name__} {item!r}, not a string; "
+                f"it takes {expected}"
+            )
+        if not item.strip():
+            raise _bad_request(f"{name}: item {i} is an empty string; send the document's text")
+    return np.asarray([str(item) for item in items], dtype=str)
+
+
 def check_request(model_input: Any, config: dict[str, Any]) -> np.ndarray:
     """Turn a request into a float64 batch of shape (n, *input_shape), or raise naming the
-    problem: empty batch, missing columns, non-numeric values, wrong shape, NaN or inf."""
+    problem: empty batch, missing columns, non-numeric values, wrong shape, NaN or inf. A text
+    model's request goes to `check_texts`."""
+    if config.get("modality") == "text":
+        return check_texts(model_input, config)
     name = config.get("model_name", "this model")
     shape = tuple(int(d) for d in config["input_shape"])
     features = list(config["features"])

@@ -64,6 +64,7 @@ _INPUTS = {
     "tabular": "raw feature rows, shape (n, features), columns in the order of `features`",
     "images": "raw pixel arrays, shape (n, height, width), values as in the source data",
     "sequence": "raw windows, shape (n, window, 1), oldest value first, in original units",
+    "text": "raw strings, shape (n,): one document each, as written (the model standardizes)",
 }
 _OUTPUTS = {
     "classification": "class probabilities, shape (n, classes), in the order of `classes`",
@@ -140,6 +141,11 @@ def run_record(cfg: PipelineConfig, name: str, raw_data: Path, ev: Evidence) -> 
         **{
             f"baseline_{baseline}_{k}": v
             for baseline, values in ev.metrics["baselines"].items()
+            for k, v in values.items()
+        },
+        **{
+            f"reference_{name}_{k}": v
+            for name, values in ev.metrics.get("references", {}).items()
             for k, v in values.items()
         },
         "best_epoch": ev.summary["best_epoch"],

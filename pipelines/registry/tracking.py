@@ -388,8 +388,9 @@ def raw_signature(metadata: Mapping[str, Any]):
     from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
     classes = metadata.get("classes") or []
+    raw = np.dtype("str") if metadata.get("modality") == "text" else np.dtype("float64")
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype("float64"), (-1, *metadata["input_shape"]))]),
+        inputs=Schema([TensorSpec(raw, (-1, *metadata["input_shape"]))]),
         outputs=Schema([TensorSpec(np.dtype("float32"), (-1, len(classes) or 1))]),
         # `labels: true` asks a classifier for the predicted class beside the probabilities
         params=ParamSchema([ParamSpec("labels", "boolean", False)]) if classes else None,
@@ -411,9 +412,24 @@ def register_version(
     (`pipelines/registry/raw_model.py`, stored as code, nothing pickled) with `metadata` as
     the schema it checks requests against, and register it as a new version of `name`, with no
     alias: promotion is a separate, later step. Returns the version."""
+    import warnings
+
     mlflow = _mlflow()
     schema = dict(metadata)
-    info = mlflow.pyfunc.log_model(
+    with warnings.catch_warnings():
+        # no input example on purpose: the golden sample is the version's example, checked
+        # from a fresh process by the gate
+        warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+        info = _log_raw_model(mlflow, model_path, schema, model_artifacts)
+    version = str(mlflow.register_model(info.model_uri, name).version)
+    tag_version(name, version, {**tags, "run_id": run_id})
+    return version
+
+
+def _log_raw_model(
+    mlflow: Any, model_path: Path, schema: dict[str, Any], model_artifacts: Mapping[str, Path]
+) -> Any:
+    return mlflow.pyfunc.log_model(
         signature=raw_signature(schema),
         name="model",
         python_model=str(RAW_MODEL_CODE),
@@ -425,9 +441,6 @@ def register_version(
         metadata=schema,
         pip_requirements=_requirements(),
     )
-    version = str(mlflow.register_model(info.model_uri, name).version)
-    tag_version(name, version, {**tags, "run_id": run_id})
-    return version
 
 
 def log_validation_run(
