@@ -126,28 +126,33 @@ def live_training_run(
         )
 
 
-def training_run_id(run_file: Path | None) -> str | None:
-    """The run `run.json` names, if this store holds it."""
+def _training_run(run_file: Path | None) -> tuple[str, dict[str, str]] | None:
+    """(id, tags) of the run `run.json` names, if this store holds it: one store read."""
     if run_file is None or not Path(run_file).is_file():
         return None
     run_id = json.loads(Path(run_file).read_text()).get("run_id", "")
-    if not run_id or tracking.run_state(run_id) is None:
+    state = tracking.run_state(run_id) if run_id else None
+    if state is None:
         print(f"the training run {run_id or '?'} named in {run_file} is not in this MLflow store")
         return None
-    return run_id
+    return run_id, state[1]
+
+
+def training_run_id(run_file: Path | None) -> str | None:
+    """The run `run.json` names, if this store holds it."""
+    found = _training_run(run_file)
+    return found[0] if found else None
 
 
 def run_to_resume(run_file: Path | None) -> tuple[str | None, str | None]:
     """(the run register adds to, the training run): the training run itself, unless it
     already carries a registered version (DVC reran register alone): then None, and register
     logs a new run linked to it."""
-    run_id = training_run_id(run_file)
-    if run_id is None:
+    found = _training_run(run_file)
+    if found is None:
         return None, None
-    state = tracking.run_state(run_id)
-    if state is not None and REGISTERED_TAG in state[1]:
-        return None, run_id
-    return run_id, run_id
+    run_id, tags = found
+    return (None if REGISTERED_TAG in tags else run_id), run_id
 
 
 def add_evaluation(
