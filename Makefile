@@ -30,12 +30,16 @@ run: install ## Install, then run the whole pipeline (`dvc repro`) on the built-
 # Tests run shuffled (pytest-randomly) with this seed, printed at the top of the run; every test
 # must pass alone and in any order. `make test TEST_SEED=$$RANDOM` tries another order.
 TEST_SEED ?= 1125
+# Test processes (pytest-xdist), whole files each: the end-to-end project's module (the longest,
+# put first by tests/conftest.py) on one, the other files beside it. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+PARALLEL = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: install ## Install, then run every test (unit and end-to-end), in a shuffled order
-	python -m pytest -p randomly -p no:cacheprovider --randomly-seed=$(TEST_SEED)
+	python -m pytest -p randomly -p no:cacheprovider --randomly-seed=$(TEST_SEED) $(PARALLEL)
 
 test-unit: install ## Unit tests only (no end-to-end pipeline runs)
-	python -m pytest -m "not e2e" -p randomly --randomly-seed=$(TEST_SEED)
+	python -m pytest -m "not e2e" -p randomly --randomly-seed=$(TEST_SEED) $(PARALLEL)
 
 BENCH_DIR ?= /tmp/pipelines-bench
 bench: ## Benchmark suite (about 90 min) in a scratch clone of HEAD; ONLY=name,... for a subset

@@ -33,6 +33,7 @@ SUITE = {
     "reliability": ["5"],  # concurrency and crash recovery, 5 tries each
     "scale": ["--repeats", "3"],
     "scale_pipeline": ["--sizes", "1,4,16"],  # dvc repro on sharded data, once per size
+    "search": ["--trials", "12,24", "--dvc", "12"],  # search vs bare loop vs DVC experiments
 }
 
 

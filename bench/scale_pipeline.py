@@ -49,6 +49,7 @@ def params_for(project: Path) -> dict:
     task["dataset"] = DATASET
     task["train"].update(batch_size=4096, max_epochs=3, patience=1)
     raw["models"] = {TASK: task}
+    raw["search"] = {}
     return raw
 
 
@@ -65,6 +66,9 @@ def run_size(size: int, shards: list[Path], workdir: Path, shim_dir: Path) -> di
     env.update(PIPELINES_PREFECT="off", TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("MLFLOW_TRACKING_URI", None)
     suite = f"gx/expectations/{DATASET}.json"
+    subprocess.run(  # creates the model's search folder, which its train stage depends on
+        ["python", "-m", "pipelines.cli", "check-params"], cwd=project, env=env, check=True
+    )
     start = time.perf_counter()
     subprocess.run(
         ["python", "-m", "pipelines.cli", "propose-suite", DATASET, "--out", suite],

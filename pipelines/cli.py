@@ -109,10 +109,27 @@ def split(
 
 
 @app.command()
+def tune(
+    name: str = typer.Argument(..., help="A model with a `search:` section in params."),
+    data_dir: Path = typer.Option(...),
+    out_dir: Path = typer.Option(..., help="Where search.json and trials.csv go."),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Search model NAME's hyperparameters with Optuna: every trial in one process (or on Dask
+    workers), a parent MLflow run with a nested run per trial, the best params for train."""
+    _run_stage(
+        "tune", task_name=name, data_dir=str(data_dir), out_dir=str(out_dir), params=str(params)
+    )
+
+
+@app.command()
 def train(
     name: str = typer.Argument(..., help="The model's name: a key of `models:` in params."),
     data_dir: Path = typer.Option(...),
     out_dir: Path = typer.Option(...),
+    search_dir: Path | None = typer.Option(
+        None, help="tune's output folder: a searched model trains on its best params."
+    ),
     params: Params = Path("params.yaml"),
 ) -> None:
     """Train model NAME with early stopping; save it with its preprocessing inside."""
@@ -121,6 +138,7 @@ def train(
         task_name=name,
         data_dir=str(data_dir),
         out_dir=str(out_dir),
+        search_dir=str(search_dir) if search_dir else None,
         params=str(params),
     )
 
@@ -173,16 +191,24 @@ def register(
 
 @app.command("check-params")
 def check_params(params: Params = Path("params.yaml")) -> None:
-    """Validate the params file (including every section dvc.yaml tracks) and say what it
-    defines."""
-    from pipelines.config import check_params_file
+    """Validate the params file (including every section dvc.yaml tracks), create any model's
+    missing search folder (its train stage depends on it), and say what the file defines."""
+    from pipelines.config import check_params_file, search_folders
     from pipelines.errors import ConfigError
 
     try:
         cfg = check_params_file(params)
     except ConfigError as err:
         _fail(str(err))
-    typer.echo(f"{params}: ok; datasets {list(cfg.datasets)}, models {list(cfg.models)}")
+    for folder in search_folders(cfg, params.parent):
+        if not folder.is_dir():  # train@<model> depends on it: create it, for git to keep
+            folder.mkdir(parents=True)
+            (folder / ".gitkeep").touch()
+            typer.echo(f"created {folder}/.gitkeep (train@{folder.parent.name} depends on it)")
+    typer.echo(
+        f"{params}: ok; datasets {list(cfg.datasets)}, models {list(cfg.models)}, "
+        f"searches {list(cfg.search)}"
+    )
 
 
 @app.command("propose-suite")

@@ -262,6 +262,103 @@ class ModelEntry(_Strict):
         return self
 
 
+# What a search may optimize: a validation value Keras logs every epoch, per problem type.
+SEARCH_METRICS: dict[str, dict[str, Literal["minimize", "maximize"]]] = {
+    "classification": {"val_loss": "minimize", "val_accuracy": "maximize"},
+    "regression": {"val_loss": "minimize", "val_mae": "minimize"},
+}
+SEARCHABLE_SECTIONS = ("model", "train")
+
+
+class SearchRange(_Strict):
+    """One hyperparameter's range: `low`/`high` (ints give whole numbers; `log` samples on a
+    log scale; `step` a grid), or `choices`. For a list-valued parameter (`model.units`), a
+    sampled number n stands for [n]."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = Field(None, gt=0)
+    choices: list[int | float | str | bool] | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> SearchRange:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            if not self.choices:
+                raise ValueError("choices: empty; list at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high (a range) or choices (a list)")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(
+                f"log: a log scale needs low > 0, but the range [{self.low}, {self.high}] "
+                "touches zero"
+            )
+        if self.log and self.step is not None:
+            raise ValueError("step: not with log (Optuna samples a log range without steps)")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        return (
+            isinstance(self.low, int)
+            and isinstance(self.high, int)
+            and not (self.step is not None and not isinstance(self.step, int))
+        )
+
+    def values(self) -> list[Any]:
+        """The values that bound the range (or all choices): each must be a valid setting."""
+        return list(self.choices) if self.choices is not None else [self.low, self.high]
+
+
+class SearchConfig(_Strict):
+    """A hyperparameter search for one model (`search.<model>`), run by the `tune` stage
+    with Optuna before `train`, which then trains on the best params."""
+
+    dataset: str = Field(
+        min_length=1,
+        description="The model's dataset, repeated: dvc.yaml's tune stage reads its splits "
+        "through it (DVC cannot look it up from the model's entry).",
+    )
+    space: dict[str, SearchRange] = Field(
+        min_length=1, description="`model.<param>` or `train.<param>` -> its range."
+    )
+    trials: int = Field(20, ge=1, description="Trials to run (fewer if timeout_s ends it).")
+    timeout_s: float | None = Field(None, gt=0, description="Stop starting trials after this.")
+    metric: str = Field("val_loss", description="A validation metric, logged every epoch.")
+    direction: Literal["minimize", "maximize"] | None = Field(
+        None, description="Default: the metric's own (minimize a loss, maximize accuracy)."
+    )
+    pruner: Literal["none", "median", "halving"] = Field(
+        "median", description="Stop poor trials early on their per-epoch metric."
+    )
+    max_epochs: int | None = Field(
+        None, ge=1, description="Epochs per trial (default: the model's train.max_epochs)."
+    )
+    seed: int | None = Field(None, ge=0, description="TPE sampler seed (default: base.seed).")
+    workers: int = Field(
+        1, ge=1, description="Trials at once, on a Dask cluster when above 1 (README: Search)."
+    )
+    start_from_params: bool = Field(
+        True, description="Trial 0 is the model's params.yaml values, so the search starts there."
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _validation_metric(cls, value: str) -> str:
+        if not value.startswith("val_"):
+            kind = "a test metric" if value.startswith("test") else "not a validation metric"
+            raise ValueError(
+                f"{value!r} is {kind}; a search may only look at validation metrics (val_loss, "
+                "val_accuracy, val_mae), never at the test split the gate judges on"
+            )
+        return value
+
+
 class PipelineConfig(_Strict):
     base: BaseConfig = BaseConfig()
     paths: PathsConfig = PathsConfig()
@@ -269,6 +366,9 @@ class PipelineConfig(_Strict):
     orchestration: OrchestrationConfig = OrchestrationConfig()
     datasets: dict[str, DatasetConfig]
     models: dict[str, ModelEntry]
+    search: dict[str, SearchConfig] = Field(
+        {}, description="Per model (its key): a hyperparameter search before training."
+    )
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:
@@ -286,6 +386,23 @@ class PipelineConfig(_Strict):
         if name not in self.models:
             raise ConfigError(f"models.{name}: no such model (known: {', '.join(self.models)})")
         return self.models[name]
+
+    def search_of(self, name: str) -> SearchConfig:
+        if name not in self.search:
+            raise ConfigError(f"search.{name}: model {name!r} has no search section")
+        return self.search[name]
+
+    def with_overrides(self, name: str, overrides: dict[str, Any]) -> PipelineConfig:
+        """This config with `models.<name>` changed by `{"train.learning_rate": 0.002, ...}`
+        (a search's best params), validated like the params file."""
+        raw = self.model_dump()
+        entry = raw["models"][name]
+        for key, value in overrides.items():
+            section, _, param = key.partition(".")
+            if section not in SEARCHABLE_SECTIONS or not param:
+                raise ConfigError(f"models.{name}: cannot override {key!r}")
+            entry[section][param] = value
+        return parse_config(raw, searches=False)
 
     def model_params(self, name: str) -> BaseModel:
         """The family hyperparameters of model `name`, validated against its family's schema."""
@@ -326,6 +443,58 @@ def _check_cross_references(cfg: PipelineConfig) -> None:
             ) from None
 
 
+def searchable(cfg: PipelineConfig, name: str) -> dict[str, dict[str, Any]]:
+    """Per section, the current settings of model `name` that a search may vary."""
+    entry = cfg.entry(name)
+    return {"model": cfg.model_params(name).model_dump(), "train": entry.train.model_dump()}
+
+
+def searched_value(current: Any, value: Any) -> Any:
+    """A sampled value as the parameter takes it: n stands for [n] in a list-valued one."""
+    return [value] if isinstance(current, list) and not isinstance(value, list) else value
+
+
+def _check_search(cfg: PipelineConfig, name: str, search: SearchConfig) -> None:
+    where = f"search.{name}"
+    if name not in cfg.models:
+        raise ConfigError(f"{where}: no such model (known: {', '.join(cfg.models)})")
+    if search.dataset != cfg.models[name].dataset:
+        raise ConfigError(
+            f"{where}.dataset: {search.dataset!r}, but model {name!r} trains on "
+            f"{cfg.models[name].dataset!r}; set it to {cfg.models[name].dataset}"
+        )
+    modality = cfg.datasets[cfg.models[name].dataset].modality
+    task_type = "regression" if modality == "sequence" else "classification"
+    known = SEARCH_METRICS[task_type]
+    if search.metric not in known:
+        raise ConfigError(
+            f"{where}.metric: {search.metric!r} is not logged for a {task_type} model "
+            f"(use one of: {', '.join(known)})"
+        )
+    if search.direction is not None and search.direction != known[search.metric]:
+        raise ConfigError(
+            f"{where}.direction: {search.metric} is optimized with direction "
+            f"{known[search.metric]}, not {search.direction}"
+        )
+    current = searchable(cfg, name)
+    for key, spec in search.space.items():
+        section, _, param = key.partition(".")
+        if section not in SEARCHABLE_SECTIONS or param not in current[section]:
+            options = [f"{s}.{p}" for s in SEARCHABLE_SECTIONS for p in current[s]]
+            raise ConfigError(
+                f"{where}.space.{key}: unknown hyperparameter of model {name!r} "
+                f"(family {cfg.models[name].family}; known: {', '.join(options)})"
+            )
+        for value in spec.values():
+            try:
+                cfg.with_overrides(name, {key: searched_value(current[section][param], value)})
+            except ConfigError as err:
+                why = str(err).strip().splitlines()[-1].strip()
+                raise ConfigError(
+                    f"{where}.space.{key}: {value!r} is not a valid setting ({why})"
+                ) from None
+
+
 # Keys that were renamed: the old name gets an error that names the new one.
 _RENAMED = {"tasks": "models"}
 _RENAMED_IN_ENTRY = {"task": "problem"}
@@ -344,8 +513,8 @@ def _check_renamed_keys(raw: dict[str, Any]) -> None:
                 raise ConfigError(f"models.{name}.{old}: renamed to `{new}`")
 
 
-def parse_config(raw: Any) -> PipelineConfig:
-    """Validate an already-loaded params mapping."""
+def parse_config(raw: Any, searches: bool = True) -> PipelineConfig:
+    """Validate an already-loaded params mapping (`searches`: and each search's space)."""
     if not isinstance(raw, dict):
         raise ConfigError("params: expected a mapping at the top level")
     _check_renamed_keys(raw)
@@ -355,6 +524,8 @@ def parse_config(raw: Any) -> PipelineConfig:
         lines = [f"  {_dotted(e['loc'])}: {e['msg']}" for e in err.errors()]
         raise ConfigError("invalid params:\n" + "\n".join(lines)) from None
     _check_cross_references(cfg)
+    for name, search in cfg.search.items() if searches else ():
+        _check_search(cfg, name, search)
     return cfg
 
 
@@ -375,10 +546,22 @@ def missing_tracked_sections(raw: dict[str, Any]) -> list[str]:
     ]
 
 
+def search_folders(cfg: PipelineConfig, root: Path) -> list[Path]:
+    """Each model's search folder: a dependency of its train stage (tune writes search.json
+    there), so it must exist, kept in git by a `.gitkeep`, before `dvc repro`."""
+    return [root / cfg.paths.models / name / "search" for name in cfg.models]
+
+
 def check_params_file(path: str | Path = "params.yaml") -> PipelineConfig:
     """`load_config`, plus what `dvc repro` needs beyond it: every section dvc.yaml names."""
     cfg = load_config(path)
-    missing = missing_tracked_sections(yaml.safe_load(Path(path).read_text()))
+    raw = yaml.safe_load(Path(path).read_text())
+    if "search" not in raw:
+        raise ConfigError(
+            f"{path}: no `search:` section; dvc.yaml's tune stage iterates it, so `dvc repro` "
+            "would stop with \"Could not find 'search'\". Add `search: {}` for no search"
+        )
+    missing = missing_tracked_sections(raw)
     if missing:
         raise ConfigError(
             f"{path}: dvc.yaml tracks {', '.join(missing)}, which the file leaves out, so "
@@ -408,6 +591,8 @@ __all__ = [
     "GateConfig",
     "ModelEntry",
     "PipelineConfig",
+    "SearchConfig",
+    "SearchRange",
     "ShardsConfig",
     "TrainConfig",
     "load_config",

@@ -41,3 +41,11 @@ def breast_cancer(_breast_cancer: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def suite_path() -> Path:
     return REPO / "gx" / "expectations" / "breast_cancer.json"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list) -> None:
+    """The shared end-to-end project's module first, keeping the shuffled order otherwise:
+    with `make test`'s two processes it starts at once on one of them (it is the longest file)
+    while the other files share the other."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/test_e2e.py")

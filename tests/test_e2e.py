@@ -70,12 +70,18 @@ class Project:
         )
 
 
+# The shipped search of text-dnn, cut to a few trials: the same stage, runs and files, in less
+# CI time (a fresh clone's `make run` runs all of them).
+SEARCHED, SEARCH_TRIALS = "text-dnn", 4
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, repo_root):
     root = tmp_path_factory.mktemp("project")
     env = copy_project(repo_root, root)
-    commit_all(root, env)
     project = Project(root, env)
+    project.set_param(f"search.{SEARCHED}.trials", SEARCH_TRIALS)
+    commit_all(root, env)
     project.first_output = project.repro()
     project.initial = sh(["git", "rev-parse", "HEAD"], root, env).stdout.strip()
     yield project
@@ -429,11 +435,11 @@ def test_scheduled_deployment_runs_to_completion_and_keeps_dvc_consistent(projec
     assert "in sync" in synced.stdout, synced.stdout
 
 
-# One model per modality: enough to show parallel chains, cheaper than all six.
-DASK_MODELS = ("tabular-dnn", "images-cnn", "sequence-lstm", "text-dnn")
+# Two models of different modalities: enough to show parallel chains, cheaper than all six.
+DASK_MODELS = ("tabular-dnn", "images-cnn")
 
 
-def test_dask_runner_trains_a_model_of_every_modality_in_parallel_and_registers_them(project):
+def test_dask_runner_trains_models_in_parallel_and_registers_them(project):
     for name in DASK_MODELS:
         project.set_param(f"models.{name}.train.max_epochs", 3)
     client = project.client()
@@ -550,6 +556,34 @@ def test_an_experiment_registers_a_candidate_that_only_promote_can_make_champion
     promoted = sh([*cli, "promote", MODEL, str(same.version)], project.root, project.env)
     assert f"{MODEL} version {same.version} is @champion" in promoted.stdout
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == str(same.version)
+
+
+def test_the_shipped_search_shows_in_mlflow_and_its_model_trains_on_the_winner(project, tmp_path):
+    client = project.client()
+    assert f"tune@{SEARCHED}" in _stages_run(project.first_output)
+    assert "trial 0 (1/4) complete" in project.first_output  # one line per trial
+    search = json.loads((project.root / f"models/{SEARCHED}/search/search.json").read_text())
+    assert search["trials"] == SEARCH_TRIALS and sum(search["states"].values()) == SEARCH_TRIALS
+    parent = client.get_run(search["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.info.run_name.startswith(
+        f"{SEARCHED}-search"
+    )
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "search")}
+    assert "search/optimization_history.png" in plots, plots
+    trials = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    assert len(trials) == SEARCH_TRIALS
+    assert {t.data.tags["trial_state"] for t in trials} <= {"complete", "pruned"}
+    # the champion was trained on the winner, and says so
+    registration = json.loads((project.root / f"models/{SEARCHED}/registration.json").read_text())
+    run = client.get_run(registration["run_id"])
+    assert run.data.tags["search_run_id"] == parent.info.run_id
+    for key, value in search["best_params"].items():
+        assert run.data.params[key] == str(value), key
+    lineage = client.download_artifacts(run.info.run_id, "lineage.json", str(tmp_path))
+    assert json.loads(Path(lineage).read_text())["search"]["parent_run_id"] == parent.info.run_id
 
 
 def test_one_mlflow_run_per_training_carries_its_curves_tests_version_and_signature(project):

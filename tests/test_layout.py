@@ -17,6 +17,7 @@ STAGE_ROOTS = {
     "ingest": ["pipelines.data.datasets"],
     "validate": ["pipelines.data.validation", "pipelines.registry.tracking"],
     "split": ["pipelines.data.preprocessing"],
+    "tune": ["pipelines.run.tuning"],
     "train": ["pipelines.model.training", "pipelines.registry.runs"],
     "evaluate": ["pipelines.model.evaluation", "pipelines.registry.runs"],
     "register": ["pipelines.registry.registration"],

@@ -16,6 +16,14 @@ def test_each_model_runs_from_its_first_changed_stage():
     }
 
 
+def test_a_searched_model_runs_from_its_search_when_the_search_changed():
+    changed = {"tune@a", "train@a", "train@b"}
+    assert models_to_run(changed, ["a", "b"], searched={"a", "b"}) == {
+        "a": ["tune@a", "train@a", "evaluate@a", "register@a"],
+        "b": ["train@b", "evaluate@b", "register@b"],
+    }
+
+
 @pytest.mark.parametrize(
     ("tail", "retried"),
     [

@@ -43,6 +43,7 @@ def sharded_params(raw_params: dict, source: str, max_epochs: int = 3) -> dict:
     task["dataset"] = NAME
     task["train"].update(batch_size=64, max_epochs=max_epochs, patience=2)
     params["models"] = {TASK: task}
+    params["search"] = {}
     return params
 
 
@@ -267,6 +268,7 @@ def test_dvc_repro_trains_and_registers_a_sharded_dataset(tmp_path, repo_root, r
         (external / shard.name).write_bytes(shard.read_bytes())
     params = sharded_params(raw_params, f"data/external/{NAME}", max_epochs=5)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(["python", "-m", "pipelines.cli", "check-params"], root, env)  # creates its search folder
     sh(
         [
             "python",

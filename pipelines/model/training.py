@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +37,7 @@ class TrainingSummary:
     best_epoch: int
     stopped_epoch: int
     best_val_loss: float
+    search: dict | None = None  # the search whose best params it was trained on
 
 
 def seed_everything(seed: int) -> None:
@@ -45,6 +48,15 @@ def seed_everything(seed: int) -> None:
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+    # Keras draws the seed of every unseeded layer and initializer from Python's shared
+    # `random` module, which other threads draw from too: the Prefect client's websocket
+    # keepalive pings do, every few seconds, so a ping between seeding and building changed
+    # the initial weights (seen as run-to-run differences within a search). A generator of
+    # Keras' own, seeded here, makes a build depend on the seed alone.
+    from keras.src.random import seed_generator
+
+    if hasattr(seed_generator, "python_random"):
+        seed_generator.python_random = random.Random(seed)
 
 
 def distribution_strategy(name: str):
@@ -89,67 +101,89 @@ def _strings(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None = N
     return data.batch(batch_size)
 
 
-def train_task(
+@dataclass(frozen=True)
+class TrainingData:
+    """A model's training and validation splits, read once (a search fits many models on
+    them): arrays, or `None` for a sharded dataset, which is streamed from its shards."""
+
+    data_dir: Path
+    prep: Preprocessing
+    x_train: np.ndarray | None = None
+    y_train: np.ndarray | None = None
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+
+    @classmethod
+    def load(cls, data_dir: Path) -> TrainingData:
+        prep = Preprocessing.load(data_dir / SPEC_FILE)
+        if prep.sharded:
+            return cls(data_dir, prep)
+        x_train, y_train = load_split(data_dir, "train", prep)
+        x_val, y_val = load_split(data_dir, "validation", prep)
+        return cls(data_dir, prep, x_train, y_train, x_val, y_val)
+
+    @property
+    def rows(self) -> tuple[int, int]:
+        if self.prep.sharded:
+            return self.prep.rows["train"], self.prep.rows["validation"]
+        return len(self.x_train), len(self.x_val)
+
+    def fit_inputs(self, batch_size: int, seed: int) -> dict[str, Any]:
+        """`model.fit`'s data arguments: seeded shuffling every epoch."""
+        prep = self.prep
+        if prep.sharded:
+            # Streamed from the shards: a new shard order and row order every epoch (seeded).
+            return {
+                "x": _streamed(self.data_dir, "train", prep, batch_size, seed),
+                "validation_data": _streamed(self.data_dir, "validation", prep),
+                "shuffle": False,  # the stream shuffles itself
+            }
+        if prep.modality == "text":
+            # Keras takes strings as tensors, not NumPy arrays: a seeded, reshuffled tf.data.
+            return {
+                "x": _strings(self.x_train, self.y_train, batch_size, seed),
+                "validation_data": _strings(self.x_val, self.y_val, batch_size),
+                "shuffle": False,
+            }
+        return {
+            "x": self.x_train,
+            "y": self.y_train,
+            "validation_data": (self.x_val, self.y_val),
+            "batch_size": batch_size,
+            "shuffle": True,
+        }
+
+
+def fit_model(
     cfg: PipelineConfig,
     task: str,
-    data_dir: Path,
-    out_dir: Path,
+    data: TrainingData,
     callbacks: Sequence[object] = (),
-) -> TrainingSummary:
-    """Build the task's model from params, fit it with early stopping on validation loss
-    (best weights restored) and save model, per-epoch history and a summary to `out_dir`.
-    `callbacks`: more Keras callbacks (the run wing passes one that logs each epoch)."""
+    verbose: int = 2,
+) -> tuple[Any, pd.DataFrame]:
+    """Build model `task` from params and fit it with early stopping on validation loss (best
+    weights restored). Returns the model and its per-epoch curves; raises `TrainingDiverged`
+    when the loss stops being finite."""
     import keras
 
     task_cfg = cfg.entry(task)
-    seed_everything(cfg.base.seed)
-    prep = Preprocessing.load(data_dir / SPEC_FILE)
     train_cfg = task_cfg.train
-    if prep.sharded:
-        # Streamed from the shards: a new shard order and row order every epoch (seeded).
-        train_data = _streamed(data_dir, "train", prep, train_cfg.batch_size, cfg.base.seed)
-        fit_data = {
-            "x": train_data,
-            "validation_data": _streamed(data_dir, "validation", prep),
-            "shuffle": False,  # the stream shuffles itself
-        }
-        train_rows, val_rows = prep.rows["train"], prep.rows["validation"]
-    else:
-        x_train, y_train = load_split(data_dir, "train", prep)
-        x_val, y_val = load_split(data_dir, "validation", prep)
-        if prep.modality == "text":
-            # Keras takes strings as tensors, not NumPy arrays: a seeded, reshuffled tf.data.
-            fit_data = {
-                "x": _strings(x_train, y_train, train_cfg.batch_size, cfg.base.seed),
-                "validation_data": _strings(x_val, y_val, train_cfg.batch_size),
-                "shuffle": False,
-            }
-        else:
-            fit_data = {
-                "x": x_train,
-                "y": y_train,
-                "validation_data": (x_val, y_val),
-                "batch_size": train_cfg.batch_size,
-                "shuffle": True,
-            }
-        train_rows, val_rows = len(x_train), len(x_val)
-    strategy = distribution_strategy(task_cfg.train.distribute)
+    seed_everything(cfg.base.seed)
+    fit_data = data.fit_inputs(train_cfg.batch_size, cfg.base.seed)
+    strategy = distribution_strategy(train_cfg.distribute)
     with strategy.scope():
-        texts = None if prep.sharded or prep.modality != "text" else x_train
-        model = build_model(task_cfg.family, cfg.model_params(task), prep, task_cfg.train, texts)
+        texts = None if data.prep.sharded or data.prep.modality != "text" else data.x_train
+        model = build_model(task_cfg.family, cfg.model_params(task), data.prep, train_cfg, texts)
     callbacks = [
         keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=task_cfg.train.patience, restore_best_weights=True
+            monitor="val_loss", patience=train_cfg.patience, restore_best_weights=True
         ),
         keras.callbacks.TerminateOnNaN(),
         *callbacks,
     ]
-    print(
-        f"training {task} ({task_cfg.family}) on {train_rows:,} rows, "
-        f"validating on {val_rows:,}, up to {train_cfg.max_epochs} epochs"
-        + (" (streamed from shards)" if prep.sharded else "")
+    history = model.fit(
+        **fit_data, epochs=train_cfg.max_epochs, callbacks=callbacks, verbose=verbose
     )
-    history = model.fit(**fit_data, epochs=train_cfg.max_epochs, callbacks=callbacks, verbose=2)
     curves = pd.DataFrame(history.history)
     curves.insert(0, "epoch", range(1, len(curves) + 1))
     bad = curves[~np.isfinite(curves[["loss", "val_loss"]]).all(axis=1)]
@@ -158,19 +192,49 @@ def train_task(
         loss = bad["loss"].iloc[0] if len(bad) else float("nan")
         raise TrainingDiverged(
             f"{task}: loss became {loss} at epoch {epoch} "
-            f"(learning_rate={task_cfg.train.learning_rate}); training stopped (TerminateOnNaN), "
+            f"(learning_rate={train_cfg.learning_rate}); training stopped (TerminateOnNaN), "
             "nothing was saved or registered; its MLflow run ends FAILED",
             reason=f"loss became {loss} at epoch {epoch}",
             curves=curves,
         )
-    best = int(curves["val_loss"].idxmin())
+    return model, curves
+
+
+def best_epoch(curves: pd.DataFrame) -> int:
+    """The epoch (from 1) whose weights early stopping kept: the lowest validation loss."""
+    return int(curves["val_loss"].idxmin()) + 1
+
+
+def train_task(
+    cfg: PipelineConfig,
+    task: str,
+    data_dir: Path,
+    out_dir: Path,
+    callbacks: Sequence[object] = (),
+    search: dict | None = None,
+) -> TrainingSummary:
+    """Build the task's model from params, fit it with early stopping on validation loss
+    (best weights restored) and save model, per-epoch history and a summary to `out_dir`.
+    `callbacks`: more Keras callbacks (the run wing passes one that logs each epoch);
+    `search`: the search `cfg` was tuned by, kept in the summary."""
+    task_cfg = cfg.entry(task)
+    data = TrainingData.load(data_dir)
+    train_rows, val_rows = data.rows
+    print(
+        f"training {task} ({task_cfg.family}) on {train_rows:,} rows, "
+        f"validating on {val_rows:,}, up to {task_cfg.train.max_epochs} epochs"
+        + (" (streamed from shards)" if data.prep.sharded else "")
+    )
+    model, curves = fit_model(cfg, task, data, callbacks)
+    best = best_epoch(curves)
     summary = TrainingSummary(
         task=task,
         family=task_cfg.family,
         seed=cfg.base.seed,
-        best_epoch=best + 1,
+        best_epoch=best,
         stopped_epoch=len(curves),
-        best_val_loss=float(curves["val_loss"].iloc[best]),
+        best_val_loss=float(curves["val_loss"].iloc[best - 1]),
+        search=search,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{MODEL_FILE}.tmp.keras"

@@ -39,8 +39,11 @@ from pipelines.registry.runs import (
     run_name,
     run_tags,
     run_to_resume,
+    search_params,
+    search_tags,
     split_inputs,
     training_params,
+    tuned,
 )
 
 LINEAGE_FILE = "lineage.json"
@@ -134,8 +137,17 @@ def collect_evidence(model_dir: Path, eval_dir: Path, data_dir: Path, seed: int)
 def run_record(cfg: PipelineConfig, name: str, raw_data: Path, ev: Evidence) -> tuple:
     """The MLflow run's (tags, params, metrics) for model `name`."""
     entry = cfg.entry(name)
-    tags = {**run_tags(cfg, name, ev.prep.modality), "data_md5": data_md5(raw_data, entry.dataset)}
-    params = {**training_params(cfg, name), "gate": entry.gate.model_dump()}
+    search = ev.summary.get("search")
+    tags = {
+        **run_tags(cfg, name, ev.prep.modality),
+        **search_tags(search),
+        "data_md5": data_md5(raw_data, entry.dataset),
+    }
+    params = {
+        **training_params(cfg, name),
+        **search_params(search),
+        "gate": entry.gate.model_dump(),
+    }
     metrics = {
         **{f"test_{k}": v for k, v in ev.metrics["test"].items()},
         **{
@@ -264,6 +276,7 @@ def write_lineage(
             "seed": cfg.base.seed,
             "versions": library_versions(),
             "epochs": {"best": ev.summary["best_epoch"], "stopped": ev.summary["stopped_epoch"]},
+            "search": ev.summary.get("search"),
             "test_metrics": ev.metrics,
             "gate": {"passed": result.promoted, "checks": result.checks},
         },
@@ -308,6 +321,7 @@ def _register(
 ) -> Registration:
     name, gate = task, cfg.entry(task).gate  # one registered model per entry, named after it
     ev = collect_evidence(model_dir, eval_dir, data_dir, cfg.base.seed)
+    cfg = tuned(cfg, name, ev.summary.get("search"))  # the params it was trained with
     for version in tracking.mark_incomplete_versions(name):
         print(f"{name} version {version} never got a gate verdict: tagged incomplete")
     champion_before = tracking.alias_version(name)

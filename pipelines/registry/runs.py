@@ -21,10 +21,12 @@ from typing import Any
 
 from pipelines.config import PipelineConfig
 from pipelines.data.preprocessing import SPEC_FILE, Preprocessing
+from pipelines.errors import ConfigError
 from pipelines.registry import tracking
 from pipelines.registry.lineage import dvc_lock_hashes, git_state, lock_key
 
 RUN_FILE = "run.json"  # an output of train: the MLflow run the later stages add to
+SEARCH_FILE = "search.json"  # an output of tune (in models/<name>/search/): the best params
 REGISTERED_TAG = "registered_version"  # set on a run once a version is registered from it
 
 
@@ -101,22 +103,63 @@ def split_inputs(dataset: str, data_dir: Path) -> dict[str, tuple[str, Path, str
     return inputs
 
 
+def load_search(cfg: PipelineConfig, name: str, search_dir: Path | None) -> dict | None:
+    """What `tune@<name>` found (`search_dir/search.json`), for a model with a `search:`
+    section; None for a model without one."""
+    if name not in cfg.search:
+        return None
+    found = Path(search_dir or ".") / SEARCH_FILE
+    if not found.is_file():
+        raise ConfigError(
+            f"search.{name}: {found} not found; the tune@{name} stage writes it "
+            "(`dvc repro` runs it before train)"
+        )
+    return json.loads(found.read_text())
+
+
+def tuned(cfg: PipelineConfig, name: str, search: dict | None) -> PipelineConfig:
+    """The config model `name` is trained with: params.yaml, overridden by the best params
+    of its search, if it has one."""
+    return cfg.with_overrides(name, search["best_params"]) if search else cfg
+
+
+def search_record(search: dict) -> dict[str, Any]:
+    """What a trained model keeps of its search (in training.json, on its run, in lineage)."""
+    keys = ("parent_run_id", "metric", "direction", "best_value", "best_trial", "best_params")
+    return {**{k: search[k] for k in keys}, "trials": search["trials"], "states": search["states"]}
+
+
+def search_params(search: dict | None) -> dict[str, Any]:
+    """The overrides a search made, as run params (`search.best.train.learning_rate`)."""
+    if not search:
+        return {}
+    return {"search": {"best": search["best_params"], "trials": search["trials"]}}
+
+
+def search_tags(search: dict | None) -> dict[str, str]:
+    if not search:
+        return {}
+    return {"search_run_id": search["parent_run_id"], "search_metric": search["metric"]}
+
+
 @contextmanager
 def live_training_run(
-    cfg: PipelineConfig, name: str, data_dir: Path, out_dir: Path
+    cfg: PipelineConfig, name: str, data_dir: Path, out_dir: Path, search: dict | None = None
 ) -> Iterator[Any]:
     """Open model `name`'s MLflow run as training starts and yield the Keras callback that
     logs each epoch to it. On success, `out_dir/run.json` names the run for evaluate and
-    register; on failure the run ends FAILED (a diverged loss, say) naming why."""
+    register; on failure the run ends FAILED (a diverged loss, say) naming why. `cfg` is the
+    tuned config when a search ran: its best params are logged as `search.best.*` params and
+    the run is tagged with the search's parent run."""
     prep = Preprocessing.load(data_dir / SPEC_FILE)
     params = training_params(cfg, name)
     title = run_name(name, params, Experiment.current())
     with tracking.open_run(
         cfg.base.experiment,
         run_name=title,
-        tags=run_tags(cfg, name, prep.modality),
+        tags={**run_tags(cfg, name, prep.modality), **search_tags(search)},
     ) as run_id:
-        tracking.log_params(params)
+        tracking.log_params({**params, **search_params(search)})
         tracking.log_inputs(split_inputs(cfg.entry(name).dataset, data_dir))
         print(f"MLflow run {title} ({run_id}) open; epochs are logged as they end")
         yield tracking.epoch_logger(run_id)
@@ -167,3 +210,70 @@ def add_evaluation(
         tracking.log_new_metrics(metrics)
         tracking.log_artifacts({"evaluation": plot})
     return run_id
+
+
+def search_run_name(name: str, cfg: PipelineConfig) -> str:
+    """The parent run of model `name`'s search: the DVC experiment's name, or a hash of the
+    search and training params."""
+    params = {**training_params(cfg, name), "search": cfg.search_of(name).model_dump()}
+    return run_name(f"{name}-search", params, Experiment.current())
+
+
+@contextmanager
+def search_run(cfg: PipelineConfig, name: str, data_dir: Path) -> Iterator[str]:
+    """The parent run of a search, open while its trials run (each one a nested run)."""
+    prep = Preprocessing.load(data_dir / SPEC_FILE)
+    search = cfg.search_of(name)
+    inputs = split_inputs(cfg.entry(name).dataset, data_dir)
+    with tracking.open_run(
+        cfg.base.experiment,
+        run_name=search_run_name(name, cfg),
+        tags={
+            **run_tags(cfg, name, prep.modality),
+            "stage": "tune",
+            "search_metric": search.metric,
+        },
+    ) as run_id:
+        tracking.log_params(
+            {**training_params(cfg, name), "search": search.model_dump(exclude={"space"})}
+        )
+        tracking.log_params({"space": {k: _range_text(v) for k, v in search.space.items()}})
+        tracking.log_inputs({k: v for k, v in inputs.items() if k != "test"})
+        yield run_id
+
+
+def _range_text(spec: Any) -> str:
+    if spec.choices is not None:
+        return f"choices {spec.choices}"
+    scale = " log" if spec.log else ""
+    return f"[{spec.low}, {spec.high}]{scale}" + (f" step {spec.step}" if spec.step else "")
+
+
+@contextmanager
+def trial_run(
+    parent_run_id: str, name: str, number: int, point: dict[str, Any]
+) -> Iterator[tuple[str, Any]]:
+    """A trial's nested run: its params, and a Keras callback logging each epoch to it.
+    Yields (run id, callback); closing is `end_trial_run`'s (the state is known only then).
+    A trial that raises ends FAILED."""
+    run_id = tracking.start_child_run(
+        parent_run_id,
+        f"{name}-trial-{number:03d}",
+        point,
+        {"model_name": name, "trial": str(number), "stage": "tune"},
+    )
+    try:
+        yield run_id, tracking.epoch_logger(run_id)
+    except BaseException as err:
+        tracking.end_child_run(
+            run_id, "FAILED", {"trial_state": "failed", "failure": str(err)[:500]}, {}
+        )
+        raise
+
+
+def end_trial_run(run_id: str, state: str, value: float | None, extra: dict[str, str]) -> None:
+    """Close a trial's run: FINISHED when complete or pruned, FAILED when it failed. The
+    state is its `trial_state` tag; the value the search compares, its `objective` metric."""
+    status = "FAILED" if state == "failed" else "FINISHED"
+    metrics = {"objective": value} if value is not None else {}
+    tracking.end_child_run(run_id, status, {"trial_state": state, **extra}, metrics)

@@ -339,6 +339,62 @@ def epoch_logger(run_id: str, every_s: float = 1.0):
     return EpochLogger()
 
 
+def start_child_run(
+    parent_run_id: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]
+) -> str:
+    """A run nested under `parent_run_id` (the MLflow UI folds it under its parent), started
+    with the client API so that any process can start one (a Dask worker, say)."""
+    mlflow = _mlflow()
+    from mlflow.entities import Param
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    run = client.create_run(
+        experiment_id,
+        run_name=run_name,
+        tags={**tags, MLFLOW_PARENT_RUN_ID: parent_run_id, **_process_tags()},
+    )
+    flat = _flatten("", params, {})
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)[:500]) for k, v in flat.items()])
+    return run.info.run_id
+
+
+def end_child_run(
+    run_id: str, status: str, tags: Mapping[str, str], metrics: Mapping[str, float]
+) -> None:
+    """Tag, score and close a run `start_child_run` began (FINISHED, FAILED or KILLED)."""
+    client = _mlflow().MlflowClient()
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if np.isfinite(v)],
+        tags=[RunTag(k, str(v)) for k, v in tags.items()],
+    )
+    client.set_terminated(run_id, status=status)
+
+
+def child_runs(parent_run_id: str) -> list[Any]:
+    """The runs nested under `parent_run_id`, oldest first."""
+    client = _mlflow().MlflowClient()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    return client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=5000,
+    )
+
+
+def log_figures(figures: Mapping[str, Any], folder: str) -> None:
+    """Matplotlib figures as PNG artifacts of the active run."""
+    mlflow = _mlflow()
+    for name, figure in figures.items():
+        mlflow.log_figure(figure, f"{folder}/{name}.png")
+
+
 @contextmanager
 def training_run(
     *,

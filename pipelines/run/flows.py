@@ -19,7 +19,7 @@ from pipelines.data import datasets, preprocessing, validation
 from pipelines.errors import KnownFailure
 from pipelines.model import evaluation, training
 from pipelines.registry import registration
-from pipelines.run import stages
+from pipelines.run import stages, tuning
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -39,6 +39,7 @@ _OPTIONS: dict[Callable[..., Any], dict[str, Any]] = {
     datasets.ingest: {"name": "ingest", "retries": 1, "retry_delay_seconds": 2},
     validation.check_dataset: {"name": "validate"},
     preprocessing.split_and_fit: {"name": "split-normalize"},
+    tuning.tune: {"name": "search"},
     training.train_task: {"name": "train"},
     evaluation.evaluate_task: {"name": "evaluate"},
     # Not retried: a retry after a partial failure could register a second version.
@@ -69,9 +70,20 @@ def split_flow(dataset: str, data: str, out_dir: str, params: str = "params.yaml
     return stages.split(dataset, data, out_dir, params, step=as_task)
 
 
+@flow(name="tune", flow_run_name="tune-{task_name}", log_prints=True)
+def tune_flow(task_name: str, data_dir: str, out_dir: str, params: str = "params.yaml") -> dict:
+    return stages.tune(task_name, data_dir, out_dir, params, step=as_task)
+
+
 @flow(name="train", flow_run_name="train-{task_name}", log_prints=True)
-def train_flow(task_name: str, data_dir: str, out_dir: str, params: str = "params.yaml") -> dict:
-    return stages.train(task_name, data_dir, out_dir, params, step=as_task)
+def train_flow(
+    task_name: str,
+    data_dir: str,
+    out_dir: str,
+    search_dir: str | None = None,
+    params: str = "params.yaml",
+) -> dict:
+    return stages.train(task_name, data_dir, out_dir, search_dir, params, step=as_task)
 
 
 @flow(name="evaluate", flow_run_name="evaluate-{task_name}", log_prints=True)

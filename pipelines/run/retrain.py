@@ -25,6 +25,7 @@ import signal
 import subprocess
 import threading
 from collections import deque
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from pipelines.registry.tracking import project_root
 
 DATA_STAGES = ("ingest", "validate", "split")
 MODEL_STAGES = ("train", "evaluate", "register")
+SEARCH_STAGE = "tune"  # before train, for a model with a `search:` section
 REMOTE_ENV = "PIPELINES_DVC_REMOTE"
 TRANSIENT = (
     "database is locked",
@@ -106,11 +108,20 @@ def set_sources(params_path: Path, sources: dict[str, str]) -> None:
             data["datasets"][dataset]["source"] = source
 
 
-def models_to_run(changed: set[str], names: list[str]) -> dict[str, list[str]]:
-    """Per model, its stages from the first changed one on (later ones read its outputs)."""
+def model_chain(name: str, searched: Collection[str] = ()) -> list[str]:
+    """A model's stages in order: tune first when it has a search."""
+    stages = (SEARCH_STAGE, *MODEL_STAGES) if name in searched else MODEL_STAGES
+    return [f"{stage}@{name}" for stage in stages]
+
+
+def models_to_run(
+    changed: set[str], names: list[str], searched: Collection[str] = ()
+) -> dict[str, list[str]]:
+    """Per model, its stages from the first changed one on (later ones read its outputs);
+    `searched`: the models with a search, whose chain starts with tune."""
     plan = {}
     for name in names:
-        chain = [f"{stage}@{name}" for stage in MODEL_STAGES]
+        chain = model_chain(name, searched)
         first = next((i for i, stage in enumerate(chain) if stage in changed), None)
         if first is not None:
             plan[name] = chain[first:]
@@ -334,12 +345,16 @@ def refresh_data(root: Path, cfg: PipelineConfig, names: list[str]) -> None:
 
 
 def train_changed(
-    root: Path, names: list[str], orch: OrchestrationConfig, runner: str | None
+    root: Path,
+    names: list[str],
+    orch: OrchestrationConfig,
+    runner: str | None,
+    searched: Collection[str] = (),
 ) -> tuple[dict[str, list[str]], dict]:
     """Run each model's chain from its first changed stage on the task runner, and record in
     `dvc.lock` every stage that finished. Returns the plan (model -> stages) and
     `train_models`' outcome per model."""
-    plan = models_to_run(changed_stages(root), names)
+    plan = models_to_run(changed_stages(root), names, searched)
     print(f"stages to run: {plan or 'none, every model is up to date'}")
     if not plan:
         return plan, {}
@@ -375,8 +390,9 @@ def retrain(
         set_sources(params_path, sources)  # recorded like any params edit; see README
         cfg = load_config(params_path)
     refresh_data(root, cfg, names)
-    plan, outcome = train_changed(root, names, cfg.orchestration, runner)
-    left = sorted(changed_stages(root) & {f"{s}@{n}" for s in MODEL_STAGES for n in names})
+    plan, outcome = train_changed(root, names, cfg.orchestration, runner, set(cfg.search))
+    chains = {stage for name in names for stage in model_chain(name, set(cfg.search))}
+    left = sorted(changed_stages(root) & chains)
     pushed = push_data(root) if push else "push skipped"
     print(pushed)
     create_markdown_artifact(

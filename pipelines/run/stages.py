@@ -116,16 +116,42 @@ def split(
     return asdict(prep)
 
 
-def train(
+def tune(
     task_name: str, data_dir: str, out_dir: str, params: str = "params.yaml", step: Step = direct
 ) -> dict:
-    from pipelines.model.training import train_task
-    from pipelines.registry.runs import live_training_run
+    """Model `task_name`'s hyperparameter search (`search.<name>` in params)."""
+    from pipelines.run.tuning import tune as search
 
     cfg = load_config(params)
-    with live_training_run(cfg, task_name, Path(data_dir), Path(out_dir)) as epoch_logger:
+    cfg.search_of(task_name)  # a model without a search section fails here, naming it
+    return step(search)(cfg, task_name, Path(data_dir), Path(out_dir))
+
+
+def train(
+    task_name: str,
+    data_dir: str,
+    out_dir: str,
+    search_dir: str | None = None,
+    params: str = "params.yaml",
+    step: Step = direct,
+) -> dict:
+    """Train model `task_name`: on params.yaml, overridden by its search's best params when it
+    has a `search:` section (tune's `search_dir/search.json`)."""
+    from pipelines.model.training import train_task
+    from pipelines.registry.runs import live_training_run, load_search, search_record, tuned
+
+    cfg = load_config(params)
+    search = load_search(cfg, task_name, Path(search_dir) if search_dir else None)
+    if search:
+        print(
+            f"training on the best params of search run {search['parent_run_name']}: "
+            f"{search['best_params']}"
+        )
+    cfg = tuned(cfg, task_name, search)
+    record = search_record(search) if search else None
+    with live_training_run(cfg, task_name, Path(data_dir), Path(out_dir), search) as epoch_logger:
         summary = step(train_task)(
-            cfg, task_name, Path(data_dir), Path(out_dir), callbacks=[epoch_logger]
+            cfg, task_name, Path(data_dir), Path(out_dir), callbacks=[epoch_logger], search=record
         )
     return asdict(summary)
 
