@@ -334,3 +334,13 @@ def test_check_params_creates_a_new_models_search_folder(tmp_path, raw_params, r
     assert (tmp_path / "models/extra-dnn/search/.gitkeep").is_file()
     assert "created models/extra-dnn/search/.gitkeep" in proc.stdout
     assert not (tmp_path / f"models/{NAME}/search/.gitkeep").exists()  # only what was missing
+
+
+def test_tune_of_a_model_without_a_search_names_it(raw_params, tmp_path):
+    from pipelines.run import stages
+
+    params = copy.deepcopy(raw_params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"search\.images-cnn: model 'images-cnn' has no search"):
+        stages.tune("images-cnn", str(tmp_path), str(tmp_path / "out"), str(path))
