@@ -304,11 +304,8 @@ class SearchRange(_Strict):
 
     @property
     def integer(self) -> bool:
-        return (
-            isinstance(self.low, int)
-            and isinstance(self.high, int)
-            and not (self.step is not None and not isinstance(self.step, int))
-        )
+        """Whole numbers: both bounds (and the step, if any) are ints."""
+        return all(isinstance(v, int) for v in (self.low, self.high, self.step) if v is not None)
 
     def values(self) -> list[Any]:
         """The values that bound the range (or all choices): each must be a valid setting."""
@@ -409,6 +406,11 @@ class PipelineConfig(_Strict):
         return family_spec(self.entry(name).family).params.model_validate(self.entry(name).model)
 
 
+def task_type_of(modality: str) -> str:
+    """`regression` for a series (a forecast), `classification` for the other modalities."""
+    return "regression" if modality == "sequence" else "classification"
+
+
 def _dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "<root>"
 
@@ -427,7 +429,7 @@ def _check_cross_references(cfg: PipelineConfig) -> None:
                 f"models.{name}.family: family {entry.family!r} takes {'/'.join(spec.modalities)} "
                 f"data, but dataset {entry.dataset!r} is {modality}"
             )
-        task_type = "regression" if modality == "sequence" else "classification"
+        task_type = task_type_of(modality)
         primary = entry.gate.primary(task_type)
         if primary not in PRIMARY_METRICS[task_type]:
             raise ConfigError(
@@ -463,8 +465,7 @@ def _check_search(cfg: PipelineConfig, name: str, search: SearchConfig) -> None:
             f"{where}.dataset: {search.dataset!r}, but model {name!r} trains on "
             f"{cfg.models[name].dataset!r}; set it to {cfg.models[name].dataset}"
         )
-    modality = cfg.datasets[cfg.models[name].dataset].modality
-    task_type = "regression" if modality == "sequence" else "classification"
+    task_type = task_type_of(cfg.datasets[cfg.models[name].dataset].modality)
     known = SEARCH_METRICS[task_type]
     if search.metric not in known:
         raise ConfigError(

@@ -14,8 +14,6 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from pipelines.config import (
     SEARCH_METRICS,
     PipelineConfig,
@@ -168,7 +166,7 @@ def run_trial(
     trial: optuna.Trial,
     callbacks: tuple[Any, ...] = (),
     point: dict[str, Any] | None = None,
-) -> tuple[TrialResult, pd.DataFrame | None]:
+) -> TrialResult:
     """Fit model `name` once at the trial's point of the space (`point`: already asked),
     reporting every epoch to the pruner. The Keras session is cleared afterwards: TensorFlow
     otherwise keeps every trial's graph (tensorflow#61791). Never raises for a bad trial: a
@@ -188,16 +186,16 @@ def run_trial(
     except (TrainingDiverged, ValueError, RuntimeError) as err:  # a bad point, not a bad search
         seconds = time.perf_counter() - started
         reason = getattr(err, "run_failure", "") or f"{type(err).__name__}: {err}"
-        return TrialResult(trial.number, point, "failed", None, 0, seconds, reason[:500]), None
+        return TrialResult(trial.number, point, "failed", None, 0, seconds, reason[:500])
     finally:
         keras.backend.clear_session()
         gc.collect()
     seconds = time.perf_counter() - started
     if pruning.pruned_at is not None:
         value = float(curves[search.metric].iloc[-1])
-        return TrialResult(trial.number, point, "pruned", value, len(curves), seconds), curves
+        return TrialResult(trial.number, point, "pruned", value, len(curves), seconds)
     value = float(curves[search.metric].iloc[best_epoch(curves) - 1])
-    return TrialResult(trial.number, point, "complete", value, len(curves), seconds), curves
+    return TrialResult(trial.number, point, "complete", value, len(curves), seconds)
 
 
 def study_plots(study: optuna.Study) -> dict[str, Any]:

@@ -220,14 +220,16 @@ def search_run_name(name: str, cfg: PipelineConfig) -> str:
 
 
 @contextmanager
-def search_run(cfg: PipelineConfig, name: str, data_dir: Path) -> Iterator[str]:
-    """The parent run of a search, open while its trials run (each one a nested run)."""
+def search_run(cfg: PipelineConfig, name: str, data_dir: Path) -> Iterator[tuple[str, str]]:
+    """The parent run of a search, open while its trials run (each one a nested run); yields
+    its id and name."""
     prep = Preprocessing.load(data_dir / SPEC_FILE)
     search = cfg.search_of(name)
     inputs = split_inputs(cfg.entry(name).dataset, data_dir)
+    title = search_run_name(name, cfg)
     with tracking.open_run(
         cfg.base.experiment,
-        run_name=search_run_name(name, cfg),
+        run_name=title,
         tags={
             **run_tags(cfg, name, prep.modality),
             "stage": "tune",
@@ -239,7 +241,7 @@ def search_run(cfg: PipelineConfig, name: str, data_dir: Path) -> Iterator[str]:
         )
         tracking.log_params({"space": {k: _range_text(v) for k, v in search.space.items()}})
         tracking.log_inputs({k: v for k, v in inputs.items() if k != "test"})
-        yield run_id
+        yield run_id, title
 
 
 def _range_text(spec: Any) -> str:

@@ -67,7 +67,7 @@ def objective(cfg: PipelineConfig, name: str, data: TrainingData, parent_run_id:
     def run(trial: optuna.Trial) -> float:
         point = optimizer.suggest(trial, search)
         with runs.trial_run(parent_run_id, name, trial.number, point) as (run_id, logger):
-            result, _ = optimizer.run_trial(cfg, name, data, trial, (logger,), point)
+            result = optimizer.run_trial(cfg, name, data, trial, (logger,), point)
             failure = {"failure": result.error} if result.error else {}
             runs.end_trial_run(
                 run_id, result.state, result.value, {"epochs": str(result.epochs), **failure}
@@ -98,13 +98,7 @@ def _short(point: dict[str, Any]) -> str:
 
 def progress_line(trial: optuna.trial.FrozenTrial, total: int, study: optuna.Study) -> str:
     """One line per finished trial: number, state, value, best so far, params, epochs, time."""
-    import optuna
-
-    state = {
-        optuna.trial.TrialState.COMPLETE: "complete",
-        optuna.trial.TrialState.PRUNED: "pruned",
-        optuna.trial.TrialState.FAIL: "failed",
-    }.get(trial.state, trial.state.name.lower())
+    state = _state_name(trial) or trial.state.name.lower()
     value = trial.value if trial.value is not None else _last_report(trial)
     shown = f"{value:.4f}" if value is not None else "-"
     try:
@@ -217,15 +211,10 @@ def _on_dask(
                 if share
             ]
             shown: set[int] = set()
-            finished = {
-                optuna.trial.TrialState.COMPLETE,
-                optuna.trial.TrialState.PRUNED,
-                optuna.trial.TrialState.FAIL,
-            }
             while True:
                 done = all(f.done() for f in futures)
                 for trial in study.get_trials(deepcopy=False):
-                    if trial.state in finished and trial.number not in shown:
+                    if _state_name(trial) and trial.number not in shown:
                         shown.add(trial.number)
                         print(progress_line(trial, search.trials, study), flush=True)
                 if done:
@@ -241,7 +230,8 @@ def _on_dask(
             cluster.close()
 
 
-def _states(study: optuna.Study) -> dict[str, int]:
+def _state_name(trial: optuna.trial.FrozenTrial) -> str | None:
+    """complete, pruned or failed: a finished trial's state; None while it runs."""
     import optuna
 
     names = {
@@ -249,11 +239,15 @@ def _states(study: optuna.Study) -> dict[str, int]:
         optuna.trial.TrialState.PRUNED: "pruned",
         optuna.trial.TrialState.FAIL: "failed",
     }
+    return names.get(trial.state)
+
+
+def _states(study: optuna.Study) -> dict[str, int]:
     counts = {"complete": 0, "pruned": 0, "failed": 0}
     for trial in study.trials:
-        key = names.get(trial.state)
-        if key:
-            counts[key] += 1
+        state = _state_name(trial)
+        if state:
+            counts[state] += 1
     return counts
 
 
@@ -263,8 +257,7 @@ def tune(cfg: PipelineConfig, name: str, data_dir: Path, out_dir: Path) -> dict:
     search = cfg.search_of(name)
     workers = search.workers
     started = time.perf_counter()
-    with runs.search_run(cfg, name, data_dir) as parent_run_id:
-        title = runs.search_run_name(name, cfg)
+    with runs.search_run(cfg, name, data_dir) as (parent_run_id, title):
         print(
             f"searching {name}: {search.trials} trials"
             + (f" (at most {search.timeout_s:.0f} s)" if search.timeout_s else "")
