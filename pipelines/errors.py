@@ -39,6 +39,12 @@ class TrainingDiverged(KnownFailure, RuntimeError):
         return f"diverged: {self.reason}"
 
 
+def failure_summary(err: BaseException, limit: int = 5000) -> str:
+    """What ended a run or a trial, for its `failure` tag: the error's own summary when it has
+    one (a diverged loss), else its type and message."""
+    return (getattr(err, "run_failure", "") or f"{type(err).__name__}: {err}")[:limit]
+
+
 class OrchestrationError(KnownFailure, RuntimeError):
     """The Prefect server could not be reached or started."""
 

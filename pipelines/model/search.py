@@ -22,7 +22,7 @@ from pipelines.config import (
     searchable,
     searched_value,
 )
-from pipelines.errors import TrainingDiverged
+from pipelines.errors import TrainingDiverged, failure_summary
 from pipelines.model.training import TrainingData, best_epoch, fit_model
 
 if TYPE_CHECKING:
@@ -185,8 +185,8 @@ def run_trial(
         _, curves = fit_model(tuned, name, data, [pruning, *callbacks], verbose=0)
     except (TrainingDiverged, ValueError, RuntimeError) as err:  # a bad point, not a bad search
         seconds = time.perf_counter() - started
-        reason = getattr(err, "run_failure", "") or f"{type(err).__name__}: {err}"
-        return TrialResult(trial.number, point, "failed", None, 0, seconds, reason[:500])
+        reason = failure_summary(err, 500)
+        return TrialResult(trial.number, point, "failed", None, 0, seconds, reason)
     finally:
         keras.backend.clear_session()
         gc.collect()

@@ -21,7 +21,7 @@ from typing import Any
 
 from pipelines.config import PipelineConfig
 from pipelines.data.preprocessing import SPEC_FILE, Preprocessing
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, failure_summary
 from pipelines.registry import tracking
 from pipelines.registry.lineage import dvc_lock_hashes, git_state, lock_key
 
@@ -125,8 +125,17 @@ def tuned(cfg: PipelineConfig, name: str, search: dict | None) -> PipelineConfig
 
 def search_record(search: dict) -> dict[str, Any]:
     """What a trained model keeps of its search (in training.json, on its run, in lineage)."""
-    keys = ("parent_run_id", "metric", "direction", "best_value", "best_trial", "best_params")
-    return {**{k: search[k] for k in keys}, "trials": search["trials"], "states": search["states"]}
+    keys = (
+        "parent_run_id",
+        "metric",
+        "direction",
+        "best_value",
+        "best_trial",
+        "best_params",
+        "trials",
+        "states",
+    )
+    return {k: search[k] for k in keys}
 
 
 def search_params(search: dict | None) -> dict[str, Any]:
@@ -237,9 +246,12 @@ def search_run(cfg: PipelineConfig, name: str, data_dir: Path) -> Iterator[tuple
         },
     ) as run_id:
         tracking.log_params(
-            {**training_params(cfg, name), "search": search.model_dump(exclude={"space"})}
+            {
+                **training_params(cfg, name),
+                "search": search.model_dump(exclude={"space"}),
+                "space": {k: _range_text(v) for k, v in search.space.items()},
+            }
         )
-        tracking.log_params({"space": {k: _range_text(v) for k, v in search.space.items()}})
         tracking.log_inputs({k: v for k, v in inputs.items() if k != "test"})
         yield run_id, title
 
@@ -267,9 +279,8 @@ def trial_run(
     try:
         yield run_id, tracking.epoch_logger(run_id)
     except BaseException as err:
-        tracking.end_child_run(
-            run_id, "FAILED", {"trial_state": "failed", "failure": str(err)[:500]}, {}
-        )
+        failure = {"trial_state": "failed", "failure": failure_summary(err, 500)}
+        tracking.end_child_run(run_id, "FAILED", failure, {})
         raise
 
 

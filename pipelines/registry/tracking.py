@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.errors import failure_summary
+
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"
 REFERENCE_DIR = "reference"  # run artifacts: the training reference drift is measured against
@@ -235,11 +237,6 @@ def run_state(run_id: str) -> tuple[str, dict[str, str]] | None:
     return run.info.status, dict(run.data.tags)
 
 
-def _failure(err: BaseException) -> str:
-    """The `failure` tag of a run ended by `err`: its own summary when it has one."""
-    return (getattr(err, "run_failure", "") or f"{type(err).__name__}: {err}")[:5000]
-
-
 @contextmanager
 def open_run(
     experiment: str,
@@ -268,7 +265,7 @@ def open_run(
         mlflow.end_run(status="KILLED")
         raise
     except BaseException as err:
-        mlflow.set_tag("failure", _failure(err))
+        mlflow.set_tag("failure", failure_summary(err))
         mlflow.end_run(status="FAILED")
         raise
     mlflow.end_run(status="FINISHED")
