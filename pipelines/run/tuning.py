@@ -126,18 +126,33 @@ def _start_point(cfg: PipelineConfig, name: str, study: optuna.Study) -> None:
             study.enqueue_trial(point, skip_if_exists=True)
 
 
-def _in_process(cfg: PipelineConfig, name: str, data_dir: Path, parent_run_id: str) -> optuna.Study:
-    search = cfg.search_of(name)
+def _optimize(
+    cfg: PipelineConfig,
+    name: str,
+    data_dir: Path,
+    parent_run_id: str,
+    study: optuna.Study,
+    trials: int,
+    callbacks: tuple[Any, ...] = (),
+) -> None:
+    """Read the data once and run `trials` trials of `study` in this process; a failed fit is
+    a FAIL trial and the search goes on."""
     data = TrainingData.load(data_dir)
-    study = optimizer.create_study(cfg, name)
-    _start_point(cfg, name, study)
     study.optimize(
         objective(cfg, name, data, parent_run_id),
-        n_trials=search.trials,
-        timeout=search.timeout_s,
+        n_trials=trials,
+        timeout=cfg.search_of(name).timeout_s,
         catch=(_TrialFailed,),
-        callbacks=[lambda s, t: print(progress_line(t, search.trials, s), flush=True)],
+        callbacks=list(callbacks),
     )
+
+
+def _in_process(cfg: PipelineConfig, name: str, data_dir: Path, parent_run_id: str) -> optuna.Study:
+    total = cfg.search_of(name).trials
+    study = optimizer.create_study(cfg, name)
+    _start_point(cfg, name, study)
+    printer = (lambda s, t: print(progress_line(t, total, s), flush=True),)
+    _optimize(cfg, name, data_dir, parent_run_id, study, total, printer)
     return study
 
 
@@ -151,18 +166,12 @@ def _worker_trials(
     trials: int,
     tracking_uri: str,
 ) -> int:
-    """On a Dask worker: read the data once and run `trials` trials of the shared study."""
+    """On a Dask worker: run `trials` trials of the shared study."""
     warnings.filterwarnings("ignore", message=DASK_STORAGE_NOTE)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    data = TrainingData.load(Path(data_dir))
     study = optimizer.create_study(cfg, name, storage, study_name)
-    study.optimize(
-        objective(cfg, name, data, parent_run_id),
-        n_trials=trials,
-        timeout=cfg.search_of(name).timeout_s,
-        catch=(_TrialFailed,),
-    )
+    _optimize(cfg, name, Path(data_dir), parent_run_id, study, trials)
     return trials
 
 
