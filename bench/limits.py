@@ -45,7 +45,7 @@ print(writer.close(), "rows in", len(streaming.shard_paths(Path(sys.argv[1]))), 
 
 _GATE = """
 import numpy as np
-from pipelines.registry.promotion import compare_with_champion
+from pipelines.registry.promotion import non_inferiority_check
 rng = np.random.default_rng(0)
 n = 1_000_000
 y = rng.integers(0, 2, n)
@@ -54,7 +54,7 @@ champion /= champion.sum(axis=1, keepdims=True)
 challenger = champion.copy()
 flip = rng.random(n) < 0.001
 challenger[flip] = challenger[flip][:, ::-1]
-check = compare_with_champion(champion, y, challenger, "accuracy", 0.02, 0.05, 2000, 42)
+check = non_inferiority_check("accuracy", y, champion, challenger, 0.02, 0.05, 2000, 42)
 print(check.passed, check.detail[:300])
 """
 

@@ -176,6 +176,14 @@ def register(
     params: Params = Path("params.yaml"),
 ) -> None:
     """Log the run, register a new version, promote it to `@champion` if every check passes."""
+    from pipelines.model.training import MODEL_FILE
+    from pipelines.registry.registration import account_of_known_file
+
+    try:
+        if account_of_known_file(name, model_dir / MODEL_FILE, out):
+            return  # already registered, nothing to decide: no flow to run
+    except Exception:  # the full stage below reports what is wrong
+        pass
     _run_stage(
         "register",
         task_name=name,
@@ -340,10 +348,17 @@ def promote(
     data_dir: Path = typer.Option(
         None, help="Processed split to compare on (default: paths.processed/<dataset>)."
     ),
+    without_comparison: bool = typer.Option(
+        False,
+        "--without-comparison",
+        help="Leave out the champion comparison, for a deliberate schema change (other classes "
+        "or features); recorded on the version and in its lineage.",
+    ),
     params: Params = Path("params.yaml"),
 ) -> None:
     """Promote VERSION of NAME to @champion if it passes the gate again: thresholds,
-    non-inferiority to the current champion on the current test rows, fresh-process parity."""
+    non-inferiority to the current champion on current test rows neither model trained on,
+    fresh-process parity."""
     from pipelines.config import load_config
     from pipelines.errors import KnownFailure
     from pipelines.registry.registration import promote_version
@@ -351,20 +366,24 @@ def promote(
     try:
         cfg = load_config(params)
         folder = data_dir or Path(cfg.paths.processed) / cfg.entry(name).dataset
-        promote_version(cfg, name, version, folder)
+        promote_version(cfg, name, version, folder, without_comparison)
     except (KnownFailure, FileNotFoundError, LookupError) as err:
         _fail(str(err))
 
 
 @app.command()
-def rollback(name: str) -> None:
+def rollback(name: str, params: Params = Path("params.yaml")) -> None:
     """Make NAME's previous champion the champion again (and the current one previous)."""
+    from pipelines.config import load_config
+    from pipelines.registry.registration import refresh_registration_file
     from pipelines.registry.tracking import rollback as swap
 
     try:
         champion, previous = swap(name)
     except LookupError as err:
         _fail(str(err))
+    if params.is_file():
+        refresh_registration_file(load_config(params), name)
     typer.echo(f"{name}: @champion -> version {champion}, @previous-champion -> version {previous}")
 
 

@@ -54,8 +54,30 @@ class PathsConfig(_Strict):
 
 
 class SplitConfig(_Strict):
+    """Shares of the validation and test splits. Tables, images and text are split by a salted
+    hash of each row (its features, or its `key`), so a row keeps its split as data grows; a
+    series is split in time (the last `test` share is the test span)."""
+
     validation: float = Field(0.15, gt=0, lt=0.5)
     test: float = Field(0.2, gt=0, lt=0.5)
+    salt: str | None = Field(
+        None,
+        min_length=1,
+        description="Salt of the row hash; none: 'seed-<base.seed>'. A new salt reshuffles.",
+    )
+    key: str | None = Field(
+        None,
+        min_length=1,
+        description="Column whose value alone decides a row's split (rows sharing it stay "
+        "together); kept in the split files, not a feature. None: the features decide.",
+    )
+    tolerance: float = Field(
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="Largest gap between a class's share in a split and the split's share; "
+        "widened to 3 standard errors for a class too small to meet it by chance.",
+    )
 
 
 class SeriesConfig(_Strict):

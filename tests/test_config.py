@@ -39,6 +39,10 @@ def test_shipped_params_are_valid(repo_root):
         ("models.tabular-dnn.train.patience", -1, "models.tabular-dnn.train.patience"),
         ("models.tabular-dnn.train.optimizer", "adamax", "models.tabular-dnn.train.optimizer"),
         ("datasets.breast_cancer.split.test", 0.9, "datasets.breast_cancer.split.test"),
+        ("datasets.digits.split.tolerance", 0.0, "datasets.digits.split.tolerance"),
+        ("datasets.digits.split.tolerance", 0.5, "datasets.digits.split.tolerance"),
+        ("datasets.digits.split.salt", "", "datasets.digits.split.salt"),
+        ("datasets.digits.split.seed", 3, "datasets.digits.split.seed"),
         ("models.tabular-dnn.model.units", [32, 0], "models.tabular-dnn.model.units.1"),
         ("models.tabular-dnn.model.widht", 3, "models.tabular-dnn.model.widht"),
         ("models.tabular-dnn.gate.min", {"acuracy": 0.9}, "models.tabular-dnn.gate"),
@@ -185,3 +189,15 @@ def test_renamed_keys_name_their_new_names(raw_params):
 def test_gate_settings_name_the_problem(raw_params, path, value, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(_with(raw_params, path, value))
+
+
+def test_split_salt_key_and_tolerance(raw_params):
+    split = parse_config(raw_params).dataset("breast_cancer").split
+    assert (split.salt, split.key, split.tolerance) == (None, None, 0.05)
+    params = _with(
+        raw_params,
+        "datasets.breast_cancer.split",
+        {"validation": 0.1, "test": 0.2, "salt": "v2", "key": "patient_id", "tolerance": 0.08},
+    )
+    split = parse_config(params).dataset("breast_cancer").split
+    assert (split.salt, split.key, split.tolerance) == ("v2", "patient_id", 0.08)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipelines.config import GateConfig
 from pipelines.registry.gate import apply_gate
@@ -136,3 +137,55 @@ def test_the_primary_metric_must_beat_the_baselines_even_with_no_gate_settings()
     )
     assert not verdict.passed
     assert verdict.failures == ["accuracy 0.9700 beats majority 0.9900"]
+
+
+def _values(detail: str) -> tuple[float, float]:
+    import re
+
+    found = re.search(r": champion (\S+), challenger (\S+);", detail)
+    assert found, detail
+    return float(found.group(1)), float(found.group(2))
+
+
+def test_the_reports_and_the_gate_give_the_same_log_loss_and_mape():
+    """One definition per row (pipelines.model.metrics.row_terms): log loss clipped to
+    [1e-7, 1] and renormalised, even for a probability of exactly 0; MAPE leaves out a zero
+    target instead of dividing by it."""
+    from pipelines.model.metrics import classification_metrics, regression_metrics
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 50)
+    champ, chall = rng.dirichlet([1, 1, 1], 50), rng.dirichlet([2, 1, 1], 50)
+    champ[0] = [0.0, 0.0, 1.0] if y[0] != 2 else [1.0, 0.0, 0.0]  # a confident miss
+    check = non_inferiority_check("log_loss", y, champ, chall, 0.02, 0.05, 200, seed=1)
+    reported = (
+        classification_metrics(y, champ)["log_loss"],
+        classification_metrics(y, chall)["log_loss"],
+    )
+    assert _values(check.detail) == pytest.approx([round(v, 4) for v in reported], abs=1e-4)
+    assert np.isfinite(reported[0]) and reported[0] < 17
+
+    target = np.array([0.0, 2.0, 4.0, 5.0, 10.0])
+    first, second = target + 1.0, target + np.array([0.5, 1.0, 2.0, 0.5, 1.0])
+    check = non_inferiority_check("mape", target, first, second, 0.02, 0.05, 200, seed=1)
+    reported = (
+        regression_metrics(target, first)["mape"],
+        regression_metrics(target, second)["mape"],
+    )
+    assert _values(check.detail) == pytest.approx([round(v, 4) for v in reported], abs=1e-4)
+    assert reported[0] == pytest.approx(100 * np.mean([1 / 2, 1 / 4, 1 / 5, 1 / 10]))
+    assert "of 4 test rows" in check.detail  # the zero target is left out
+
+
+def test_classes_are_matched_by_name_and_a_changed_set_is_named():
+    from pipelines.data.preprocessing import Preprocessing
+    from pipelines.registry.promotion import _schema_change
+
+    prep = Preprocessing("tabular", ["a", "b"], "y", ["cat", "dog", "eel"], [2])
+    same = {"modality": "tabular", "features": ["b", "a"], "classes": ["eel", "dog", "cat"]}
+    assert _schema_change(same, prep) is None
+    other = {"modality": "tabular", "features": ["a", "c"], "classes": ["cat", "dog", "fox"]}
+    assert _schema_change(other, prep) == (
+        "1 features added (b); 1 features removed (c); 1 classes added (eel); "
+        "1 classes removed (fox)"
+    )

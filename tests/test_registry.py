@@ -7,11 +7,14 @@ store of its own, and a test that tampers with an artifact puts it back."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import re
 import shutil
 import threading
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -85,7 +88,29 @@ def trained(store, _breast_cancer, raw_params):
     return params
 
 
-def _register(store, params, gate: dict | None = None, model="good", evaluation="good-eval"):
+_COPIES = itertools.count()
+
+
+def _retrained(store, model: str) -> str:
+    """A copy of `model` whose file differs from it only in its zip comment: the same weights
+    under another MD5, as a retrain with the same seed gives (Keras stamps the save time)."""
+    copy_name = f"{model}-{next(_COPIES)}"
+    shutil.copytree(store / model, store / copy_name)
+    with zipfile.ZipFile(store / copy_name / "model.keras", "a") as archive:
+        archive.comment = copy_name.encode()
+    return copy_name
+
+
+def _register(
+    store,
+    params,
+    gate: dict | None = None,
+    model="good",
+    evaluation="good-eval",
+    data="data",
+    same_file=False,
+):
+    """Register `model` (by default a fresh copy of it, so each call is a new model file)."""
     from pipelines.registry.registration import register_task
 
     params = copy.deepcopy(params)
@@ -94,9 +119,9 @@ def _register(store, params, gate: dict | None = None, model="good", evaluation=
     return register_task(
         parse_config(params),
         NAME,
-        model_dir=store / model,
+        model_dir=store / (model if same_file else _retrained(store, model)),
         eval_dir=store / evaluation,
-        data_dir=store / "data",
+        data_dir=store / data,
         raw_data=store / "raw.parquet",
         docs_dir=store / "docs",
         out=store / "registration.json",
@@ -162,7 +187,8 @@ def test_the_first_passing_version_becomes_champion_with_lineage(store, trained,
         "lineage.json",
     } <= logged
     lineage = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/lineage.json")
-    assert lineage["gate"]["passed"] is True and lineage["seed"] == 42
+    assert lineage["gate"] == {"passed": True, "promoted": True, "checks": result.checks}
+    assert lineage["seed"] == 42 and lineage["data"]["split"]["method"] == "row-hash-v1"
     assert {"python", "keras", "mlflow"} <= set(lineage["versions"])
     assert lineage["epochs"]["stopped"] >= lineage["epochs"]["best"]
 
@@ -279,8 +305,6 @@ def test_batch_scoring_writes_predictions_beside_the_input(store, trained, champ
 
 
 def test_fresh_process_scoring_names_a_model_that_cannot_load(store, trained, champion, tmp_path):
-    from pipelines.registry.promotion import compare_with_champion
-
     inputs = tmp_path / "inputs.npy"
     np.save(inputs, np.zeros((2, 30), dtype="float32"))
     good, missing = tracking.score_in_fresh_process(
@@ -288,18 +312,161 @@ def test_fresh_process_scoring_names_a_model_that_cannot_load(store, trained, ch
     )
     assert good.shape == (2, 2) and np.allclose(good.sum(axis=1), 1)
     assert isinstance(missing, str) and "999" in missing
-    # A champion that cannot score the new test rows is not held against the challenger.
-    check = compare_with_champion(
-        missing,
-        np.array([0, 1]),
-        good,
-        "classification",
-        0.05,
-        0.0,
-        10,
-        0,
+
+
+def _champion_files(champion: str):
+    import mlflow
+
+    location = mlflow.MlflowClient().get_model_version_download_uri(NAME, champion)
+    return Path(location.removeprefix("file://"))
+
+
+def test_a_champion_that_cannot_be_scored_fails_closed(store, trained, champion):
+    """With the champion's model files out of reach, a worse challenger is not promoted, on
+    the main line or by `pipelines promote`, and the message names the cause."""
+    from pipelines.errors import GateRefused
+    from pipelines.registry.registration import promote_version
+
+    files = _champion_files(champion)
+    files.rename(files.with_name("moved-away"))
+    try:
+        result = _register(store, trained, {}, model="worse", evaluation="worse-eval")
+        with pytest.raises(GateRefused, match=rf"the champion \(v{champion}\) could not be loaded"):
+            promote_version(parse_config(trained), NAME, result.version, store / "data")
+    finally:  # the other tests share this champion
+        files.with_name("moved-away").rename(files)
+    assert not result.promoted and tracking.alias_version(NAME) == champion
+    (failed,) = [c for c in result.checks if not c["passed"]]
+    assert failed["name"] == "champion"
+    assert failed["detail"].startswith(f"the champion (v{champion}) could not be loaded")
+    assert result.gate == "failed"
+
+
+def test_the_same_model_file_is_one_version_judged_again_on_the_main_line(
+    store, trained, champion, monkeypatch
+):
+    """A model file already registered (as a candidate of an experiment) is not registered
+    again: the main line judges that version and promotes it; registration.json says so."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    count = len(client.search_model_versions(f"name = '{NAME}'"))
+    model = _retrained(store, "good")
+    monkeypatch.setenv("DVC_EXP_NAME", "same-file")
+    candidate = _register(store, trained, LENIENT, model=model, same_file=True)
+    again = _register(store, trained, LENIENT, model=model, same_file=True)
+    assert again.version == candidate.version and again.candidate and not again.promoted
+    monkeypatch.delenv("DVC_EXP_NAME")
+    promoted = _register(store, trained, LENIENT, model=model, same_file=True)
+    assert len(client.search_model_versions(f"name = '{NAME}'")) == count + 1
+    assert promoted.version == candidate.version and promoted.promoted
+    assert promoted.champion == candidate.version and promoted.previous_champion == champion
+    saved = json.loads((store / "registration.json").read_text())
+    assert saved["version"] == candidate.version and saved["champion"] == candidate.version
+    # the champion's own file again: nothing to register or promote
+    assert _register(store, trained, LENIENT, model=model, same_file=True) == promoted
+    tracking.rollback(NAME)  # the other tests share this champion
+    assert tracking.alias_version(NAME) == champion
+
+
+def _relabelled(store, name: str, classes: list, mapping: dict) -> str:
+    """The test split with its classes renamed (`mapping`) and `classes` in preprocessing.json:
+    a changed class set, the model and its predictions unchanged."""
+    from pipelines.data.preprocessing import SPEC_FILE
+
+    (store / name).mkdir(exist_ok=True)
+    for file in (store / "data").iterdir():
+        shutil.copy(file, store / name / file.name)
+    test = pd.read_parquet(store / "data" / "test.parquet")
+    test["target"] = test["target"].map(mapping)
+    test.to_parquet(store / name / "test.parquet", index=False)
+    spec = json.loads((store / "data" / SPEC_FILE).read_text())
+    spec["classes"] = classes
+    (store / name / SPEC_FILE).write_text(json.dumps(spec))
+    return name
+
+
+def test_a_changed_class_set_is_refused_as_a_schema_change_after_registering(
+    store, trained, champion
+):
+    """Classes added, removed or renamed: no misaligned comparison and no crash once the
+    version is registered (log loss as the primary metric indexes by class); the message
+    names what changed and the way forward."""
+    renamed = _relabelled(store, "renamed", ["benign", "malignant"], {0: "benign", 1: "malignant"})
+    added = _relabelled(store, "added", [0, 1, 2], {0: 0, 1: 1})
+    for data, change in (
+        (renamed, "2 classes added (benign, malignant); 2 classes removed (0, 1)"),
+        (added, "1 classes added (2)"),
+    ):
+        result = _register(store, trained, {"primary_metric": "log_loss", **LENIENT}, data=data)
+        assert not result.promoted and tracking.alias_version(NAME) == champion
+        (failed,) = [c for c in result.checks if not c["passed"]]
+        assert f"schema change against the champion (v{champion}): {change}" in failed["detail"]
+        assert f"pipelines promote {NAME} {result.version} --without-comparison" in failed["detail"]
+
+
+def test_classes_in_another_order_are_matched_by_name(store, trained, champion):
+    """The same champion model, its classes listed in the other order in the challenger's
+    data: aligned by name, the comparison finds them equal (misaligned, the champion would
+    score 0)."""
+    swapped = _relabelled(store, "swapped", [1, 0], {0: 1, 1: 0})
+    predictions = np.load(store / "good-eval" / "test_predictions.npy")[:, ::-1]
+    (store / "swapped-eval").mkdir(exist_ok=True)
+    for file in (store / "good-eval").iterdir():
+        shutil.copy(file, store / "swapped-eval" / file.name)
+    np.save(store / "swapped-eval" / "test_predictions.npy", predictions)
+    result = _register(
+        store, trained, LENIENT, model="good", evaluation="swapped-eval", data=swapped
     )
-    assert check.passed and "cannot score" in check.detail and "999" in check.detail
+    checks = {c["name"]: c for c in result.checks}
+    accuracy = re.search(
+        r"accuracy: champion (\S+), challenger (\S+);", checks["champion"]["detail"]
+    )
+    assert accuracy and accuracy.group(1) == accuracy.group(2), checks["champion"]
+    assert checks["champion"]["passed"]
+    tracking.promote(NAME, champion, expected=tracking.alias_version(NAME))  # shared champion
+
+
+def test_promote_refuses_a_candidate_trained_on_another_split(
+    store, trained, champion, monkeypatch
+):
+    """A candidate whose data was split with another salt (another seed) may have trained on
+    current test rows: promote refuses, saying so, until told to skip the comparison."""
+    from pipelines.data.preprocessing import split_and_fit
+    from pipelines.errors import GateRefused
+    from pipelines.model.evaluation import evaluate_task
+    from pipelines.registry.registration import promote_version
+
+    cfg = parse_config(trained)
+    split_and_fit(
+        "breast_cancer", store / "raw.parquet", cfg.dataset("breast_cancer"), 7, store / "seed7"
+    )
+    evaluate_task(NAME, store / "good" / "model.keras", store / "seed7", store / "seed7-eval")
+    monkeypatch.setenv("DVC_EXP_NAME", "another-seed")
+    other = _register(store, trained, LENIENT, evaluation="seed7-eval", data="seed7")
+    monkeypatch.delenv("DVC_EXP_NAME")
+    with pytest.raises(GateRefused, match=r"salt 'seed-7' \(current: 'seed-42'\)"):
+        promote_version(cfg, NAME, other.version, store / "data")
+    assert tracking.alias_version(NAME) == champion
+    assert promote_version(cfg, NAME, other.version, store / "data", without_comparison=True)
+    info = tracking.version_info(NAME, other.version)
+    assert info.tags["gate.champion_comparison"].startswith("skipped")
+    saved_lineage = tracking.download_run_artifacts(info.run_id, "lineage.json", store / "lin")
+    events = json.loads(saved_lineage.read_text())["events"]
+    assert events[-1]["event"] == "promoted by pipelines promote --without-comparison"
+    tracking.promote(NAME, champion, expected=tracking.alias_version(NAME))  # shared champion
+
+
+def test_lineage_tells_a_passing_candidate_from_a_promoted_version(
+    store, trained, champion, monkeypatch
+):
+    import mlflow
+
+    monkeypatch.setenv("DVC_EXP_NAME", "passing-candidate")
+    result = _register(store, trained, LENIENT)
+    lineage = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/lineage.json")
+    assert lineage["gate"]["passed"] is True and lineage["gate"]["promoted"] is False
+    assert result.gate == "passed" and not result.promoted
 
 
 def test_the_served_model_scores_large_requests_in_chunks_like_keras(store, trained, champion):
@@ -325,7 +492,7 @@ def test_the_parity_command_checks_a_version_on_raw_rows(store, trained, champio
         app, [*args, "--expected", str(store / "good-eval/test_predictions.npy")]
     )
     assert ok.exit_code == 0, ok.output
-    assert "fresh process max |difference| 0 on 114 raw rows" in ok.output
+    assert "fresh process max |difference| 0 on 123 raw rows" in ok.output
     bad = CliRunner().invoke(
         app, [*args, "--expected", str(store / "bad-eval/test_predictions.npy")]
     )
@@ -335,7 +502,7 @@ def test_the_parity_command_checks_a_version_on_raw_rows(store, trained, champio
 def test_with_no_gate_settings_a_model_must_still_beat_the_baselines(store, trained, champion):
     result = _register(store, trained, {}, model="bad", evaluation="bad-eval")
     assert not result.promoted
-    assert "accuracy 0.3684 beats majority 0.6316" in result.gate_failures
+    assert "accuracy 0.4228 beats majority 0.5772" in result.gate_failures
     assert tracking.alias_version(NAME) == champion
 
 
@@ -419,7 +586,13 @@ def test_two_registrations_of_one_model_at_once_never_skip_a_comparison(store, t
     client = mlflow.MlflowClient()
     before = {v.version for v in client.search_model_versions(f"name = '{NAME}'")}
     for _ in range(RACE_TRIES):
-        results = _at_once(2, lambda: _register(store, trained, LENIENT))
+        models = [_retrained(store, "good") for _ in range(2)]
+        results = _at_once(
+            2,
+            lambda models=models: _register(
+                store, trained, LENIENT, model=models.pop(), same_file=True
+            ),
+        )
         assert all(not isinstance(r, Exception) for r in results), results
     versions = [
         v for v in client.search_model_versions(f"name = '{NAME}'") if v.version not in before
@@ -443,7 +616,7 @@ def _promotions(versions) -> list[tuple[str, str]]:
     return [
         (str(v.version), v.tags["gate.compared_with"])
         for v in versions
-        if v.tags.get("gate") == "passed" and "gate.promotion" not in v.tags
+        if v.tags.get("gate") == "passed" and not v.tags.get("gate.promotion")
     ]
 
 

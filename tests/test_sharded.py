@@ -4,6 +4,7 @@ without being read whole: real breast-cancer rows, resampled with noise into sha
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 
 import numpy as np
@@ -142,14 +143,16 @@ def raw_shards(cfg, tmp_path):
     return ingest(NAME, cfg.dataset(NAME), tmp_path / "raw" / f"{NAME}.parquet")
 
 
-def test_split_streams_a_seeded_partition_with_train_only_statistics(
+def test_split_streams_a_row_hash_partition_with_train_only_statistics(
     cfg, raw_shards, tmp_path, no_whole_reads
 ):
     from pipelines.data.preprocessing import (
         SPEC_FILE,
         Preprocessing,
         fit_normalization,
+        row_hashes,
         split_and_fit,
+        splits_under,
     )
 
     prep = split_and_fit(NAME, raw_shards, cfg.dataset(NAME), 42, tmp_path / "a")
@@ -170,6 +173,12 @@ def test_split_streams_a_seeded_partition_with_train_only_statistics(
     assert prep.classes == [0, 1] and Preprocessing.load(tmp_path / "a" / SPEC_FILE) == prep
     reference = json.loads((tmp_path / "a" / "reference.json").read_text())
     assert set(reference["features"]) == set(features)
+    # Each row's part is its row hash's, as for a table read whole; the identity records it.
+    assert prep.split["method"] == "row-hash-v1" and prep.split["salt"] == "seed-42"
+    for part, table in parts.items():
+        assert (splits_under(prep.split, table, prep) == part).all(), part
+        hashes = np.sort(row_hashes(table, "seed-42", prep.features)).astype("<u8")
+        assert prep.split["digests"][part] == hashlib.md5(hashes.tobytes()).hexdigest()
     # Same seed, same split, shard for shard.
     split_and_fit(NAME, raw_shards, cfg.dataset(NAME), 42, tmp_path / "b")
     for part in parts:
@@ -179,6 +188,38 @@ def test_split_streams_a_seeded_partition_with_train_only_statistics(
             strict=True,
         ):
             pd.testing.assert_frame_equal(read_shard(a), read_shard(b))
+
+
+def test_a_sharded_split_by_key_keeps_the_key_out_of_the_features(
+    cfg, raw_shards, tmp_path, no_whole_reads
+):
+    from pipelines.data.preprocessing import split_and_fit
+
+    keyed = tmp_path / "keyed"
+    keyed.mkdir()
+    for number, shard in enumerate(shard_paths(raw_shards)):
+        frame = read_shard(shard)
+        # One group per 7 rows, across shard boundaries.
+        first = number * SHARD_ROWS
+        frame.insert(0, "group", [f"g{(first + i) // 7}" for i in range(len(frame))])
+        frame.to_parquet(keyed / shard.name, index=False)
+    split = cfg.dataset(NAME).split.model_copy(update={"key": "group"})
+    dataset = cfg.dataset(NAME).model_copy(update={"split": split})
+    prep = split_and_fit(NAME, keyed, dataset, 42, tmp_path / "out")
+    assert "group" not in prep.features and prep.input_shape == [30]
+    assert prep.split["key"] == "group"
+    groups = {p: set(_read_all(tmp_path / "out" / f"{p}.parquet")["group"]) for p in prep.rows}
+    assert sum(map(len, groups.values())) == len(set.union(*groups.values())) == 300
+    reference = json.loads((tmp_path / "out" / "reference.json").read_text())
+    assert "group" not in reference["features"]
+    with pytest.raises(ConfigError, match=r"datasets\.cancer_big\.split\.key: column 'id'"):
+        split_and_fit(
+            NAME,
+            keyed,
+            dataset.model_copy(update={"split": split.model_copy(update={"key": "id"})}),
+            42,
+            tmp_path / "nope",
+        )
 
 
 def test_training_stream_reshuffles_every_pass_and_repeats_with_the_seed(cfg, raw_shards, tmp_path):

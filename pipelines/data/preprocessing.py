@@ -1,15 +1,20 @@
 """Split the validated data and fit the preprocessing that will live inside the model.
 
 The split stage writes `train/validation/test.parquet` and `preprocessing.json` for every
-modality. Each split is a table of raw feature columns plus the label: measurements for tabular
-data, `pixel_<row>_<col>` values for images, and for a series one row per forecast with the
-raw window (`t-52` ... `t-1`) and the target. The JSON is the contract with the model builders:
-features, input shape, label classes in index order and the statistics fitted on the training
-split only.
+modality. Each split is a table of raw feature columns plus the label (and the `split.key`
+column, if one is named): measurements for tabular data, `pixel_<row>_<col>` values for images,
+and for a series one row per forecast with the raw window (`t-52` ... `t-1`) and the target. The
+JSON is the contract with the model builders: features, input shape, label classes in index
+order, the statistics fitted on the training split only, and the split's identity.
+
+A row's split is a function of the row alone (as in TFX ExampleGen): a salted 64-bit hash of its
+content, or of its key, against fixed thresholds. A row keeps its split when rows are added or
+reordered, as long as the salt and the shares stay the same. A series is split in time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -20,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import DatasetConfig, ShardsConfig
+from pipelines.config import DatasetConfig, ShardsConfig, SplitConfig
 from pipelines.data.datasets import PIXEL_PREFIX, image_shape, read_table
 from pipelines.errors import ConfigError, DataError
 from pipelines.data.drift import (
@@ -33,6 +38,8 @@ from pipelines.data.drift import (
 
 SPLITS = ("train", "validation", "test")
 SPEC_FILE = "preprocessing.json"
+HASH_METHOD = "row-hash-v1"
+TEMPORAL_METHOD = "temporal"
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class Preprocessing:
     time_column: str | None = None
     sharded: bool = False  # splits are folders of Parquet shards (pipelines.data.streaming)
     rows: dict[str, int] = field(default_factory=dict)  # rows per split
+    split: dict[str, Any] = field(default_factory=dict)  # the split's identity (`splits_under`)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -65,18 +73,180 @@ class Splits:
     test: pd.DataFrame
 
 
-def stratified_split(
-    df: pd.DataFrame, label: str, validation: float, test: float, seed: int
-) -> Splits:
-    """Seeded split that keeps the class proportions in each part."""
-    from sklearn.model_selection import train_test_split
+# splitmix64 (Steele, Lea & Flood 2014): a 64-bit mixer, written out so the split does not
+# depend on a library's internal hashing.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
 
-    rest, test_df = train_test_split(df, test_size=test, stratify=df[label], random_state=seed)
-    val_share = validation / (1.0 - test)
-    train_df, val_df = train_test_split(
-        rest, test_size=val_share, stratify=rest[label], random_state=seed
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps, as the mixer intends
+        z = z + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        return z ^ (z >> np.uint64(31))
+
+
+def _blake64(salt: str, texts: list[str]) -> np.ndarray:
+    prefix = salt.encode() + b"\0"
+    digests = b"".join(
+        hashlib.blake2b(prefix + text.encode(), digest_size=8).digest() for text in texts
     )
-    return Splits(train_df.sort_index(), val_df.sort_index(), test_df.sort_index())
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+
+
+def row_hashes(
+    table: pd.DataFrame,
+    salt: str,
+    features: list[str] | tuple[str, ...] = (),
+    key: str | None = None,
+    text: bool = False,
+) -> np.ndarray:
+    """A salted uint64 hash of each row, the same in every process and on every platform.
+
+    With `key`: the key column's values as strings (`str(v)`); a missing key is a `DataError`.
+    With `text`: the one column `features[0]`, white space normalised (`" ".join(t.split())`).
+    Otherwise the `features` columns, taken in name order, as float64 (an int and a float of the
+    same value hash alike; -0.0 as 0.0; every NaN as one NaN), chained through splitmix64 from
+    a start drawn from the salt."""
+    if key is not None:
+        values = table[key]
+        missing = int(values.isna().sum())
+        if missing:
+            raise DataError(f"split key column {key!r}: {missing} row(s) have no key")
+        return _blake64(salt, [str(v) for v in values.tolist()])
+    if text:
+        return _blake64(salt, [" ".join(str(t).split()) for t in table[features[0]].tolist()])
+    columns = sorted(features)
+    values = table[columns].to_numpy(dtype="float64", na_value=np.nan) + 0.0  # -0.0 -> 0.0
+    values[np.isnan(values)] = np.nan
+    bits = np.ascontiguousarray(values, dtype="<f8").view("<u8").astype(np.uint64)
+    start = hashlib.blake2b(salt.encode(), digest_size=8).digest()
+    hashes = np.full(len(table), int.from_bytes(start, "little"), dtype=np.uint64)
+    for column in range(bits.shape[1]):
+        hashes = _splitmix64(hashes ^ bits[:, column])
+    return hashes
+
+
+def assign_splits(hashes: np.ndarray, validation: float, test: float) -> np.ndarray:
+    """Each row's split from its hash h, with u = h / 2**64: "test" if u < test, "validation"
+    if u < test + validation, else "train". The thresholds are fixed (compared in integers),
+    so a row's split never depends on the other rows."""
+    test_end = np.uint64(int(test * 2**64))
+    validation_end = np.uint64(int((test + validation) * 2**64))
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    return np.where(
+        hashes < test_end, "test", np.where(hashes < validation_end, "validation", "train")
+    ).astype(object)
+
+
+def split_salt(split: SplitConfig, seed: int) -> str:
+    """The salt in effect: `split.salt`, or `seed-<base.seed>` when none is set."""
+    return split.salt if split.salt is not None else f"seed-{seed}"
+
+
+def _digest(hashes: np.ndarray) -> str:
+    return hashlib.md5(np.sort(hashes).astype("<u8").tobytes()).hexdigest()
+
+
+def _time_digest(times: pd.Series) -> str:
+    return hashlib.md5("\n".join(str(t) for t in times.tolist()).encode()).hexdigest()
+
+
+def _hash_split(
+    table: pd.DataFrame, features: list[str], split: SplitConfig, seed: int, text: bool = False
+) -> tuple[Splits, dict[str, Any]]:
+    """Split `table` by row hash (`row_hashes` of `features`, or of `split.key`), and the
+    split's identity as `Preprocessing.split` records it."""
+    salt = split_salt(split, seed)
+    hashes = row_hashes(table, salt, features, split.key, text)
+    parts = assign_splits(hashes, split.validation, split.test)
+    splits = Splits(*(table[parts == part] for part in SPLITS))
+    identity = {
+        "method": HASH_METHOD,
+        "salt": salt,
+        "key": split.key,
+        "validation": split.validation,
+        "test": split.test,
+        "digests": {part: _digest(hashes[parts == part]) for part in SPLITS},
+    }
+    return splits, identity
+
+
+def splits_under(identity: dict, table: pd.DataFrame, prep: Preprocessing) -> np.ndarray:
+    """For each row of `table` (a processed split file: raw feature columns, label, and key or
+    time column), the split ("train" / "validation" / "test") it falls into under the split
+    `identity` (a `Preprocessing.split` dict, maybe of another version). The rows are hashed as
+    `prep` describes them (its features, its modality) unless the identity names a key. Raises
+    ValueError naming what is missing when the identity cannot be applied (unknown method, key
+    or time column not in the table, empty identity)."""
+    if not identity:
+        raise ValueError("empty split identity (a preprocessing.json from before split identities)")
+    method = identity.get("method")
+    if method == HASH_METHOD:
+        needed = ("salt", "key", "validation", "test")
+        absent = [name for name in needed if name not in identity]
+        if absent:
+            raise ValueError(f"split identity {method}: no {', '.join(absent)}")
+        key = identity["key"]
+        columns = [key] if key is not None else list(prep.features)
+        missing = [c for c in columns if c not in table.columns]
+        if missing:
+            what = "key column" if key is not None else "feature column(s)"
+            raise ValueError(f"split identity {method}: {what} {missing} not in the table")
+        hashes = row_hashes(table, identity["salt"], prep.features, key, prep.modality == "text")
+        return assign_splits(hashes, identity["validation"], identity["test"])
+    if method == TEMPORAL_METHOD:
+        absent = [n for n in ("validation_start", "test_start") if n not in identity]
+        if absent:
+            raise ValueError(f"split identity {method}: no {', '.join(absent)}")
+        column = prep.time_column
+        if column is None or column not in table.columns:
+            raise ValueError(f"split identity {method}: time column {column!r} not in the table")
+        times = pd.to_datetime(table[column]).to_numpy()
+        test_start = pd.Timestamp(identity["test_start"]).to_datetime64()
+        validation_start = pd.Timestamp(identity["validation_start"]).to_datetime64()
+        return np.where(
+            times >= test_start, "test", np.where(times >= validation_start, "validation", "train")
+        ).astype(object)
+    raise ValueError(f"unknown split method {method!r} (known: {HASH_METHOD}, {TEMPORAL_METHOD})")
+
+
+def share_allowance(tolerance: float, share: float, rows: int) -> float:
+    """How far a class of `rows` rows may be from the configured `share` of a split: the
+    stated `split.tolerance`, widened to three standard errors of a share of that many rows
+    (3 * sqrt(share * (1 - share) / rows)) where chance alone moves it further. A row's split
+    is a fixed function of its hash, never of the other rows, so a class of a few hundred
+    rows cannot be split more evenly than that without rows moving as data grows."""
+    return max(tolerance, 3.0 * math.sqrt(share * (1.0 - share) / max(rows, 1)))
+
+
+def _check_class_shares(name: str, splits: Splits, label: str, split: SplitConfig) -> None:
+    """Each class's share of its rows in each split against the configured share: further
+    than `share_allowance` is a `DataError` naming the class."""
+    configured = {"train": 1.0 - split.validation - split.test}
+    configured.update(validation=split.validation, test=split.test)
+    counts = pd.DataFrame({part: getattr(splits, part)[label].value_counts() for part in SPLITS})
+    counts = counts.fillna(0).astype("int64")
+    breaches = []
+    for value, row in counts.iterrows():
+        cls = value.item() if hasattr(value, "item") else value  # 0, not np.int64(0)
+        total = int(row.sum())
+        for part in SPLITS:
+            share = row[part] / total
+            allowed = share_allowance(split.tolerance, configured[part], total)
+            if abs(share - configured[part]) > allowed:
+                breaches.append(
+                    f"class {cls!r} has {share:.3f} of its {total} rows in {part}, "
+                    f"configured {configured[part]:.3f} (allowed: +-{allowed:.3f})"
+                )
+    if breaches:
+        raise DataError(
+            f"datasets.{name}: the split misses the class shares by more than allowed "
+            f"(split.tolerance {split.tolerance}, or 3 standard errors for a small class): " + "; ".join(breaches) + ". Choose another split.salt, or "
+            "allow a larger split.tolerance"
+        )
 
 
 def fit_normalization(x_train: np.ndarray) -> dict[str, list[float]]:
@@ -97,9 +267,8 @@ def _classes(splits: Splits, label: str) -> list[Any]:
 
 
 def _tabular(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits, Preprocessing]:
-    split = dataset.split
-    splits = stratified_split(df, dataset.label, split.validation, split.test, seed)
-    features = [c for c in df.columns if c != dataset.label]
+    features = [c for c in df.columns if c not in (dataset.label, dataset.split.key)]
+    splits, identity = _hash_split(df, features, dataset.split, seed)
     prep = Preprocessing(
         modality="tabular",
         features=features,
@@ -107,14 +276,14 @@ def _tabular(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Split
         classes=_classes(splits, dataset.label),
         input_shape=[len(features)],
         stats=fit_normalization(splits.train[features].to_numpy()),
+        split=identity,
     )
     return splits, prep
 
 
 def _images(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits, Preprocessing]:
-    split = dataset.split
-    splits = stratified_split(df, dataset.label, split.validation, split.test, seed)
     features = [c for c in df.columns if c.startswith(PIXEL_PREFIX)]
+    splits, identity = _hash_split(df, features, dataset.split, seed)
     brightest = float(splits.train[features].to_numpy().max())
     if brightest <= 0:
         raise DataError("every training pixel is 0: nothing to learn from")
@@ -125,6 +294,7 @@ def _images(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits
         classes=_classes(splits, dataset.label),
         input_shape=list(image_shape(features)),
         stats={"scale": 1.0 / brightest},  # raw pixels -> [0, 1], fitted on train
+        split=identity,
     )
     return splits, prep
 
@@ -238,6 +408,17 @@ def _sequence(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Spli
         validation=table[(targets >= val_start) & (targets < test_start)].reset_index(drop=True),
         test=table[targets >= test_start].reset_index(drop=True),
     )
+    if not len(splits.validation) or not len(splits.test):
+        raise DataError(f"a series of {n} steps leaves no validation or no test span")
+    time = cfg.time_column
+    identity = {
+        "method": TEMPORAL_METHOD,
+        "validation_start": str(splits.validation[time].iloc[0]),
+        "test_start": str(splits.test[time].iloc[0]),
+        "validation": dataset.split.validation,
+        "test": dataset.split.test,
+        "digests": {part: _time_digest(getattr(splits, part)[time]) for part in SPLITS},
+    }
     prep = Preprocessing(
         modality="sequence",
         features=window_columns(window),
@@ -249,6 +430,7 @@ def _sequence(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Spli
         stats={"step_scale": float(np.std(np.diff(values[:val_start]))), "season": cfg.season},
         task_type="regression",
         time_column=cfg.time_column,
+        split=identity,
     )
     return splits, prep
 
@@ -256,18 +438,20 @@ def _sequence(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Spli
 def _text(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits, Preprocessing]:
     """Documents and their class. Exact duplicates (the same text once surrounding white space
     is stripped) are dropped before the split, keeping the first, so no text can be in both
-    training and test; how many were dropped is printed and kept in `stats`. The tokenizer is
-    adapted on the training split inside the model (`pipelines.model.builders`)."""
+    training and test; how many were dropped is printed and kept in `stats`. The split hashes
+    the text with its white space normalised, so texts that differ only there share a split.
+    The tokenizer is adapted on the training split inside the model
+    (`pipelines.model.builders`)."""
     column = dataset.text
     if column not in df.columns:
         raise ConfigError(f"text column {column!r} not in the data (columns: {list(df.columns)})")
-    table = df[[column, dataset.label]].reset_index(drop=True)
+    kept = list(dict.fromkeys([column, dataset.label, *filter(None, [dataset.split.key])]))
+    table = df[kept].reset_index(drop=True)
     duplicated = table[column].astype(str).str.strip().duplicated()
     if duplicated.any():
         print(f"dropped {int(duplicated.sum())} exact duplicate text(s) before the split")
     table = table[~duplicated.to_numpy()].reset_index(drop=True)
-    split = dataset.split
-    splits = stratified_split(table, dataset.label, split.validation, split.test, seed)
+    splits, identity = _hash_split(table, [column], dataset.split, seed, text=True)
     prep = Preprocessing(
         modality="text",
         features=[column],
@@ -275,6 +459,7 @@ def _text(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits, 
         classes=_classes(splits, dataset.label),
         input_shape=[],  # one raw string per example
         stats={"duplicates_dropped": int(duplicated.sum())},
+        split=identity,
     )
     return splits, prep
 
@@ -287,17 +472,19 @@ def split_shards(
     name: str, data_path: Path, dataset: DatasetConfig, seed: int, out_dir: Path
 ) -> Preprocessing:
     """The split of a sharded tabular dataset, in one streaming pass: every row goes to test,
-    validation or train at random (seeded, in the configured shares; not stratified, which at
-    this size changes class shares by a fraction of a percent) and to a random shard of that
-    part. Normalization statistics, the label set and the drift reference (a seeded sample of
-    train) are gathered in the same pass."""
+    validation or train by its row hash (`row_hashes`, as for a table read whole; class shares
+    are not checked, as sharded data is large enough for chance to keep them) and to a random
+    (seeded) shard of that part. Normalization statistics, the label set, the drift reference
+    (a seeded sample of train) and the split's digests (8 bytes a row held) are gathered in
+    the same pass."""
     from pipelines.data import streaming
 
     shards = streaming.shard_paths(data_path)
     columns = streaming.columns_of(shards[0])
     if dataset.label not in columns:
         raise ConfigError(f"datasets.{name}.label: column {dataset.label!r} not in {data_path}")
-    features = [c for c in columns if c != dataset.label]
+    key = dataset.split.key
+    features = [c for c in columns if c not in (dataset.label, key)]
     total = streaming.row_count(shards)
     shard_rows = (dataset.shards or ShardsConfig()).rows
     shares = {"test": dataset.split.test, "validation": dataset.split.validation}
@@ -309,19 +496,18 @@ def split_shards(
         for part in SPLITS
     }
     rng = np.random.default_rng(seed)
+    salt = split_salt(dataset.split, seed)
+    hashes: dict[str, list[np.ndarray]] = {part: [] for part in SPLITS}
     moments, classes, sample = streaming.Moments(), set(), []
     sample_share = min(1.0, streaming.SAMPLE_ROWS / max(total * shares["train"], 1))
     try:
         for _, frame in streaming.iter_frames(shards):
-            draw = rng.random(len(frame))
-            parts = np.where(
-                draw < shares["test"],
-                0,
-                np.where(draw < shares["test"] + shares["validation"], 1, 2),
-            )
-            for index, part in ((0, "test"), (1, "validation"), (2, "train")):
-                writers[part].scatter(frame[parts == index], rng)
-            train = frame[parts == 2]
+            frame_hashes = row_hashes(frame, salt, features, key)
+            parts = assign_splits(frame_hashes, dataset.split.validation, dataset.split.test)
+            for part in ("test", "validation", "train"):
+                writers[part].scatter(frame[parts == part], rng)
+                hashes[part].append(frame_hashes[parts == part])
+            train = frame[parts == "train"]
             moments.add(train[features].to_numpy("float32"))
             classes.update(frame[dataset.label].dropna().unique().tolist())
             sample.append(train[rng.random(len(train)) < sample_share])
@@ -343,30 +529,47 @@ def split_shards(
         stats=moments.result(),
         sharded=True,
         rows=rows,
+        split={
+            "method": HASH_METHOD,
+            "salt": salt,
+            "key": key,
+            "validation": dataset.split.validation,
+            "test": dataset.split.test,
+            "digests": {part: _digest(np.concatenate(hashes[part])) for part in SPLITS},
+        },
     )
     prep.save(out_dir / SPEC_FILE)
-    reference = drift_features(pd.concat(sample), "tabular", dataset.label)
+    reference = drift_features(
+        pd.concat(sample)[[*features, dataset.label]], "tabular", dataset.label
+    )
     save_reference(reference_profile(reference), out_dir / REFERENCE_FILE)
     print(
         f"split {len(shards)} shard(s) of {data_path.name}: {rows}; "
         "preprocessing fitted on train only, streamed"
     )
+    print(_method_line(prep.split))
     return prep
 
 
 def split_and_fit(
     name: str, data_path: Path, dataset: DatasetConfig, seed: int, out_dir: Path
 ) -> Preprocessing:
-    """Split the raw table, fit preprocessing on train only, and write both to `out_dir`."""
-    from pipelines.data.streaming import is_sharded
+    """Split the raw table, fit preprocessing on train only, and write both to `out_dir`. The
+    salt of a hash split is `split.salt`, or derived from `seed`; a classification split must
+    meet its class shares (`_check_class_shares`)."""
+    from pipelines.data.streaming import columns_of, is_sharded, shard_paths
 
     if is_sharded(data_path):
+        _check_key(name, dataset, columns_of(shard_paths(data_path)[0]), data_path)
         out_dir.mkdir(parents=True, exist_ok=True)
         return split_shards(name, data_path, dataset, seed, out_dir)
     df = read_table(data_path)
     if dataset.label not in df.columns:
         raise ConfigError(f"datasets.{name}.label: column {dataset.label!r} not in {data_path}")
+    _check_key(name, dataset, list(df.columns), data_path)
     splits, prep = _PREPARERS[dataset.modality](df, dataset, seed)
+    if prep.task_type == "classification":
+        _check_class_shares(name, splits, prep.label, dataset.split)
     out_dir.mkdir(parents=True, exist_ok=True)
     for part in SPLITS:
         path = out_dir / f"{part}.parquet"
@@ -377,14 +580,43 @@ def split_and_fit(
     vocabulary = (
         training_vocabulary(splits.train[prep.features[0]]) if prep.modality == "text" else None
     )
-    reference = drift_features(
-        splits.train, dataset.modality, dataset.label, prep.time_column, vocabulary
+    key = dataset.split.key
+    reference = drift_features(  # the key is an identifier, not a feature to watch
+        splits.train.drop(columns=[key]) if key else splits.train,
+        dataset.modality,
+        dataset.label,
+        prep.time_column,
+        vocabulary,
     )
     time_end = str(splits.train[prep.time_column].max()) if prep.time_column else None
     save_reference(reference_profile(reference, time_end, vocabulary), out_dir / REFERENCE_FILE)
     sizes = {part: len(getattr(splits, part)) for part in SPLITS}
     print(f"split {data_path.name}: {sizes}; preprocessing fitted on train only")
+    print(_method_line(prep.split))
     return prep
+
+
+def _check_key(name: str, dataset: DatasetConfig, columns: list[str], data_path: Path) -> None:
+    key = dataset.split.key
+    if key is None:
+        return
+    where = f"datasets.{name}.split.key"
+    if dataset.modality == "sequence":
+        raise ConfigError(f"{where}: a series is split in time, not by key")
+    if key == dataset.label:
+        raise ConfigError(f"{where}: {key!r} is the label; a key identifies rows")
+    if key not in columns:
+        raise ConfigError(f"{where}: column {key!r} not in {data_path}")
+
+
+def _method_line(identity: dict[str, Any]) -> str:
+    if identity["method"] == TEMPORAL_METHOD:
+        return (
+            f"split method {TEMPORAL_METHOD}: validation from {identity['validation_start']}, "
+            f"test from {identity['test_start']}"
+        )
+    key = f", key {identity['key']!r}" if identity["key"] is not None else ""
+    return f"split method {identity['method']}: salt {identity['salt']!r}{key}"
 
 
 def encode_labels(values: np.ndarray, prep: Preprocessing) -> np.ndarray:

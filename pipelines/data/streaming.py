@@ -6,9 +6,10 @@ A dataset with `shards:` in params is kept as a folder of Parquet files (`<name>
 - ingest copies the source shards batch by batch (`copy_shards`);
 - validate runs the suite shard by shard and measures drift on a seeded sample
   (`sample_rows`);
-- split sends every row to train, validation or test at random (seeded) and scatters it over
-  that part's shards, so each shard is a random sample of the whole; normalization statistics
-  are merged in the same pass (`Moments`) (`split_shards`);
+- split sends every row to train, validation or test by its row hash (as for a table read
+  whole) and scatters it over that part's shards at random (seeded), so each shard is a random
+  sample of the whole; normalization statistics are merged in the same pass (`Moments`)
+  (`split_shards`);
 - train feeds `tf.data` from the shards, one shard in memory at a time, shuffled within it and
   in a new shard order every epoch (`shard_dataset`);
 - evaluate predicts in batches (`predict_shards`); register gathers the sampled test rows it
@@ -16,7 +17,8 @@ A dataset with `shards:` in params is kept as a folder of Parquet files (`<name>
 
 The data in memory is one shard (`shards.rows`, 1M rows by default) and a few record batches,
 whatever the number of rows. What grows with the rows: evaluate's test predictions and labels,
-and split's one open writer per output shard.
+split's one open writer per output shard and its row hashes (8 bytes a row, for the split's
+digests).
 """
 
 from __future__ import annotations

@@ -1,18 +1,35 @@
-"""Champion/challenger checks that run after the absolute gate: is the new version shown to be
-not worse than the current champion (by more than a margin) on the same test rows, and does it
-serve the pipeline's own predictions from a fresh process?"""
+"""The gate's one judge: everything that decides whether a registered version may become
+`@champion`, for the register stage and for `pipelines promote` alike.
+
+A verdict has three checks: the thresholds and trivial baselines (`gate.apply_gate`); not worse
+than the current champion by more than a margin, on test rows that neither model trained or
+validated on, with both models' classes matched by name; and serving parity from a fresh
+process. The champion check fails closed: a champion that cannot be loaded or cannot score the
+rows, a changed schema (other classes or features) or rows that cannot be told apart all refuse
+the promotion, with the cause, unless the caller skips the comparison on purpose
+(`pipelines promote NAME VERSION --without-comparison`, which is recorded).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from pipelines.config import METRIC_DIRECTIONS
+from pipelines.config import METRIC_DIRECTIONS, GateConfig
+from pipelines.data.preprocessing import Preprocessing, encode_labels, raw_inputs, splits_under
+from pipelines.model.metrics import aggregate, row_terms
 from pipelines.registry import tracking
+from pipelines.registry.gate import apply_gate
 
 GOLDEN_ROWS = 32
+SPLIT_TAG = "split"  # a version's tag: the split rule and digests of the data it trained on
+WITHOUT_COMPARISON = "--without-comparison"
 
 
 @dataclass(frozen=True)
@@ -22,25 +39,48 @@ class Check:
     detail: str
 
 
-def _row_terms(metric: str, y: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-    """Per-row values whose mean is the metric (rmse: the mean is rooted after)."""
-    if metric == "accuracy":
-        return (outputs.argmax(axis=1) == y).astype("float64")
-    if metric == "log_loss":
-        p = outputs[np.arange(len(y)), y.astype(int)]
-        return -np.log(np.clip(p, 1e-15, 1.0))
-    error = outputs.ravel() - y
-    if metric == "mae":
-        return np.abs(error)
-    if metric == "rmse":
-        return error**2
-    if metric == "mape":
-        return np.abs(error) / np.maximum(np.abs(y), 1e-12)
-    raise ValueError(f"{metric!r} cannot be compared row by row")
+@dataclass(frozen=True)
+class Verdict:
+    checks: list[Check]
+    failures: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
 
 
-def _finish(metric: str, means: np.ndarray) -> np.ndarray:
-    return np.sqrt(means) if metric == "rmse" else means
+@dataclass(frozen=True)
+class Candidate:
+    """The version under judgement and what is known of it."""
+
+    name: str
+    version: str
+    test_metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    golden_inputs: Path
+    golden_predictions: np.ndarray
+    split: dict  # the split rule it trained on (`Preprocessing.split`)
+    # Its predictions on every row of the comparison table, when the pipeline has them (the
+    # register stage); None: the fresh process scores it (`pipelines promote`).
+    predictions: np.ndarray | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The current test rows a candidate is compared on: processed split rows (raw feature
+    columns, the label, and the key or time column) and the preprocessing of that data."""
+
+    table: pd.DataFrame
+    prep: Preprocessing
+    notes: list[str] = field(default_factory=list)
+
+
+class Refusal(Exception):
+    """The champion comparison cannot be made; the message says why (fail closed)."""
 
 
 def non_inferiority_check(
@@ -53,27 +93,28 @@ def non_inferiority_check(
     resamples: int,
     seed: int,
     chunk_cells: int = 4_000_000,
+    rows_note: str = "",
 ) -> Check:
     """Is the challenger shown to be not worse than the champion by more than `margin` (a
     share of the champion's `metric`), on the same rows? A paired bootstrap over rows gives
     the distribution of how much worse the challenger is (champion minus challenger for a
     metric where higher is better); its one-sided (1 - alpha) upper bound must stay below the
-    margin. Resamples are drawn in chunks of at most `chunk_cells` row indices, so memory
-    stays bounded whatever the number of rows."""
-    a, b = _row_terms(metric, y, champion), _row_terms(metric, y, challenger)
+    margin. Per-row terms are the reports' own (`pipelines.model.metrics.row_terms`); rows
+    where the metric is undefined (MAPE of a zero target) are left out of both. Resamples are
+    drawn in chunks of at most `chunk_cells` row indices, so memory stays bounded."""
+    a, b = row_terms(metric, y, champion), row_terms(metric, y, challenger)
+    defined = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[defined], b[defined]
     sign = 1.0 if METRIC_DIRECTIONS[metric] == "max" else -1.0
-    champion_value, challenger_value = (
-        float(_finish(metric, a.mean())),
-        float(_finish(metric, b.mean())),
-    )
+    champion_value, challenger_value = float(aggregate(metric, a)), float(aggregate(metric, b))
     allowed = margin * abs(champion_value)
     rng = np.random.default_rng(seed)
-    n, per_chunk = len(y), max(1, chunk_cells // max(1, len(y)))
+    n, per_chunk = len(a), max(1, chunk_cells // max(1, len(a)))
     worse_by = []
     for start in range(0, resamples, per_chunk):
         rows = rng.integers(0, n, size=(min(per_chunk, resamples - start), n))
         worse_by.append(
-            sign * (_finish(metric, a[rows].mean(axis=1)) - _finish(metric, b[rows].mean(axis=1)))
+            sign * (aggregate(metric, a[rows], axis=1) - aggregate(metric, b[rows], axis=1))
         )
     bound = float(np.quantile(np.concatenate(worse_by), 1 - alpha))
     passed = bound <= 0 or bound < allowed
@@ -81,7 +122,7 @@ def non_inferiority_check(
         f"{metric}: champion {champion_value:.4f}, challenger {challenger_value:.4f}; "
         f"{100 * (1 - alpha):.0f}% upper bound of how much worse the challenger is "
         f"{bound:+.4f}, margin {allowed:.4f} ({margin:g} of the champion's {metric}); "
-        f"paired bootstrap, {resamples} resamples of {n} test rows"
+        f"paired bootstrap, {resamples} resamples of {n} test rows{rows_note}"
     )
     if metric == "accuracy":
         lost = int(np.sum((a == 1) & (b == 0)))
@@ -90,32 +131,6 @@ def non_inferiority_check(
     if not passed:
         detail = "not shown to be within the margin of the champion: " + detail
     return Check("champion", passed, detail)
-
-
-def compare_with_champion(
-    champion_scores: np.ndarray | str,
-    y_test: np.ndarray,
-    challenger: np.ndarray,
-    metric: str,
-    margin: float,
-    alpha: float,
-    resamples: int,
-    seed: int,
-) -> Check:
-    """Compare the current champion's predictions on the challenger's test rows with the
-    challenger's, paired (`non_inferiority_check`). `champion_scores` is the error text when
-    the champion could not score those rows (it may expect another schema)."""
-    if isinstance(champion_scores, str):
-        return Check(
-            "champion",
-            True,
-            f"current champion cannot score the new test data ({champion_scores[:200]}); "
-            "not comparable, so not held against the challenger",
-        )
-    champion = np.asarray(champion_scores, dtype="float64")
-    return non_inferiority_check(
-        metric, y_test, champion, np.asarray(challenger, "float64"), margin, alpha, resamples, seed
-    )
 
 
 def parity_check(
@@ -142,3 +157,214 @@ def fresh_process_parity(model_uri: str, inputs: Path, expected: Path, tolerance
     inputs with the pipeline's."""
     (got,) = tracking.score_in_fresh_process([(model_uri, inputs)])
     return parity_check(model_uri, got, np.load(expected), tolerance)
+
+
+def split_rule(split: dict) -> dict:
+    """What decides which rows a model trained on: the split's method and its settings,
+    without the digests of one particular data set."""
+    keep = ("method", "salt", "key", "validation", "test")
+    return {k: split.get(k) for k in keep} if split.get("method") != "temporal" else {}
+
+
+def split_mismatch(candidate: dict, current: dict) -> str | None:
+    """Why rows the candidate trained on may be among the current test rows (its split rule is
+    not the current one), or None. A temporal split needs no match: rows are told apart by
+    their time."""
+    if not candidate:
+        return "it records no split, so the rows it trained on cannot be told apart"
+    if candidate.get("method") != current.get("method"):
+        theirs, ours = candidate.get("method"), current.get("method")
+        return f"it was split by {theirs}, the current data by {ours}"
+    theirs, ours = split_rule(candidate), split_rule(current)
+    differs = [f"{k} {theirs[k]!r} (current: {ours[k]!r})" for k in theirs if theirs[k] != ours[k]]
+    if differs:
+        return (
+            "it was trained on another split: "
+            + ", ".join(differs)
+            + "; some current test rows were its training or validation rows (the salt follows "
+            "base.seed unless split.salt is set)"
+        )
+    return None
+
+
+def _schema_change(champion: dict, prep: Preprocessing) -> str | None:
+    """What differs between the champion's inputs and outputs and the current data's: other
+    features or other classes (matched by name, in any order), or another modality."""
+    changes = []
+    if champion.get("modality") != prep.modality:
+        changes.append(f"modality {champion.get('modality')} -> {prep.modality}")
+    for what, theirs, ours in (
+        ("features", champion.get("features") or [], prep.features),
+        ("classes", champion.get("classes") or [], prep.classes),
+    ):
+        before, after = {str(v) for v in theirs}, {str(v) for v in ours}
+        for change, names in (("added", after - before), ("removed", before - after)):
+            if names:
+                shown = ", ".join(sorted(names)[:10]) + (", ..." if len(names) > 10 else "")
+                changes.append(f"{len(names)} {what} {change} ({shown})")
+    return "; ".join(changes) or None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    mask: np.ndarray  # comparison rows among the table's
+    champion_inputs: np.ndarray  # those rows, as the champion takes them
+    columns: list[int] | None  # champion output columns in the candidate's class order
+    note: str
+
+
+def _plan(candidate: Candidate, champion: str, rows: Rows) -> _Plan:
+    """Which rows to compare on and how to feed and read the champion; `Refusal` when the
+    comparison cannot be made."""
+    uri = f"models:/{candidate.name}/{champion}"
+    try:
+        meta = tracking.model_metadata(uri)
+        recorded = tracking.version_info(candidate.name, champion).tags.get(SPLIT_TAG)
+    except Exception as err:  # any failure to read the champion refuses, naming it
+        raise Refusal(
+            f"the champion (v{champion}) could not be loaded: {type(err).__name__}: "
+            f"{str(err)[:300]}"
+        ) from err
+    changed = _schema_change(meta, rows.prep)
+    if changed:
+        raise Refusal(
+            f"schema change against the champion (v{champion}): {changed}; the two cannot be "
+            f"compared. To replace it anyway: pipelines promote {candidate.name} "
+            f"{candidate.version} {WITHOUT_COMPARISON}"
+        )
+    if not recorded:
+        raise Refusal(
+            f"the champion (v{champion}) records no split (it was registered before splits "
+            "were recorded), so the rows it trained on cannot be told apart from test rows. "
+            f"To replace it anyway: pipelines promote {candidate.name} {candidate.version} "
+            f"{WITHOUT_COMPARISON}"
+        )
+    table = rows.table
+    try:
+        mask = splits_under(json.loads(recorded), table, rows.prep) == "test"
+        if split_rule(candidate.split) != split_rule(rows.prep.split):
+            mask &= splits_under(candidate.split, table, rows.prep) == "test"
+    except ValueError as err:
+        raise Refusal(
+            f"the rows the champion (v{champion}) trained on cannot be told: {err}"
+        ) from err
+    if not mask.any():
+        raise Refusal(
+            f"none of the {len(table)} test rows is outside the training and validation data "
+            f"of both the champion (v{champion}) and the challenger"
+        )
+    columns = None
+    if rows.prep.classes:
+        index = {str(c): i for i, c in enumerate(meta["classes"])}
+        columns = [index[str(c)] for c in rows.prep.classes]
+    note = (
+        f" (the {int(mask.sum())} of {len(table)} current test rows that neither model trained "
+        "or validated on)"
+    )
+    inputs = raw_inputs(table[mask], meta["features"], meta["input_shape"])
+    return _Plan(mask, inputs, columns, note)
+
+
+def judge(
+    gate: GateConfig,
+    candidate: Candidate,
+    champion: str | None,
+    rows: Rows,
+    seed: int,
+    skip_comparison: str | None = None,
+) -> Verdict:
+    """Every check of the gate for `candidate` against `champion` (a version, or None when
+    there is none), scored in one fresh process (as `mlflow models serve` loads a model).
+    `skip_comparison`: why the champion comparison is left out on purpose (recorded in the
+    check). Never raises for a failed check: a comparison that cannot be made is a failed
+    check naming the cause (fail closed)."""
+    primary = gate.primary(rows.prep.task_type)
+    thresholds = apply_gate(gate, candidate.test_metrics, candidate.baselines, primary)
+    plan: _Plan | Check | None = None
+    if champion is None:
+        plan = Check("champion", True, "no champion yet")
+    elif skip_comparison:
+        plan = Check(
+            "champion", True, f"not compared with the champion (v{champion}): {skip_comparison}"
+        )
+    else:
+        try:
+            plan = _plan(candidate, champion, rows)
+        except Refusal as why:
+            plan = Check("champion", False, str(why))
+        except Exception as err:  # a bug or a bad file never lets a challenger through
+            plan = Check(
+                "champion",
+                False,
+                f"the comparison with the champion (v{champion}) failed: "
+                f"{type(err).__name__}: {str(err)[:300]}",
+            )
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = [(candidate.uri, candidate.golden_inputs)]
+        if isinstance(plan, _Plan):
+            np.save(Path(tmp) / "champion.npy", plan.champion_inputs)
+            jobs.append((f"models:/{candidate.name}/{champion}", Path(tmp) / "champion.npy"))
+            if candidate.predictions is None:
+                ours = raw_inputs(rows.table[plan.mask], rows.prep.features, rows.prep.input_shape)
+                np.save(Path(tmp) / "candidate.npy", ours)
+                jobs.append((candidate.uri, Path(tmp) / "candidate.npy"))
+        scores = tracking.score_in_fresh_process(jobs)
+    parity = parity_check(
+        candidate.uri, scores[0], candidate.golden_predictions, gate.parity_tolerance
+    )
+    if isinstance(plan, _Plan):
+        versus = _compare(gate, candidate, champion, rows, plan, scores[1:], primary, seed)
+    else:
+        versus = plan
+    checks = [Check("thresholds", thresholds.passed, "; ".join(thresholds.checks)), versus, parity]
+    failures = [
+        *thresholds.failures,
+        *(f"{c.name}: {c.detail}" for c in (versus, parity) if not c.passed),
+    ]
+    return Verdict(checks, failures)
+
+
+def _compare(
+    gate: GateConfig,
+    candidate: Candidate,
+    champion: str | None,
+    rows: Rows,
+    plan: _Plan,
+    scores: list[Any],
+    primary: str,
+    seed: int,
+) -> Check:
+    theirs = scores[0]
+    ours = candidate.predictions[plan.mask] if candidate.predictions is not None else scores[1]
+    if isinstance(theirs, str):
+        return Check(
+            "champion",
+            False,
+            f"the champion (v{champion}) could not score the comparison rows: {theirs[:300]}",
+        )
+    if isinstance(ours, str):
+        return Check(
+            "champion", False, f"{candidate.uri} cannot score the current test rows: {ours}"
+        )
+    try:
+        if plan.columns is not None:
+            theirs = np.asarray(theirs)[:, plan.columns]
+        y = encode_labels(rows.table[rows.prep.label].to_numpy()[plan.mask], rows.prep)
+        return non_inferiority_check(
+            primary,
+            y,
+            np.asarray(theirs, "float64"),
+            np.asarray(ours, "float64"),
+            gate.champion_margin,
+            gate.champion_alpha,
+            gate.bootstrap_resamples,
+            seed,
+            rows_note=plan.note,
+        )
+    except Exception as err:  # fail closed
+        return Check(
+            "champion",
+            False,
+            f"the comparison with the champion (v{champion}) failed: {type(err).__name__}: "
+            f"{str(err)[:300]}",
+        )

@@ -626,6 +626,20 @@ def version_info(name: str, ref: str) -> VersionInfo:
     )
 
 
+def version_by_tag(name: str, key: str, value: str) -> VersionInfo | None:
+    """The oldest version of `name` whose tag `key` is `value` (None when there is none)."""
+    client = _mlflow().MlflowClient()
+    found = client.search_model_versions(f"name = '{name}' and tags.{key} = '{value}'")
+    if not found:
+        return None
+    return version_info(name, str(min(int(v.version) for v in found)))
+
+
+def model_metadata(model_uri: str) -> dict[str, Any]:
+    """The metadata a logged model carries (its MLmodel file only, not the model itself)."""
+    return dict(_mlflow().models.get_model_info(model_uri).metadata or {})
+
+
 def run_metrics(run_id: str) -> dict[str, float]:
     """The latest value of each metric of a run."""
     return dict(_mlflow().MlflowClient().get_run(run_id).data.metrics)

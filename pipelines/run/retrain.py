@@ -277,9 +277,10 @@ def train_models(
 def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome: dict) -> str:
     """A table of each model's test metrics and gate verdict, what this run did, and the
     registry's live `@champion` beside it. For a model this run did not retrain, the verdict
-    is the last registration's (its `registration.json`, which DVC may have restored), and
+    is the last registration's (its `registration.json`, the registry's account of it), and
     says so: only the live alias tells who is champion now."""
     from pipelines.registry import tracking
+    from pipelines.registry.registration import REGISTRATION_FILE
 
     rows = [
         "| model | family | test metrics | version | gate | this run | @champion now |",
@@ -295,17 +296,11 @@ def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome:
             )
             continue
         metrics_file = root / cfg.paths.reports / name / "metrics.json"
-        registration_file = root / cfg.paths.models / name / "registration.json"
+        registration_file = root / cfg.paths.models / name / REGISTRATION_FILE
         metrics = json.loads(metrics_file.read_text())["test"] if metrics_file.exists() else {}
         shown = ", ".join(f"{k} {v:.4g}" for k, v in list(metrics.items())[:4]) or "-"
         reg = json.loads(registration_file.read_text()) if registration_file.exists() else {}
-        gate = (
-            "promoted to @champion"
-            if reg.get("promoted")
-            else "not promoted: " + "; ".join(reg.get("gate_failures", []))[:200]
-            if reg
-            else "-"
-        )
+        gate = _gate_summary(reg, live)
         if not result:
             gate = f"last registration: {gate}"
         rows.append(
@@ -318,6 +313,17 @@ def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome:
         if result.get("error")
     ]
     return "\n".join(rows) + ("\n\n## Failures\n\n" + "\n\n".join(errors) if errors else "")
+
+
+def _gate_summary(reg: dict, live: str) -> str:
+    """One cell: the gate's verdict on the version and where it stands in the registry now."""
+    if not reg:
+        return "-"
+    if str(reg.get("version")) == live:
+        return "@champion"
+    if reg.get("gate") == "passed":
+        return "passed, not @champion: " + (reg.get("not_promoted_because") or "")[:200]
+    return "not promoted: " + "; ".join(reg.get("gate_failures", []))[:200]
 
 
 def push_data(root: Path) -> str:
