@@ -22,6 +22,9 @@ from pydantic import (
 from pipelines.errors import ConfigError
 from pipelines.families import FAMILIES, MODALITIES, family_spec
 
+# Short forms of each test document that a text classifier is also scored on (README: text at
+# every length): the headline, the headline and first paragraph, the first 50 words.
+SHORT_FORMS = ("headline", "lead", "words50")
 # The metrics a gate may name, and which way each improves ("max": higher is better).
 METRIC_DIRECTIONS: dict[str, Literal["max", "min"]] = {
     "accuracy": "max",
@@ -31,6 +34,7 @@ METRIC_DIRECTIONS: dict[str, Literal["max", "min"]] = {
     "mae": "min",
     "rmse": "min",
     "mape": "min",
+    **{f"{metric}_{form}": "max" for form in SHORT_FORMS for metric in ("accuracy", "f1")},
 }
 
 
@@ -161,6 +165,14 @@ class TrainConfig(_Strict):
     batch_size: int = Field(32, ge=1)
     max_epochs: int = Field(200, ge=1)
     patience: int = Field(10, ge=0)
+    short_texts: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Text models: the share of training documents cut short each epoch (the "
+        "headline; the headline and first paragraph; the first 5-60 words), drawn anew every "
+        "epoch from the seed. Training only; the saved model takes the raw text as it comes.",
+    )
     distribute: str = Field(
         "none", description="tf.distribute strategy: none (one device), mirrored (GPUs of a node)."
     )

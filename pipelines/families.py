@@ -76,9 +76,18 @@ class TextDenseParams(TextVectorizerParams, DenseParams):
 
 
 class TextTransformerParams(TextVectorizerParams, TransformerParams):
-    """Token and position embeddings, the encoder blocks, pooling."""
+    """Token and position embeddings, the encoder blocks, pooling. A document is read in
+    `windows` consecutive windows of `sequence_length` tokens (attention within a window),
+    pooled together over all their tokens."""
 
-    sequence_length: int = Field(256, ge=8, description="Tokens kept per document (head first).")
+    sequence_length: int = Field(256, ge=8, description="Tokens in one attention window.")
+    windows: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Windows read per document: the first windows x "
+        "sequence_length tokens count, the rest is cut.",
+    )
 
 
 @dataclass(frozen=True)

@@ -215,3 +215,119 @@ def test_config_validates_families_without_keras_or_the_builders():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_padding_never_changes_a_text_transformers_answer(examples, tmp_path):
+    """The same short texts through the same weights at sequence_length 64 and 192 (128 more
+    padding positions): the same probabilities within 1e-5, also from the saved `.keras` file
+    reloaded in a fresh process."""
+    import subprocess
+    import sys
+
+    from pipelines.families import TextTransformerParams
+
+    prep, x, y = examples["text"]
+    cfg = TrainConfig(learning_rate=1e-2)
+    short = TextTransformerParams(max_tokens=2000, sequence_length=64)
+    long = TextTransformerParams(max_tokens=2000, sequence_length=192)
+    model = build_model("text-transformer", short, prep, cfg, x)
+    model.fit(_in(x), y, epochs=1, verbose=0)
+    wide = build_model("text-transformer", long, prep, cfg, x)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if layer.name == "positions":  # the first 64 positions, the same for both
+            (table,) = wide.get_layer("positions").get_weights()
+            table[:64] = weights[0]
+            weights = [table]
+        if layer.name != "tokenize":
+            wide.get_layer(layer.name).set_weights(weights)
+    texts = np.array(["Bank warns of lower profits", "Cup final won in extra time", ""])
+    texts = np.concatenate([texts, [" ".join(doc.split()[:40]) for doc in x[:8]]])
+    narrow_p = model.predict(_in(texts), verbose=0)
+    wide_p = wide.predict(_in(texts), verbose=0)
+    np.testing.assert_allclose(narrow_p, wide_p, atol=1e-5)
+    wide.save(tmp_path / "wide.keras")
+    np.save(tmp_path / "texts.npy", texts)
+    script = (
+        "import sys, numpy as np, keras, tensorflow as tf\n"
+        "m = keras.saving.load_model(sys.argv[1], safe_mode=True)\n"
+        "t = np.load(sys.argv[2])\n"
+        "np.save(sys.argv[3], m.predict(tf.constant(t.tolist()), verbose=0))\n"
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            *(str(tmp_path / f) for f in ("wide.keras", "texts.npy", "out.npy")),
+        ],
+        check=True,
+    )
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), narrow_p, atol=1e-5)
+
+
+def test_training_cuts_a_seeded_share_of_texts_short_and_validation_none():
+    """`short_texts` cuts that share of the training documents each epoch to the headline,
+    the headline and first paragraph, or the first 5-60 words; the same seed draws the same
+    cuts, a new epoch new ones; without a seed (validation) every text stays whole."""
+    from pipelines.model.training import _strings
+
+    docs = np.array(
+        [
+            f"Headline {i}\n\nFirst paragraph {i} here.\n\n" + " ".join(["word"] * 80)
+            for i in range(200)
+        ]
+    )
+    y = np.arange(200)
+
+    def epoch(data):
+        return {
+            int(label): text.decode()
+            for texts, labels in data
+            for text, label in zip(texts.numpy(), labels.numpy(), strict=True)
+        }
+
+    first = _strings(docs, y, 32, seed=1, short_texts=0.5)
+    one, two = epoch(first), epoch(first)
+    again = epoch(_strings(docs, y, 32, seed=1, short_texts=0.5))
+    assert one == again and one != two  # seeded, and drawn anew each epoch
+    cut = {i: text for i, text in one.items() if text != docs[i]}
+    assert 0.4 < len(cut) / len(docs) < 0.6
+    headlines = [i for i, t in cut.items() if t == f"Headline {i}"]
+    leads = [i for i, t in cut.items() if t == f"Headline {i}\n\nFirst paragraph {i} here."]
+    spans = [i for i, t in cut.items() if docs[i].split()[: len(t.split())] == t.split()]
+    assert headlines and leads and len(set(headlines) | set(leads) | set(spans)) == len(cut)
+    assert all(5 <= len(cut[i].split()) <= 60 for i in set(spans) - set(headlines) - set(leads))
+    assert epoch(_strings(docs, y, 32)) == dict(enumerate(docs))  # validation: whole
+
+
+def test_a_text_model_is_scored_on_short_forms_of_each_test_document():
+    from pipelines.model.evaluation import short_form
+
+    doc = (
+        "Bank warns on profits\n\nThe bank said on Monday that profits fell.\n\nMore text "
+        + "x " * 60
+    )
+    assert short_form(doc, "headline") == "Bank warns on profits"
+    assert (
+        short_form(doc, "lead")
+        == "Bank warns on profits\n\nThe bank said on Monday that profits fell."
+    )
+    assert len(short_form(doc, "words50").split()) == 50
+    with pytest.raises(ValueError, match="unknown short form"):
+        short_form(doc, "title")
+
+
+def test_a_text_transformer_reads_every_window_of_a_long_text(examples):
+    """With 2 windows of 16 tokens, words after the first window change the answer; with 1
+    window they are cut and do not (untrained weights: the answer is not saturated)."""
+    from pipelines.families import TextTransformerParams
+
+    prep, x, _ = examples["text"]
+    head = " ".join(x[0].split()[:16])
+    texts = np.array([f"{head} {x[1]}", f"{head} {x[2]}"])
+    for windows, differ in ((1, False), (2, True)):
+        params = TextTransformerParams(max_tokens=2000, sequence_length=16, windows=windows)
+        model = build_model("text-transformer", params, prep, TrainConfig(), x)
+        first, second = model.predict(_in(texts), verbose=0)
+        assert (np.abs(first - second).max() > 1e-6) == differ, windows

@@ -85,14 +85,23 @@ def _lstm_body(x: keras.KerasTensor, p: RecurrentParams) -> keras.KerasTensor:
     return x
 
 
-def _encoder_block(x: keras.KerasTensor, p: TransformerParams, i: int) -> keras.KerasTensor:
+def _encoder_block(
+    x: keras.KerasTensor, p: TransformerParams, i: int, mask: Any = None
+) -> keras.KerasTensor:
     """Post-norm transformer encoder block: self-attention and feed-forward, each with a
-    residual connection and layer normalization."""
+    residual connection and layer normalization. `mask` (batch, steps), true where a step is
+    real: attention runs only between real steps, keys and queries alike, so padding never
+    changes what a real step sees."""
     import keras
 
+    attention_mask = None
+    if mask is not None:
+        attention_mask = keras.ops.logical_and(
+            keras.ops.expand_dims(mask, 1), keras.ops.expand_dims(mask, 2)
+        )
     attended = keras.layers.MultiHeadAttention(
         p.heads, p.d_model // p.heads, dropout=p.dropout, name=f"attention_{i}"
-    )(x, x)
+    )(x, x, attention_mask=attention_mask)
     x = keras.layers.LayerNormalization(name=f"norm_attention_{i}")(
         keras.layers.Add(name=f"residual_attention_{i}")([x, attended])
     )
@@ -127,21 +136,25 @@ def _text_dense_body(x: keras.KerasTensor, p: TextDenseParams) -> keras.KerasTen
 
 
 def _text_transformer_body(x: keras.KerasTensor, p: TextTransformerParams) -> keras.KerasTensor:
-    """Token ids -> token and position embeddings -> encoder blocks -> mean over the tokens
-    that are not padding."""
+    """Token ids -> `windows` windows of `sequence_length` tokens -> token and position
+    embeddings -> encoder blocks with attention masked by the padding, within each window ->
+    mean over every token of the document that is not padding. A short text's answer does not
+    depend on how much padding follows it; a long one is read over all its windows."""
     import keras
 
-    padding = keras.ops.not_equal(x, 0)
-    tokens = keras.layers.Embedding(p.max_tokens, p.d_model, name="tokens")(x)
-    positions = keras.ops.cumsum(keras.ops.ones_like(x, dtype="int32"), axis=1) - 1
+    ids = keras.ops.reshape(x, (-1, p.sequence_length))  # (documents x windows, tokens)
+    padding = keras.ops.not_equal(ids, 0)
+    tokens = keras.layers.Embedding(p.max_tokens, p.d_model, name="tokens")(ids)
+    positions = keras.ops.cumsum(keras.ops.ones_like(ids, dtype="int32"), axis=1) - 1
     x = keras.layers.Add(name="add_positions")(
         [tokens, keras.layers.Embedding(p.sequence_length, p.d_model, name="positions")(positions)]
     )
     for i in range(p.blocks):
-        x = _encoder_block(x, p, i)
+        x = _encoder_block(x, p, i, padding)
     weights = keras.ops.expand_dims(keras.ops.cast(padding, x.dtype), -1)
-    summed = keras.ops.sum(x * weights, axis=1)
-    return summed / keras.ops.maximum(keras.ops.sum(weights, axis=1), 1.0)
+    summed = keras.ops.reshape(keras.ops.sum(x * weights, axis=1), (-1, p.windows, p.d_model))
+    counts = keras.ops.reshape(keras.ops.sum(weights, axis=1), (-1, p.windows, 1))
+    return keras.ops.sum(summed, axis=1) / keras.ops.maximum(keras.ops.sum(counts, axis=1), 1.0)
 
 
 # Each family's body, keyed by its name in `pipelines.families.FAMILIES`.
@@ -195,7 +208,7 @@ def text_vectorizer(p: TextVectorizerParams, texts: Any) -> keras.layers.TextVec
     import tensorflow as tf
 
     if isinstance(p, TextTransformerParams):
-        options = {"output_mode": "int", "output_sequence_length": p.sequence_length}
+        options = {"output_mode": "int", "output_sequence_length": p.sequence_length * p.windows}
     else:
         options = {"output_mode": "tf_idf", "ngrams": getattr(p, "ngrams", None)}
     layer = keras.layers.TextVectorization(

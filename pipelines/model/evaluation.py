@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.config import SHORT_FORMS
 from pipelines.data.preprocessing import (
     SPEC_FILE,
     Preprocessing,
@@ -141,8 +142,36 @@ def predict_test(model, data_dir: Path, prep: Preprocessing) -> tuple[np.ndarray
     return predict_inputs(model, x_test), y_test
 
 
-def _tfidf_logreg(data_dir: Path, prep: Preprocessing, y_test: np.ndarray) -> dict:
-    """TF-IDF (words and bigrams) with logistic regression, fitted on the training split."""
+def short_form(text: str, form: str) -> str:
+    """A short form of a document, as users send one: its `headline` (the first line), its
+    `lead` (the headline and first paragraph: up to the second blank line) or its first 50
+    words (`words50`)."""
+    if form == "headline":
+        return text.split("\n", 1)[0]
+    if form == "lead":
+        return "\n\n".join(text.split("\n\n")[:2])
+    if form == "words50":
+        return " ".join(text.split()[:50])
+    raise ValueError(f"unknown short form {form!r} (known: {', '.join(SHORT_FORMS)})")
+
+
+def _short_forms(x: np.ndarray) -> dict[str, np.ndarray]:
+    return {form: np.array([short_form(t, form) for t in x]) for form in SHORT_FORMS}
+
+
+def _at_every_length(score, y: np.ndarray, forms: dict[str, np.ndarray]) -> dict[str, float]:
+    """Accuracy and F1 of `score` (texts -> probabilities) on each short form, named
+    `<metric>_<form>`."""
+    found = {}
+    for form, texts in forms.items():
+        scored = classification_metrics(y, score(texts))
+        found.update({f"{metric}_{form}": scored[metric] for metric in ("accuracy", "f1")})
+    return found
+
+
+def _tfidf_logreg(data_dir: Path, prep: Preprocessing, y_test: np.ndarray, forms: dict) -> dict:
+    """TF-IDF (words and bigrams) with logistic regression, fitted on the training split,
+    scored on the full test texts and on their short forms."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -154,7 +183,10 @@ def _tfidf_logreg(data_dir: Path, prep: Preprocessing, y_test: np.ndarray) -> di
         LogisticRegression(max_iter=2000, C=10.0),
     )
     linear.fit(x_train, y_train)
-    return classification_metrics(y_test, linear.predict_proba(x_test))
+    return {
+        **classification_metrics(y_test, linear.predict_proba(x_test)),
+        **_at_every_length(linear.predict_proba, y_test, forms),
+    }
 
 
 def _evaluate_classifier(
@@ -168,8 +200,13 @@ def _evaluate_classifier(
         "test_rows": len(y_test),
     }
     if prep.modality == "text":
+        # The same test documents cut short (headline, lead, first 50 words): what users send.
+        forms = _short_forms(load_split(data_dir, "test", prep)[0])
+        metrics["test"].update(_at_every_length(lambda t: predict_inputs(model, t), y_test, forms))
+        majority_forms = _at_every_length(lambda t: majority[: len(t)], y_test, forms)
+        metrics["baselines"]["majority"].update(majority_forms)
         # Not a gate: the classic strong linear model on the same split, to report the gap to.
-        metrics["references"] = {"tfidf_logreg": _tfidf_logreg(data_dir, prep, y_test)}
+        metrics["references"] = {"tfidf_logreg": _tfidf_logreg(data_dir, prep, y_test, forms)}
     plot_confusion_matrix(
         y_test,
         proba.argmax(axis=1),

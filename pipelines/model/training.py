@@ -91,13 +91,43 @@ def _streamed(
     )
 
 
-def _strings(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None = None):
-    """Raw strings and targets as a `tf.data` pipeline, reshuffled every epoch when seeded."""
+def _cut_short(text: Any, label: Any, draws: Any, share: float) -> tuple[Any, Any]:
+    """With probability `share`, one short form of `text` (graph ops, inside tf.data): the
+    headline (first line), the headline and first paragraph (up to the second blank line),
+    or the first 5 to 60 words, each a third of the time; else the text as it is. `draws`:
+    three random int64 values for this example."""
+    import tensorflow as tf
+
+    u = tf.cast(draws % 1_000_000, tf.float32) / 1e6
+    headline = tf.strings.split(text, "\n")[0]
+    lead = tf.strings.reduce_join(tf.strings.split(text, "\n\n")[:2], separator="\n\n")
+    words = tf.strings.split(text)[: 5 + tf.cast(draws[2] % 56, tf.int32)]
+    span = tf.strings.reduce_join(words, separator=" ")
+    short = tf.where(u[1] < 1 / 3, headline, tf.where(u[1] < 2 / 3, lead, span))
+    return tf.where(u[0] < share, short, text), label
+
+
+def _strings(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    seed: int | None = None,
+    short_texts: float = 0.0,
+):
+    """Raw strings and targets as a `tf.data` pipeline, reshuffled every epoch when seeded.
+    With `short_texts` (training only), that share of the documents is cut to a short form
+    each epoch (`_cut_short`), drawn from the seed: the model learns from headlines and
+    paragraphs as users send them, not only from full articles."""
     import tensorflow as tf
 
     data = tf.data.Dataset.from_tensor_slices((tf.constant(x.tolist()), y))
     if seed is not None:
         data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        if short_texts > 0:
+            draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(3)
+            data = tf.data.Dataset.zip(data, draws).map(
+                lambda pair, d: _cut_short(pair[0], pair[1], d, short_texts)
+            )
     return data.batch(batch_size)
 
 
@@ -128,8 +158,9 @@ class TrainingData:
             return self.prep.rows["train"], self.prep.rows["validation"]
         return len(self.x_train), len(self.x_val)
 
-    def fit_inputs(self, batch_size: int, seed: int) -> dict[str, Any]:
-        """`model.fit`'s data arguments: seeded shuffling every epoch."""
+    def fit_inputs(self, batch_size: int, seed: int, short_texts: float = 0.0) -> dict[str, Any]:
+        """`model.fit`'s data arguments: seeded shuffling every epoch (and, for text, the
+        share of training documents cut short each epoch)."""
         prep = self.prep
         if prep.sharded:
             # Streamed from the shards: a new shard order and row order every epoch (seeded).
@@ -141,7 +172,7 @@ class TrainingData:
         if prep.modality == "text":
             # Keras takes strings as tensors, not NumPy arrays: a seeded, reshuffled tf.data.
             return {
-                "x": _strings(self.x_train, self.y_train, batch_size, seed),
+                "x": _strings(self.x_train, self.y_train, batch_size, seed, short_texts),
                 "validation_data": _strings(self.x_val, self.y_val, batch_size),
                 "shuffle": False,
             }
@@ -169,7 +200,7 @@ def fit_model(
     task_cfg = cfg.entry(task)
     train_cfg = task_cfg.train
     seed_everything(cfg.base.seed)
-    fit_data = data.fit_inputs(train_cfg.batch_size, cfg.base.seed)
+    fit_data = data.fit_inputs(train_cfg.batch_size, cfg.base.seed, train_cfg.short_texts)
     strategy = distribution_strategy(train_cfg.distribute)
     with strategy.scope():
         texts = None if data.prep.sharded or data.prep.modality != "text" else data.x_train
