@@ -688,12 +688,15 @@ def _promote(
             split=split,
         )
         verdict = judge(gate, candidate, champion, Rows(table, prep), cfg.base.seed, skip)
-    for check in verdict.checks:
-        print(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
-    tracking.tag_version(
+    # The version's gate tags now hold this verdict (the latest), and the alias moves only if
+    # it passed and `@champion` is still the version it was compared with.
+    promoted = record_verdict(
         name,
         info.version,
-        {
+        verdict,
+        champion,
+        promote=True,
+        extra_tags={
             "gate.promote": ("passed: " if verdict.passed else "refused: ")
             + (" | ".join(verdict.failures) or f"against champion {champion}"),
             **({"gate.champion_comparison": f"skipped: {skip}"} if skip else {}),
@@ -704,11 +707,10 @@ def _promote(
             f"{name} version {info.version} not promoted; @{tracking.CHAMPION} stays "
             f"{champion}. Failed: " + " | ".join(verdict.failures)
         )
-    try:
-        previous = tracking.promote(name, info.version, expected=champion)
-    except tracking.ChampionMoved as moved:
-        raise GateRefused(f"{name} version {info.version} not promoted: {moved}") from moved
-    tracking.tag_version(name, info.version, {"gate.promotion": ""})
+    if not promoted:
+        moved = tracking.version_info(name, info.version).tags.get("gate.promotion", "")
+        raise GateRefused(f"{name} version {info.version} {moved}")
+    previous = champion
     if skip:
         add_lineage_event(
             info.run_id,
