@@ -270,7 +270,7 @@ def record_verdict(
             },
             "gate.failures": " | ".join(verdict.failures),
             "gate.compared_with": compared_with or "none",
-            "gate.promotion": "" if verdict.passed and promote else _held(verdict, promote),
+            "gate.promotion": "" if verdict.passed and promote else _held(verdict),
             **(extra_tags or {}),
         },
     )
@@ -284,7 +284,8 @@ def record_verdict(
     return True
 
 
-def _held(verdict: Verdict, promote: bool) -> str:
+def _held(verdict: Verdict) -> str:
+    """Why a version that was judged is not promoted."""
     if not verdict.passed:
         return "not promoted: the gate failed"
     return "not promoted: a candidate of a DVC experiment (pipelines promote moves the alias)"
@@ -391,9 +392,7 @@ def _register(
         print(f"{name} version {version} never got a gate verdict: tagged incomplete")
     experiment = Experiment.current()
     md5 = file_md5(model_dir / MODEL_FILE)
-    existing = tracking.version_by_tag(name, MODEL_MD5_TAG, md5)
-    if existing is not None and existing.tags.get("gate", "").startswith("incomplete"):
-        existing = None  # its registration never finished: register the file anew
+    existing = _version_of_file(name, md5)
     if existing is None:
         version = _register_new(
             cfg, name, ev, md5, model_dir, eval_dir, data_dir, raw_data, docs_dir, experiment
@@ -403,6 +402,16 @@ def _register(
     record = registration_record(name, version)
     write_registration(record, out)
     return record
+
+
+def _version_of_file(name: str, md5: str) -> tracking.VersionInfo | None:
+    """The version of `name` registered from a model file with this MD5, if any. One whose
+    registration never finished (tagged incomplete) does not count: the file is registered
+    anew."""
+    existing = tracking.version_by_tag(name, MODEL_MD5_TAG, md5)
+    if existing is None or existing.tags.get("gate", "").startswith("incomplete"):
+        return None
+    return existing
 
 
 def _nothing_to_judge(
@@ -432,8 +441,8 @@ def account_of_known_file(name: str, model_file: Path, out: Path) -> Registratio
     return it; otherwise None, and the stage runs in full. An experiment's temp copy runs
     register for every model (registration.json is not copied there), so this keeps an
     experiment's cost to the models it changed."""
-    existing = tracking.version_by_tag(name, MODEL_MD5_TAG, file_md5(model_file))
-    if existing is None or existing.tags.get("gate", "").startswith("incomplete"):
+    existing = _version_of_file(name, file_md5(model_file))
+    if existing is None:
         return None
     if not _nothing_to_judge(name, existing, tracking.alias_version(name), Experiment.current()):
         return None
