@@ -163,15 +163,19 @@ def _hash_split(
     hashes = row_hashes(table, salt, features, split.key, text)
     parts = assign_splits(hashes, split.validation, split.test)
     splits = Splits(*(table[parts == part] for part in SPLITS))
-    identity = {
+    return splits, _hash_identity(salt, split, {part: hashes[parts == part] for part in SPLITS})
+
+
+def _hash_identity(salt: str, split: SplitConfig, hashes: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A hash split's identity as `Preprocessing.split` records it, from each part's hashes."""
+    return {
         "method": HASH_METHOD,
         "salt": salt,
         "key": split.key,
         "validation": split.validation,
         "test": split.test,
-        "digests": {part: _digest(hashes[parts == part]) for part in SPLITS},
+        "digests": {part: _digest(hashes[part]) for part in SPLITS},
     }
-    return splits, identity
 
 
 def splits_under(identity: dict, table: pd.DataFrame, prep: Preprocessing) -> np.ndarray:
@@ -244,8 +248,9 @@ def _check_class_shares(name: str, splits: Splits, label: str, split: SplitConfi
     if breaches:
         raise DataError(
             f"datasets.{name}: the split misses the class shares by more than allowed "
-            f"(split.tolerance {split.tolerance}, or 3 standard errors for a small class): " + "; ".join(breaches) + ". Choose another split.salt, or "
-            "allow a larger split.tolerance"
+            f"(split.tolerance {split.tolerance}, or 3 standard errors for a small class): "
+            + "; ".join(breaches)
+            + ". Choose another split.salt, or allow a larger split.tolerance"
         )
 
 
@@ -529,14 +534,9 @@ def split_shards(
         stats=moments.result(),
         sharded=True,
         rows=rows,
-        split={
-            "method": HASH_METHOD,
-            "salt": salt,
-            "key": key,
-            "validation": dataset.split.validation,
-            "test": dataset.split.test,
-            "digests": {part: _digest(np.concatenate(hashes[part])) for part in SPLITS},
-        },
+        split=_hash_identity(
+            salt, dataset.split, {part: np.concatenate(hashes[part]) for part in SPLITS}
+        ),
     )
     prep.save(out_dir / SPEC_FILE)
     reference = drift_features(
