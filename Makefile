@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit bench lint format ui prefect-ui prefect-stop clean
+.PHONY: help install run test test-unit bench lint deps format ui prefect-ui prefect-stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -49,8 +49,11 @@ bench: ## Benchmark suite (about 90 min) in a scratch clone of HEAD; ONLY=name,.
 		&& .venv/bin/python bench/run.py $(if $(ONLY),--only $(ONLY))
 	mkdir -p bench/out && cp -r $(BENCH_DIR)/bench/out/. bench/out/
 
-lint: install ## ruff lint and format check
-	ruff check . && ruff format --check pipelines tests
+lint: install ## ruff lint and format check, and the import contracts (pyproject.toml)
+	ruff check . && ruff format --check pipelines tests tools && lint-imports && python tools/stage_deps.py --check
+
+deps: install ## Rewrite dvc.yaml's pipelines/ deps of each stage from the import graph
+	python tools/stage_deps.py
 
 format: install ## Apply ruff fixes and formatting
 	ruff check --fix . && ruff format pipelines tests

@@ -20,7 +20,7 @@ def main() -> None:
     from pipelines.config import load_config
     from pipelines.data.preprocessing import SPEC_FILE, Preprocessing, load_split
     from pipelines.model.builders import build_model
-    from pipelines.model.evaluation import evaluate_task
+    from pipelines.model.evaluation import evaluate_model
     from pipelines.model.training import seed_everything
 
     imported = time.perf_counter()
@@ -50,7 +50,7 @@ def main() -> None:
         out = Path("/tmp/plain-script") / name
         out.mkdir(parents=True, exist_ok=True)
         model.save(out / "model.keras")
-        metrics = evaluate_task(name, out / "model.keras", data, out)
+        metrics = evaluate_model(name, out / "model.keras", data, out)
         print(
             f"{name}: {len(history.history['loss'])} epochs, {time.perf_counter() - t0:.1f} s, "
             f"test {metrics['test']}"

@@ -157,11 +157,11 @@ def main() -> None:
         params_path = work / f"params-{trials}.yaml"
         params_path.write_text(yaml.safe_dump(search_params(raw, trials, args.epochs)))
         result, searched, readings = run_search(params_path, work / f"search-{trials}")
-        from pipelines.registry import tracking
+        from pipelines.registry.tracking import nested_runs
 
         points = [
             {k: float(v) if k != "model.units" else int(v) for k, v in t.data.params.items()}
-            for t in tracking.child_runs(result["parent_run_id"])
+            for t in nested_runs.child_runs(result["parent_run_id"])
         ]
         looped = run_loop(params_path, points, args.epochs)
         growth = (max(readings[1:]) / readings[0] - 1) if len(readings) > 1 else 0.0

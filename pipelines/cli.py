@@ -118,7 +118,7 @@ def tune(
     """Search model NAME's hyperparameters with Optuna: every trial in one process (or on Dask
     workers), a parent MLflow run with a nested run per trial, the best params for train."""
     _run_stage(
-        "tune", task_name=name, data_dir=str(data_dir), out_dir=str(out_dir), params=str(params)
+        "tune", model_name=name, data_dir=str(data_dir), out_dir=str(out_dir), params=str(params)
     )
 
 
@@ -135,7 +135,7 @@ def train(
     """Train model NAME with early stopping; save it with its preprocessing inside."""
     _run_stage(
         "train",
-        task_name=name,
+        model_name=name,
         data_dir=str(data_dir),
         out_dir=str(out_dir),
         search_dir=str(search_dir) if search_dir else None,
@@ -155,7 +155,7 @@ def evaluate(
     """Test metrics beside the majority baseline, predictions and a confusion matrix."""
     _run_stage(
         "evaluate",
-        task_name=name,
+        model_name=name,
         model=str(model),
         data_dir=str(data_dir),
         out_dir=str(out_dir),
@@ -186,7 +186,7 @@ def register(
         pass
     _run_stage(
         "register",
-        task_name=name,
+        model_name=name,
         model_dir=str(model_dir),
         eval_dir=str(eval_dir),
         data_dir=str(data_dir),
@@ -294,7 +294,7 @@ def parity(
 
     from pipelines.data.preprocessing import raw_inputs
     from pipelines.registry.promotion import parity_check
-    from pipelines.registry.tracking import load_pyfunc
+    from pipelines.registry.tracking.model_versions import load_pyfunc
 
     model = load_pyfunc(model_uri)
     meta = model.metadata.metadata
@@ -331,14 +331,14 @@ def ui_url(port: int = 5000, params: Params = Path("params.yaml")) -> None:
     """Print the MLflow UI address of this project's training runs."""
     from pipelines.config import load_config
     from pipelines.errors import ConfigError
-    from pipelines.registry import tracking
+    from pipelines.registry.tracking import connection
 
     try:
         experiment = load_config(params).base.experiment
     except ConfigError as err:
         _fail(str(err))
-    typer.echo(f"Training runs: {tracking.ui_url(experiment, port=port)}")
-    typer.echo(f"Validation runs: experiment {tracking.data_experiment(experiment)}")
+    typer.echo(f"Training runs: {connection.ui_url(experiment, port=port)}")
+    typer.echo(f"Validation runs: experiment {connection.data_experiment(experiment)}")
 
 
 @app.command()
@@ -376,7 +376,7 @@ def rollback(name: str, params: Params = Path("params.yaml")) -> None:
     """Make NAME's previous champion the champion again (and the current one previous)."""
     from pipelines.config import load_config
     from pipelines.registry.registration import refresh_registration_file
-    from pipelines.registry.tracking import rollback as swap
+    from pipelines.registry.tracking.aliases import rollback as swap
 
     try:
         champion, previous = swap(name)
@@ -478,9 +478,8 @@ def deploy(
     import subprocess
 
     from pipelines.config import load_config
-    from pipelines.environment import executable
+    from pipelines.environment import executable, project_root
     from pipelines.errors import ConfigError, OrchestrationError
-    from pipelines.registry.tracking import project_root
     from pipelines.run.orchestration import ensure_api
 
     try:

@@ -13,6 +13,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def project_root(start: Path | None = None) -> Path:
+    """The DVC project root above `start` (default: the working directory).
+
+    `dvc exp run --temp/--queue` runs stages in a copy under `<root>/.dvc/tmp/exps/...`; runs
+    logged there must still land in the real project's store, so that copy is skipped.
+    """
+    here = (start or Path.cwd()).resolve()
+    parts = here.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    for candidate in (here, *here.parents):
+        if (candidate / ".dvc").is_dir() or (candidate / "dvc.yaml").is_file():
+            return candidate
+    return here
+
+
 def env_with_venv(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """A copy of `base` (default: this process's environment) with this environment's bin
     folder first on PATH, so child processes find its `python`, `dvc`, `mlflow`, `prefect`."""

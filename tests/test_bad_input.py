@@ -30,9 +30,9 @@ def project(tmp_path_factory, raw_params, repo_root):
     """A project with a registered champion, built by the pipeline's own stage functions."""
     from pipelines.config import parse_config
     from pipelines.data.preprocessing import split_and_fit
-    from pipelines.model.evaluation import evaluate_task
-    from pipelines.model.training import train_task
-    from pipelines.registry.registration import register_task
+    from pipelines.model.evaluation import evaluate_model
+    from pipelines.model.training import train_model
+    from pipelines.registry.registration import register_model
     from pipelines.run.stages import validate_dataset
 
     root = tmp_path_factory.mktemp("bad-input")
@@ -56,9 +56,9 @@ def project(tmp_path_factory, raw_params, repo_root):
         )
         assert first.success and "drift not checked" in first.notes[0]
         split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, root / "data")
-        train_task(cfg, NAME, root / "data", root / "model")
-        evaluate_task(NAME, root / "model" / "model.keras", root / "data", root / "eval")
-        registration = register_task(
+        train_model(cfg, NAME, root / "data", root / "model")
+        evaluate_model(NAME, root / "model" / "model.keras", root / "data", root / "eval")
+        registration = register_model(
             cfg,
             NAME,
             model_dir=root / "model",
@@ -539,7 +539,7 @@ def test_a_missing_dataset_path_is_named(project, capsys):
 
 @pytest.fixture(scope="module")
 def champion(project):
-    from pipelines.registry.tracking import load_pyfunc
+    from pipelines.registry.tracking.model_versions import load_pyfunc
 
     return load_pyfunc(f"models:/{NAME}@champion")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.registry import tracking
+from pipelines.registry.tracking import connection, model_versions, run_lifecycle
 
 NAME = "tabular-dnn"
 
@@ -36,7 +36,9 @@ def store(tmp_path_factory, _breast_cancer, raw_params):
         mp.setenv("PIPELINES_PREFECT", "off")
         import mlflow
 
-        mlflow.set_tracking_uri(tracking.tracking_uri())  # this module's store, not a previous one
+        mlflow.set_tracking_uri(
+            connection.tracking_uri()
+        )  # this module's store, not a previous one
         yield root
 
 
@@ -138,12 +140,12 @@ def test_a_training_logs_its_epochs_live_and_a_killed_one_leaves_no_model_or_ope
 _HOLD_A_RUN = """
 import os, signal, sys, time
 import mlflow
-from pipelines.registry import tracking
+from pipelines.registry.tracking import connection, model_versions, run_lifecycle
 from pipelines.cli import _exit_on_sigterm
 signal.signal(signal.SIGTERM, _exit_on_sigterm)
-mlflow.set_tracking_uri(tracking.tracking_uri())
+mlflow.set_tracking_uri(connection.tracking_uri())
 mlflow.set_experiment("faults")
-with mlflow.start_run(tags=tracking._process_tags()) as run:
+with mlflow.start_run(tags=run_lifecycle.process_tags()) as run:
     print(run.info.run_id, flush=True)
     time.sleep(120)
 """
@@ -180,7 +182,7 @@ def test_a_run_whose_process_was_killed_is_closed_by_the_next_one(store):
     assert _status(run_id) == "RUNNING"
     alive, alive_id = _start_holder()  # a live run must be left alone
     try:
-        assert tracking.close_abandoned_runs("faults") == [run_id]
+        assert run_lifecycle.close_abandoned_runs("faults") == [run_id]
         assert _status(run_id) == "FAILED"
         assert (
             "ended without closing this run"
@@ -195,11 +197,11 @@ def test_a_run_whose_process_was_killed_is_closed_by_the_next_one(store):
 def test_the_mirrored_strategy_trains_on_cpu(store, raw_params):
     from pipelines.config import parse_config
     from pipelines.model.evaluation import load_keras_model
-    from pipelines.model.training import train_task
+    from pipelines.model.training import train_model
 
     params = copy.deepcopy(raw_params)
     params["models"][NAME]["train"].update(distribute="mirrored", max_epochs=3)
-    summary = train_task(parse_config(params), NAME, store / "data", store / "mirrored")
+    summary = train_model(parse_config(params), NAME, store / "data", store / "mirrored")
     assert summary.stopped_epoch == 3
     model = load_keras_model(store / "mirrored" / "model.keras")
     assert model.output_shape == (None, 2)
@@ -214,8 +216,8 @@ def test_a_version_left_without_a_gate_verdict_is_tagged_incomplete(store):
         "half-registered", source=str(store), tags={"gate": "passed"}
     )
     stopped = client.create_model_version("half-registered", source=str(store))
-    assert tracking.mark_incomplete_versions("half-registered") == [str(stopped.version)]
+    assert model_versions.mark_incomplete_versions("half-registered") == [str(stopped.version)]
     tags = client.get_model_version("half-registered", stopped.version).tags
     assert tags["gate"].startswith("incomplete")
     assert client.get_model_version("half-registered", checked.version).tags["gate"] == "passed"
-    assert tracking.mark_incomplete_versions("no-such-model") == []
+    assert model_versions.mark_incomplete_versions("no-such-model") == []

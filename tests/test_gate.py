@@ -55,7 +55,7 @@ def test_a_forecast_must_beat_every_baseline():
 
 def test_a_metric_the_task_does_not_compute_fails_clearly():
     verdict = apply_gate(GateConfig(min={"accuracy": 0.9}), {"mae": 0.3}, {})
-    assert verdict.failures == ["accuracy is not computed for this task (has: mae)"]
+    assert verdict.failures == ["accuracy is not computed for this model (has: mae)"]
 
 
 def _classifier_outputs(correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,13 @@ import pandas as pd
 import pytest
 
 from pipelines.config import parse_config
-from pipelines.registry import tracking
+from pipelines.registry.tracking import (
+    aliases,
+    connection,
+    fresh_process,
+    model_versions,
+    run_logging,
+)
 
 NAME = "tabular-dnn"
 
@@ -41,8 +47,8 @@ def trained(store, _breast_cancer, raw_params):
     class (worse than the champion and than the majority baseline, deterministically)."""
     from pipelines.data.preprocessing import SPEC_FILE, Preprocessing, split_and_fit
     from pipelines.model.builders import build_model
-    from pipelines.model.evaluation import evaluate_task
-    from pipelines.model.training import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE, train_task
+    from pipelines.model.evaluation import evaluate_model
+    from pipelines.model.training import HISTORY_FILE, MODEL_FILE, TRAINING_FILE, train_model
 
     raw = store / "raw.parquet"
     _breast_cancer.to_parquet(raw, index=False)
@@ -50,8 +56,8 @@ def trained(store, _breast_cancer, raw_params):
     params["models"][NAME]["train"].update(max_epochs=25, learning_rate=0.01)
     cfg = parse_config(params)
     split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, store / "data")
-    train_task(cfg, NAME, store / "data", store / "good")
-    evaluate_task(NAME, store / "good" / MODEL_FILE, store / "data", store / "good-eval")
+    train_model(cfg, NAME, store / "data", store / "good")
+    evaluate_model(NAME, store / "good" / MODEL_FILE, store / "data", store / "good-eval")
 
     prep = Preprocessing.load(store / "data" / SPEC_FILE)
     bad = build_model("dnn", {"units": [4]}, prep, cfg.entry(NAME).train)
@@ -60,9 +66,9 @@ def trained(store, _breast_cancer, raw_params):
     head.set_weights([np.zeros_like(kernel), np.array([5.0, -5.0], dtype="float32")])
     (store / "bad").mkdir()
     bad.save(store / "bad" / MODEL_FILE)
-    for name in (HISTORY_FILE, SUMMARY_FILE):
+    for name in (HISTORY_FILE, TRAINING_FILE):
         shutil.copy(store / "good" / name, store / "bad" / name)
-    evaluate_task(NAME, store / "bad" / MODEL_FILE, store / "data", store / "bad-eval")
+    evaluate_model(NAME, store / "bad" / MODEL_FILE, store / "data", store / "bad-eval")
 
     # A worse model that still beats the baselines: the good one with its output pushed
     # towards class 0, just enough to lose a few points of test accuracy.
@@ -70,7 +76,7 @@ def trained(store, _breast_cancer, raw_params):
 
     good_accuracy = json.loads((store / "good-eval" / "metrics.json").read_text())["test"]
     (store / "worse").mkdir()
-    for name in (HISTORY_FILE, SUMMARY_FILE):
+    for name in (HISTORY_FILE, TRAINING_FILE):
         shutil.copy(store / "good" / name, store / "worse" / name)
     for shift in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0):
         worse = keras.saving.load_model(store / "good" / MODEL_FILE, safe_mode=True)
@@ -78,7 +84,7 @@ def trained(store, _breast_cancer, raw_params):
         kernel, bias = head.get_weights()
         head.set_weights([kernel, bias + np.array([shift, 0.0], dtype="float32")])
         worse.save(store / "worse" / MODEL_FILE)
-        evaluate_task(NAME, store / "worse" / MODEL_FILE, store / "data", store / "worse-eval")
+        evaluate_model(NAME, store / "worse" / MODEL_FILE, store / "data", store / "worse-eval")
         metrics = json.loads((store / "worse-eval" / "metrics.json").read_text())
         if metrics["test"]["accuracy"] <= good_accuracy["accuracy"] - 0.04:
             break
@@ -111,12 +117,12 @@ def _register(
     same_file=False,
 ):
     """Register `model` (by default a fresh copy of it, so each call is a new model file)."""
-    from pipelines.registry.registration import register_task
+    from pipelines.registry.registration import register_model
 
     params = copy.deepcopy(params)
     if gate is not None:
         params["models"][NAME]["gate"] = gate
-    return register_task(
+    return register_model(
         parse_config(params),
         NAME,
         model_dir=store / (model if same_file else _retrained(store, model)),
@@ -134,7 +140,7 @@ LENIENT = {"min": {"accuracy": 0.5}}
 @pytest.fixture
 def champion(store, trained) -> str:
     """The version that is `@champion`: the good model, registered if there is none yet."""
-    version = tracking.alias_version(NAME)
+    version = aliases.alias_version(NAME)
     if version is None:
         result = _register(store, trained, LENIENT)
         assert result.promoted, result.gate_failures
@@ -143,12 +149,12 @@ def champion(store, trained) -> str:
 
 
 def test_a_version_failing_thresholds_is_registered_but_not_promoted(store, trained):
-    before = tracking.alias_version(NAME)
+    before = aliases.alias_version(NAME)
     result = _register(store, trained, {"min": {"accuracy": 0.9999}})
     assert not result.promoted
     assert result.gate_failures[0].startswith("accuracy")
-    assert tracking.alias_version(NAME) == before
-    info = tracking.version_info(NAME, result.version)
+    assert aliases.alias_version(NAME) == before
+    info = model_versions.version_info(NAME, result.version)
     assert info.tags["gate"] == "failed"
     assert info.tags["gate.thresholds"].startswith("FAILED")
     saved = json.loads((store / "registration.json").read_text())
@@ -162,7 +168,7 @@ def test_the_first_passing_version_becomes_champion_with_lineage(store, trained,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'first.db'}")
     result = _register(store, trained, LENIENT)
     assert result.promoted and result.version == "1" and result.previous_champion is None
-    assert tracking.alias_version(NAME) == "1"
+    assert aliases.alias_version(NAME) == "1"
     checks = {c["name"]: c for c in result.checks}
     assert checks["champion"]["detail"] == "no champion yet"
     assert "fresh process max |difference| 0" in checks["parity"]["detail"]
@@ -207,8 +213,10 @@ def test_a_challenger_worse_than_the_champion_is_refused(store, trained, champio
     assert [c["name"] for c in failed] == ["champion"]
     assert "not shown to be within the margin of the champion: accuracy" in failed[0]["detail"]
     assert "upper bound of how much worse the challenger is" in failed[0]["detail"]
-    assert tracking.alias_version(NAME) == champion
-    assert tracking.version_info(NAME, result.version).tags["gate.champion"].startswith("FAILED")
+    assert aliases.alias_version(NAME) == champion
+    assert (
+        model_versions.version_info(NAME, result.version).tags["gate.champion"].startswith("FAILED")
+    )
 
 
 def test_a_version_that_does_not_beat_the_baseline_is_refused(store, trained, champion):
@@ -217,7 +225,7 @@ def test_a_version_that_does_not_beat_the_baseline_is_refused(store, trained, ch
     )
     assert not result.promoted
     assert any("beats majority" in f for f in result.gate_failures)
-    assert tracking.alias_version(NAME) == champion
+    assert aliases.alias_version(NAME) == champion
 
 
 def test_a_version_that_does_not_serve_the_pipeline_predictions_is_refused(
@@ -228,18 +236,18 @@ def test_a_version_that_does_not_serve_the_pipeline_predictions_is_refused(
     result = _register(store, trained, {}, model="bad", evaluation="good-eval")
     assert not result.promoted
     assert [c["name"] for c in result.checks if not c["passed"]] == ["parity"]
-    assert tracking.alias_version(NAME) == champion
+    assert aliases.alias_version(NAME) == champion
 
 
 def test_an_equal_or_better_challenger_is_promoted_and_rollback_swaps(store, trained, champion):
-    from pipelines.registry.tracking import rollback
+    from pipelines.registry.tracking.aliases import rollback
 
     result = _register(store, trained, LENIENT)
     assert result.promoted and result.previous_champion == champion
-    assert tracking.alias_version(NAME) == result.version
-    assert tracking.alias_version(NAME, "previous-champion") == champion
+    assert aliases.alias_version(NAME) == result.version
+    assert aliases.alias_version(NAME, "previous-champion") == champion
     assert rollback(NAME) == (champion, result.version)
-    assert tracking.alias_version(NAME) == champion
+    assert aliases.alias_version(NAME) == champion
     assert rollback(NAME) == (result.version, champion)
 
 
@@ -273,7 +281,7 @@ def test_verify_catches_a_deleted_artifact(store, trained, champion):
     from pipelines.registry.lineage import file_md5
     from pipelines.registry.serving import verify_version
 
-    info = tracking.version_info(NAME, "champion")
+    info = model_versions.version_info(NAME, "champion")
     artifact_dir = mlflow.MlflowClient().get_run(info.run_id).info.artifact_uri
     golden = artifact_dir.removeprefix("file://") + "/golden/predictions.npy"
     shutil.copy(golden, store / "kept.npy")
@@ -307,7 +315,7 @@ def test_batch_scoring_writes_predictions_beside_the_input(store, trained, champ
 def test_fresh_process_scoring_names_a_model_that_cannot_load(store, trained, champion, tmp_path):
     inputs = tmp_path / "inputs.npy"
     np.save(inputs, np.zeros((2, 30), dtype="float32"))
-    good, missing = tracking.score_in_fresh_process(
+    good, missing = fresh_process.score_in_fresh_process(
         [(f"models:/{NAME}/{champion}", inputs), (f"models:/{NAME}/999", inputs)]
     )
     assert good.shape == (2, 2) and np.allclose(good.sum(axis=1), 1)
@@ -335,7 +343,7 @@ def test_a_champion_that_cannot_be_scored_fails_closed(store, trained, champion)
             promote_version(parse_config(trained), NAME, result.version, store / "data")
     finally:  # the other tests share this champion
         files.with_name("moved-away").rename(files)
-    assert not result.promoted and tracking.alias_version(NAME) == champion
+    assert not result.promoted and aliases.alias_version(NAME) == champion
     (failed,) = [c for c in result.checks if not c["passed"]]
     assert failed["name"] == "champion"
     assert failed["detail"].startswith(f"the champion (v{champion}) could not be loaded")
@@ -365,8 +373,8 @@ def test_the_same_model_file_is_one_version_judged_again_on_the_main_line(
     assert saved["version"] == candidate.version and saved["champion"] == candidate.version
     # the champion's own file again: nothing to register or promote
     assert _register(store, trained, LENIENT, model=model, same_file=True) == promoted
-    tracking.rollback(NAME)  # the other tests share this champion
-    assert tracking.alias_version(NAME) == champion
+    aliases.rollback(NAME)  # the other tests share this champion
+    assert aliases.alias_version(NAME) == champion
 
 
 def _relabelled(store, name: str, classes: list, mapping: dict) -> str:
@@ -399,7 +407,7 @@ def test_a_changed_class_set_is_refused_as_a_schema_change_after_registering(
         (added, "1 classes added (2)"),
     ):
         result = _register(store, trained, {"primary_metric": "log_loss", **LENIENT}, data=data)
-        assert not result.promoted and tracking.alias_version(NAME) == champion
+        assert not result.promoted and aliases.alias_version(NAME) == champion
         (failed,) = [c for c in result.checks if not c["passed"]]
         assert f"schema change against the champion (v{champion}): {change}" in failed["detail"]
         assert f"pipelines promote {NAME} {result.version} --without-comparison" in failed["detail"]
@@ -424,7 +432,7 @@ def test_classes_in_another_order_are_matched_by_name(store, trained, champion):
     )
     assert accuracy and accuracy.group(1) == accuracy.group(2), checks["champion"]
     assert checks["champion"]["passed"]
-    tracking.promote(NAME, champion, expected=tracking.alias_version(NAME))  # shared champion
+    aliases.promote(NAME, champion, expected=aliases.alias_version(NAME))  # shared champion
 
 
 def test_promote_refuses_a_candidate_trained_on_another_split(
@@ -434,27 +442,27 @@ def test_promote_refuses_a_candidate_trained_on_another_split(
     current test rows: promote refuses, saying so, until told to skip the comparison."""
     from pipelines.data.preprocessing import split_and_fit
     from pipelines.errors import GateRefused
-    from pipelines.model.evaluation import evaluate_task
+    from pipelines.model.evaluation import evaluate_model
     from pipelines.registry.registration import promote_version
 
     cfg = parse_config(trained)
     split_and_fit(
         "breast_cancer", store / "raw.parquet", cfg.dataset("breast_cancer"), 7, store / "seed7"
     )
-    evaluate_task(NAME, store / "good" / "model.keras", store / "seed7", store / "seed7-eval")
+    evaluate_model(NAME, store / "good" / "model.keras", store / "seed7", store / "seed7-eval")
     monkeypatch.setenv("DVC_EXP_NAME", "another-seed")
     other = _register(store, trained, LENIENT, evaluation="seed7-eval", data="seed7")
     monkeypatch.delenv("DVC_EXP_NAME")
     with pytest.raises(GateRefused, match=r"salt 'seed-7' \(current: 'seed-42'\)"):
         promote_version(cfg, NAME, other.version, store / "data")
-    assert tracking.alias_version(NAME) == champion
+    assert aliases.alias_version(NAME) == champion
     assert promote_version(cfg, NAME, other.version, store / "data", without_comparison=True)
-    info = tracking.version_info(NAME, other.version)
+    info = model_versions.version_info(NAME, other.version)
     assert info.tags["gate.champion_comparison"].startswith("skipped")
-    saved_lineage = tracking.download_run_artifacts(info.run_id, "lineage.json", store / "lin")
+    saved_lineage = run_logging.download_run_artifacts(info.run_id, "lineage.json", store / "lin")
     events = json.loads(saved_lineage.read_text())["events"]
     assert events[-1]["event"] == "promoted by pipelines promote --without-comparison"
-    tracking.promote(NAME, champion, expected=tracking.alias_version(NAME))  # shared champion
+    aliases.promote(NAME, champion, expected=aliases.alias_version(NAME))  # shared champion
 
 
 def test_lineage_tells_a_passing_candidate_from_a_promoted_version(
@@ -476,7 +484,7 @@ def test_the_served_model_scores_large_requests_in_chunks_like_keras(store, trai
 
     raw = pd.read_parquet(store / "data" / "test.parquet").drop(columns=["target"])
     rows = raw.to_numpy("float64")[np.random.default_rng(0).integers(0, len(raw), CHUNK_ROWS + 7)]
-    served = tracking.load_pyfunc(f"models:/{NAME}/{champion}").predict(rows)
+    served = model_versions.load_pyfunc(f"models:/{NAME}/{champion}").predict(rows)
     model = keras.saving.load_model(store / "good" / "model.keras", safe_mode=True)
     assert served.shape == (CHUNK_ROWS + 7, 2)
     np.testing.assert_allclose(served, model.predict(rows, verbose=0), atol=1e-6)
@@ -503,7 +511,7 @@ def test_with_no_gate_settings_a_model_must_still_beat_the_baselines(store, trai
     result = _register(store, trained, {}, model="bad", evaluation="bad-eval")
     assert not result.promoted
     assert "accuracy 0.4228 beats majority 0.5772" in result.gate_failures
-    assert tracking.alias_version(NAME) == champion
+    assert aliases.alias_version(NAME) == champion
 
 
 def test_an_experiment_registers_a_candidate_and_promote_reruns_the_gate(
@@ -519,19 +527,19 @@ def test_an_experiment_registers_a_candidate_and_promote_reruns_the_gate(
     monkeypatch.delenv("DVC_EXP_NAME")
     for result in (worse, good):
         assert result.candidate and not result.promoted and result.experiment == "lr-sweep-1"
-        tags = tracking.version_info(NAME, result.version).tags
+        tags = model_versions.version_info(NAME, result.version).tags
         assert tags["candidate"] == "true" and tags["dvc_exp_name"] == "lr-sweep-1"
         assert tags["dvc_baseline_rev"] == "abc1234" and "gate" in tags
-    assert tracking.alias_version(NAME) == champion  # an experiment never moves the alias
+    assert aliases.alias_version(NAME) == champion  # an experiment never moves the alias
 
     cfg = parse_config(trained)
     with pytest.raises(GateRefused, match=r"champion: not shown to be within the margin"):
         promote_version(cfg, NAME, worse.version, store / "data")
-    assert tracking.alias_version(NAME) == champion
+    assert aliases.alias_version(NAME) == champion
     assert promote_version(cfg, NAME, good.version, store / "data") == champion
-    assert tracking.alias_version(NAME) == good.version
-    tracking.rollback(NAME)  # the other tests share this champion
-    assert tracking.alias_version(NAME) == champion
+    assert aliases.alias_version(NAME) == good.version
+    aliases.rollback(NAME)  # the other tests share this champion
+    assert aliases.alias_version(NAME) == champion
 
 
 def test_runs_are_named_by_their_params_and_the_experiment_is_for_training(
@@ -547,11 +555,11 @@ def test_runs_are_named_by_their_params_and_the_experiment_is_for_training(
     assert re.fullmatch(rf"{NAME}-[0-9a-f]{{8}}", lenient.info.run_name)
     experiment = client.get_experiment(lenient.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    assert tracking.ui_url(experiment.name) == (
+    assert connection.ui_url(experiment.name) == (
         f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}"
         "?workflowType=machine_learning"
     )
-    tracking.promote(NAME, champion, expected=tracking.alias_version(NAME))  # shared champion
+    aliases.promote(NAME, champion, expected=aliases.alias_version(NAME))  # shared champion
 
 
 def test_the_run_lists_its_dataset_splits_with_the_dvc_digest(store, trained, champion):
@@ -571,7 +579,7 @@ def test_the_run_lists_its_dataset_splits_with_the_dvc_digest(store, trained, ch
     assert inputs["training"].name == "breast_cancer-train"
     assert inputs["training"].digest == "0123456789abcdef0123456789abcdef"
     assert json.loads(inputs["test"].source)["uri"].endswith("data/test.parquet")
-    tracking.promote(NAME, champion, expected=tracking.alias_version(NAME))  # shared champion
+    aliases.promote(NAME, champion, expected=aliases.alias_version(NAME))  # shared champion
 
 
 RACE_TRIES = int(os.environ.get("PIPELINES_RACE_TRIES", "2"))  # the bench runs 10
@@ -608,7 +616,7 @@ def test_two_registrations_of_one_model_at_once_never_skip_a_comparison(store, t
     ]
     # an alias names one version: the last one promoted
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == promoted[-1][0]
-    tracking.promote(NAME, champion, expected=tracking.alias_version(NAME))  # shared champion
+    aliases.promote(NAME, champion, expected=aliases.alias_version(NAME))  # shared champion
 
 
 def _promotions(versions) -> list[tuple[str, str]]:

@@ -164,9 +164,9 @@ def _client():
 
 
 def _trials(parent_run_id: str) -> list:
-    from pipelines.registry import tracking
+    from pipelines.registry.tracking import nested_runs
 
-    return tracking.child_runs(parent_run_id)
+    return nested_runs.child_runs(parent_run_id)
 
 
 @pytest.mark.e2e
@@ -281,14 +281,14 @@ def test_trials_run_on_a_local_two_worker_dask_cluster(store, raw_params):
 
 @pytest.mark.e2e
 def test_a_winner_that_trails_the_champion_is_registered_but_not_promoted(store, raw_params):
-    from pipelines.model.evaluation import evaluate_task
-    from pipelines.registry import tracking
+    from pipelines.model.evaluation import evaluate_model
+    from pipelines.registry.tracking import aliases
     from pipelines.run import stages
 
     def chain(params: dict, label: str, search_dir: str | None) -> dict:
         path = _write(store, params, label)
         stages.train(NAME, str(store / "data"), str(store / label), search_dir, path)
-        evaluate_task(NAME, store / label / "model.keras", store / "data", store / f"{label}-eval")
+        evaluate_model(NAME, store / label / "model.keras", store / "data", store / f"{label}-eval")
         return stages.register(
             NAME,
             str(store / label),
@@ -311,7 +311,7 @@ def test_a_winner_that_trails_the_champion_is_registered_but_not_promoted(store,
     winner = chain(params, "weak", str(store / "weak-search"))
     assert not winner["promoted"] and winner["version"] != champion["version"]
     assert any(f.startswith("champion") for f in winner["gate_failures"]), winner["gate_failures"]
-    assert tracking.alias_version(NAME) == champion["version"]
+    assert aliases.alias_version(NAME) == champion["version"]
     version = _client().get_model_version(NAME, winner["version"])
     run = _client().get_run(version.run_id)
     assert run.data.tags["search_run_id"] and run.data.params["train.learning_rate"] == "1e-05"

@@ -80,24 +80,24 @@ def test_the_stored_wrapper_names_the_keras_artifact_as_the_adapter_does(repo_ro
     # the artifact name itself; read it without importing it.
     import ast
 
-    from pipelines.registry import tracking
+    from pipelines.registry.tracking import model_versions
 
-    tree = ast.parse(tracking.RAW_MODEL_CODE.read_text())
+    tree = ast.parse(model_versions.RAW_MODEL_CODE.read_text())
     (value,) = [
         node.value.value
         for node in tree.body
         if isinstance(node, ast.Assign) and node.targets[0].id == "KERAS_ARTIFACT"
     ]
-    assert value == tracking.KERAS_ARTIFACT
+    assert value == model_versions.KERAS_ARTIFACT
 
 
 def test_the_stored_wrapper_defines_without_mlflow_type_hint_warnings():
     import runpy
     import warnings
 
-    from pipelines.registry import tracking
+    from pipelines.registry.tracking import model_versions
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        runpy.run_path(str(tracking.RAW_MODEL_CODE))
+        runpy.run_path(str(model_versions.RAW_MODEL_CODE))
     assert not [w for w in seen if "type hints" in str(w.message)], [str(w.message) for w in seen]

@@ -67,9 +67,9 @@ def test_registration_against_an_mlflow_server(server, tmp_path, _breast_cancer,
 
     from pipelines.config import parse_config
     from pipelines.data.preprocessing import split_and_fit
-    from pipelines.model.evaluation import evaluate_task
-    from pipelines.model.training import train_task
-    from pipelines.registry.registration import register_task
+    from pipelines.model.evaluation import evaluate_model
+    from pipelines.model.training import train_model
+    from pipelines.registry.registration import register_model
 
     url, server_root = server
     params = copy.deepcopy(raw_params)
@@ -84,9 +84,9 @@ def test_registration_against_an_mlflow_server(server, tmp_path, _breast_cancer,
         mp.chdir(tmp_path)
         mp.setenv("MLFLOW_TRACKING_URI", url)  # the only change: an environment variable
         split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, tmp_path / "data")
-        train_task(cfg, NAME, tmp_path / "data", tmp_path / "model")
-        evaluate_task(NAME, tmp_path / "model" / "model.keras", tmp_path / "data", tmp_path / "ev")
-        result = register_task(
+        train_model(cfg, NAME, tmp_path / "data", tmp_path / "model")
+        evaluate_model(NAME, tmp_path / "model" / "model.keras", tmp_path / "data", tmp_path / "ev")
+        result = register_model(
             cfg,
             NAME,
             model_dir=tmp_path / "model",

@@ -28,7 +28,7 @@ from pipelines.config import PipelineConfig
 from pipelines.errors import ValidationFailed
 from pipelines.data.datasets import read_table
 
-SUMMARY_FILE = "summary.json"
+VALIDATION_SUMMARY_FILE = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class ValidationReport:
         )
 
     def save(self, report_dir: Path) -> None:
-        (report_dir / SUMMARY_FILE).write_text(json.dumps(asdict(self), indent=2, default=str))
+        (report_dir / VALIDATION_SUMMARY_FILE).write_text(json.dumps(asdict(self), indent=2, default=str))
 
 
 def _gx():

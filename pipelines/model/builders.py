@@ -130,8 +130,13 @@ def _transformer_body(x: keras.KerasTensor, p: TransformerParams) -> keras.Keras
 
 
 def _text_dense_body(x: keras.KerasTensor, p: TextDenseParams) -> keras.KerasTensor:
-    """TF-IDF weights of the document's words and n-grams (from the vectorizer), then dense
-    layers."""
+    """TF-IDF weights of the document's words and n-grams (from the vectorizer), scaled to
+    unit length, then dense layers. Unscaled, the weights grow with the text's length, and a
+    headline's are a small fraction of an article's: unit length puts a five-word text and a
+    400-word one on the same scale (as scikit-learn's `TfidfVectorizer` does)."""
+    import keras
+
+    x = keras.layers.UnitNormalization(name="unit_length")(x)
     return _dense_body(x, p)
 
 

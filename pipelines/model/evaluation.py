@@ -190,7 +190,7 @@ def _tfidf_logreg(data_dir: Path, prep: Preprocessing, y_test: np.ndarray, forms
 
 
 def _evaluate_classifier(
-    task: str, model, data_dir: Path, prep: Preprocessing, out_dir: Path
+    model_name: str, model, data_dir: Path, prep: Preprocessing, out_dir: Path
 ) -> tuple[dict, np.ndarray]:
     proba, y_test = predict_test(model, data_dir, prep)
     majority = majority_baseline(_train_class_counts(data_dir, prep), len(y_test))
@@ -211,14 +211,14 @@ def _evaluate_classifier(
         y_test,
         proba.argmax(axis=1),
         prep.classes,
-        f"{task}: test confusion matrix",
+        f"{model_name}: test confusion matrix",
         out_dir / PLOT_FILE,
     )
     return metrics, proba
 
 
 def _evaluate_forecaster(
-    task: str, model, data_dir: Path, prep: Preprocessing, out_dir: Path
+    model_name: str, model, data_dir: Path, prep: Preprocessing, out_dir: Path
 ) -> tuple[dict, np.ndarray]:
     # The windows themselves feed the baselines, so the split is read here (a series is never
     # sharded) rather than through `predict_test`.
@@ -241,7 +241,7 @@ def _evaluate_forecaster(
         y_test,
         forecast.ravel(),
         persistence,
-        f"{task}: one-step-ahead test forecast",
+        f"{model_name}: one-step-ahead test forecast",
         prep.label,
         out_dir / PLOT_FILE,
     )
@@ -251,17 +251,17 @@ def _evaluate_forecaster(
 _EVALUATORS = {"classification": _evaluate_classifier, "regression": _evaluate_forecaster}
 
 
-def evaluate_task(task: str, model_path: Path, data_dir: Path, out_dir: Path) -> dict:
+def evaluate_model(model_name: str, model_path: Path, data_dir: Path, out_dir: Path) -> dict:
     """Write test metrics and the trivial baselines' to `metrics.json`, the model's raw-input
     test predictions and a picture (confusion matrix or forecast) to `out_dir`."""
     prep = Preprocessing.load(data_dir / SPEC_FILE)
     model = load_keras_model(model_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics, predictions = _EVALUATORS[prep.task_type](task, model, data_dir, prep, out_dir)
+    metrics, predictions = _EVALUATORS[prep.task_type](model_name, model, data_dir, prep, out_dir)
     np.save(out_dir / PREDICTIONS_FILE, predictions)
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
-    print(f"{task} test: {shown}")
+    print(f"{model_name} test: {shown}")
     for name, values in metrics["baselines"].items():
         print(f"  baseline {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     return metrics

@@ -1,4 +1,4 @@
-"""Train one task's model with early stopping and write the model and its history."""
+"""Train one model with early stopping and write the model and its history."""
 
 from __future__ import annotations
 
@@ -26,12 +26,12 @@ from pipelines.model.builders import build_model
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
-SUMMARY_FILE = "training.json"
+TRAINING_FILE = "training.json"
 
 
 @dataclass(frozen=True)
 class TrainingSummary:
-    task: str
+    model: str
     family: str
     seed: int
     best_epoch: int
@@ -53,10 +53,16 @@ def seed_everything(seed: int) -> None:
     # keepalive pings do, every few seconds, so a ping between seeding and building changed
     # the initial weights (seen as run-to-run differences within a search). A generator of
     # Keras' own, seeded here, makes a build depend on the seed alone.
+    # A private hook (tests/test_private_hooks.py): without it, builds would silently depend
+    # on other threads again, so its absence is an error, not a skipped step.
     from keras.src.random import seed_generator
 
-    if hasattr(seed_generator, "python_random"):
-        seed_generator.python_random = random.Random(seed)
+    if not hasattr(seed_generator, "python_random"):
+        raise RuntimeError(
+            "keras.src.random.seed_generator.python_random is gone (Keras changed): seeding "
+            "cannot make model builds deterministic; see tests/test_private_hooks.py"
+        )
+    seed_generator.python_random = random.Random(seed)
 
 
 def distribution_strategy(name: str):
@@ -187,24 +193,24 @@ class TrainingData:
 
 def fit_model(
     cfg: PipelineConfig,
-    task: str,
+    model_name: str,
     data: TrainingData,
     callbacks: Sequence[object] = (),
     verbose: int = 2,
 ) -> tuple[Any, pd.DataFrame]:
-    """Build model `task` from params and fit it with early stopping on validation loss (best
+    """Build model `model_name` from params and fit it with early stopping on validation loss (best
     weights restored). Returns the model and its per-epoch curves; raises `TrainingDiverged`
     when the loss stops being finite."""
     import keras
 
-    task_cfg = cfg.entry(task)
-    train_cfg = task_cfg.train
+    entry = cfg.entry(model_name)
+    train_cfg = entry.train
     seed_everything(cfg.base.seed)
     fit_data = data.fit_inputs(train_cfg.batch_size, cfg.base.seed, train_cfg.short_texts)
     strategy = distribution_strategy(train_cfg.distribute)
     with strategy.scope():
         texts = None if data.prep.sharded or data.prep.modality != "text" else data.x_train
-        model = build_model(task_cfg.family, cfg.model_params(task), data.prep, train_cfg, texts)
+        model = build_model(entry.family, cfg.model_params(model_name), data.prep, train_cfg, texts)
     callbacks = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=train_cfg.patience, restore_best_weights=True
@@ -222,7 +228,7 @@ def fit_model(
         epoch = int(bad["epoch"].iloc[0]) if len(bad) else 1
         loss = bad["loss"].iloc[0] if len(bad) else float("nan")
         raise TrainingDiverged(
-            f"{task}: loss became {loss} at epoch {epoch} "
+            f"{model_name}: loss became {loss} at epoch {epoch} "
             f"(learning_rate={train_cfg.learning_rate}); training stopped (TerminateOnNaN), "
             "nothing was saved or registered; its MLflow run ends FAILED",
             reason=f"loss became {loss} at epoch {epoch}",
@@ -236,31 +242,31 @@ def best_epoch(curves: pd.DataFrame) -> int:
     return int(curves["val_loss"].idxmin()) + 1
 
 
-def train_task(
+def train_model(
     cfg: PipelineConfig,
-    task: str,
+    model_name: str,
     data_dir: Path,
     out_dir: Path,
     callbacks: Sequence[object] = (),
     search: dict | None = None,
 ) -> TrainingSummary:
-    """Build the task's model from params, fit it with early stopping on validation loss
+    """Build the model from params, fit it with early stopping on validation loss
     (best weights restored) and save model, per-epoch history and a summary to `out_dir`.
     `callbacks`: more Keras callbacks (the run wing passes one that logs each epoch);
     `search`: the search `cfg` was tuned by, kept in the summary."""
-    task_cfg = cfg.entry(task)
+    entry = cfg.entry(model_name)
     data = TrainingData.load(data_dir)
     train_rows, val_rows = data.rows
     print(
-        f"training {task} ({task_cfg.family}) on {train_rows:,} rows, "
-        f"validating on {val_rows:,}, up to {task_cfg.train.max_epochs} epochs"
+        f"training {model_name} ({entry.family}) on {train_rows:,} rows, "
+        f"validating on {val_rows:,}, up to {entry.train.max_epochs} epochs"
         + (" (streamed from shards)" if data.prep.sharded else "")
     )
-    model, curves = fit_model(cfg, task, data, callbacks)
+    model, curves = fit_model(cfg, model_name, data, callbacks)
     best = best_epoch(curves)
     summary = TrainingSummary(
-        task=task,
-        family=task_cfg.family,
+        model=model_name,
+        family=entry.family,
         seed=cfg.base.seed,
         best_epoch=best,
         stopped_epoch=len(curves),
@@ -272,7 +278,7 @@ def train_task(
     model.save(tmp)
     tmp.replace(out_dir / MODEL_FILE)
     curves.to_csv(out_dir / HISTORY_FILE, index=False)
-    (out_dir / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=2) + "\n")
+    (out_dir / TRAINING_FILE).write_text(json.dumps(asdict(summary), indent=2) + "\n")
     print(
         f"best epoch {summary.best_epoch} of {summary.stopped_epoch}, "
         f"val_loss {summary.best_val_loss:.4f} -> {out_dir / MODEL_FILE}"

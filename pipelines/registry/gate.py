@@ -37,7 +37,7 @@ def apply_gate(
     beat = list(dict.fromkeys([*gate.beat_baseline, *([primary] if primary else [])]))
     named = [*gate.min, *gate.max, *beat]
     for name in dict.fromkeys(n for n in named if n not in test):
-        record(False, f"{name} is not computed for this task (has: {', '.join(test)})")
+        record(False, f"{name} is not computed for this model (has: {', '.join(test)})")
     for name, floor in gate.min.items():
         if name in test:
             record(test[name] >= floor, f"{name} {test[name]:.4f} >= {floor}")

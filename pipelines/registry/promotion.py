@@ -24,8 +24,8 @@ import pandas as pd
 from pipelines.config import METRIC_DIRECTIONS, GateConfig
 from pipelines.data.preprocessing import Preprocessing, encode_labels, raw_inputs, splits_under
 from pipelines.model.metrics import aggregate, row_terms
-from pipelines.registry import tracking
 from pipelines.registry.gate import apply_gate
+from pipelines.registry.tracking import fresh_process, model_versions
 
 GOLDEN_ROWS = 32
 SPLIT_TAG = "split"  # a version's tag: the split rule and digests of the data it trained on
@@ -155,7 +155,7 @@ def parity_check(
 def fresh_process_parity(model_uri: str, inputs: Path, expected: Path, tolerance: float) -> Check:
     """Load `model_uri` in a new Python process and compare its predictions on the golden raw
     inputs with the pipeline's."""
-    (got,) = tracking.score_in_fresh_process([(model_uri, inputs)])
+    (got,) = fresh_process.score_in_fresh_process([(model_uri, inputs)])
     return parity_check(model_uri, got, np.load(expected), tolerance)
 
 
@@ -218,8 +218,8 @@ def _plan(candidate: Candidate, champion: str, rows: Rows) -> _Plan:
     comparison cannot be made."""
     uri = f"models:/{candidate.name}/{champion}"
     try:
-        meta = tracking.model_metadata(uri)
-        recorded = tracking.version_info(candidate.name, champion).tags.get(SPLIT_TAG)
+        meta = model_versions.model_metadata(uri)
+        recorded = model_versions.version_info(candidate.name, champion).tags.get(SPLIT_TAG)
     except Exception as err:  # any failure to read the champion refuses, naming it
         raise Refusal(
             f"the champion (v{champion}) could not be loaded: {type(err).__name__}: "
@@ -308,7 +308,7 @@ def judge(
                 ours = raw_inputs(rows.table[plan.mask], rows.prep.features, rows.prep.input_shape)
                 np.save(Path(tmp) / "candidate.npy", ours)
                 jobs.append((candidate.uri, Path(tmp) / "candidate.npy"))
-        scores = tracking.score_in_fresh_process(jobs)
+        scores = fresh_process.score_in_fresh_process(jobs)
     parity = parity_check(
         candidate.uri, scores[0], candidate.golden_predictions, gate.parity_tolerance
     )

@@ -28,8 +28,7 @@ from pipelines.data.preprocessing import (
 from pipelines.data.streaming import take_rows
 from pipelines.errors import GateRefused
 from pipelines.model.evaluation import METRICS_FILE, PLOT_FILE, PREDICTIONS_FILE
-from pipelines.model.training import HISTORY_FILE, MODEL_FILE, SUMMARY_FILE
-from pipelines.registry import tracking
+from pipelines.model.training import HISTORY_FILE, MODEL_FILE, TRAINING_FILE
 from pipelines.registry.lineage import data_md5, dvc_lock_hashes, file_md5, library_versions
 from pipelines.registry.promotion import (
     GOLDEN_ROWS,
@@ -54,6 +53,7 @@ from pipelines.registry.runs import (
     training_params,
     tuned,
 )
+from pipelines.registry.tracking import aliases, model_versions, run_lifecycle, run_logging
 
 LINEAGE_FILE = "lineage.json"
 
@@ -87,9 +87,9 @@ class Registration:
 
 def registration_record(name: str, version: str) -> Registration:
     """The registry's account of version `version` of `name`, as `registration.json` has it."""
-    info = tracking.version_info(name, version)
+    info = model_versions.version_info(name, version)
     tags = info.tags
-    champion = tracking.alias_version(name)
+    champion = aliases.alias_version(name)
     checks = []
     for check in CHECKS:
         text = tags.get(f"gate.{check}")
@@ -105,7 +105,7 @@ def registration_record(name: str, version: str) -> Registration:
         gate=tags.get("gate"),
         promoted=champion == info.version,
         champion=champion,
-        previous_champion=tracking.alias_version(name, tracking.PREVIOUS_CHAMPION),
+        previous_champion=aliases.alias_version(name, aliases.PREVIOUS_CHAMPION),
         checks=checks,
         gate_failures=failures.split(" | ") if failures else [],
         compared_with=tags.get("gate.compared_with"),
@@ -201,7 +201,7 @@ class Evidence:
 
 def collect_evidence(model_dir: Path, eval_dir: Path, data_dir: Path, seed: int) -> Evidence:
     metrics = json.loads((eval_dir / METRICS_FILE).read_text())
-    summary = json.loads((model_dir / SUMMARY_FILE).read_text())
+    summary = json.loads((model_dir / TRAINING_FILE).read_text())
     history = pd.read_csv(model_dir / HISTORY_FILE)
     prep = Preprocessing.load(data_dir / SPEC_FILE)
     positions, table = comparison_rows(data_dir, prep, seed)
@@ -259,7 +259,7 @@ def record_verdict(
     Returns whether it was promoted."""
     for check in verdict.checks:
         print(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
-    tracking.tag_version(
+    model_versions.tag_version(
         name,
         version,
         {
@@ -277,9 +277,9 @@ def record_verdict(
     if not (promote and verdict.passed):
         return False
     try:
-        tracking.promote(name, version, expected=compared_with)
-    except tracking.ChampionMoved as moved:
-        tracking.tag_version(name, version, {"gate.promotion": f"not promoted: {moved}"})
+        aliases.promote(name, version, expected=compared_with)
+    except aliases.ChampionMoved as moved:
+        model_versions.tag_version(name, version, {"gate.promotion": f"not promoted: {moved}"})
         return False
     return True
 
@@ -303,7 +303,7 @@ def write_lineage(
 ) -> None:
     """`lineage.json` on the run: code, data, params, library versions and the verdict."""
     dataset = cfg.entry(name).dataset
-    tracking.log_dict(
+    run_logging.log_dict(
         run_id,
         {
             "model": {
@@ -339,17 +339,17 @@ def add_lineage_event(run_id: str, event: dict) -> None:
     registration, such as a promotion without the champion comparison)."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = tracking.download_run_artifacts(run_id, LINEAGE_FILE, Path(tmp))
+            path = run_logging.download_run_artifacts(run_id, LINEAGE_FILE, Path(tmp))
             lineage = json.loads(path.read_text())
         except Exception:  # a run without lineage gets one with the event alone
             lineage = {}
     lineage.setdefault("events", []).append(event)
-    tracking.log_dict(run_id, lineage, LINEAGE_FILE)
+    run_logging.log_dict(run_id, lineage, LINEAGE_FILE)
 
 
-def register_task(
+def register_model(
     cfg: PipelineConfig,
-    task: str,
+    model_name: str,
     *,
     model_dir: Path,
     eval_dir: Path,
@@ -372,8 +372,8 @@ def register_task(
 
     It holds the model's registration lock throughout, so two registrations of one model
     never compare against a champion that the other is about to replace."""
-    with tracking.model_lock(task):
-        return _register(cfg, task, model_dir, eval_dir, data_dir, raw_data, docs_dir, out)
+    with aliases.model_lock(model_name):
+        return _register(cfg, model_name, model_dir, eval_dir, data_dir, raw_data, docs_dir, out)
 
 
 def _register(
@@ -388,7 +388,7 @@ def _register(
 ) -> Registration:
     ev = collect_evidence(model_dir, eval_dir, data_dir, cfg.base.seed)
     cfg = tuned(cfg, name, ev.summary.get("search"))  # the params it was trained with
-    for version in tracking.mark_incomplete_versions(name):
+    for version in model_versions.mark_incomplete_versions(name):
         print(f"{name} version {version} never got a gate verdict: tagged incomplete")
     experiment = Experiment.current()
     md5 = file_md5(model_dir / MODEL_FILE)
@@ -404,11 +404,11 @@ def _register(
     return record
 
 
-def _version_of_file(name: str, md5: str) -> tracking.VersionInfo | None:
+def _version_of_file(name: str, md5: str) -> model_versions.VersionInfo | None:
     """The version of `name` registered from a model file with this MD5, if any. One whose
     registration never finished (tagged incomplete) does not count: the file is registered
     anew."""
-    existing = tracking.version_by_tag(name, MODEL_MD5_TAG, md5)
+    existing = model_versions.version_by_tag(name, MODEL_MD5_TAG, md5)
     if existing is None or existing.tags.get("gate", "").startswith("incomplete"):
         return None
     return existing
@@ -416,7 +416,7 @@ def _version_of_file(name: str, md5: str) -> tracking.VersionInfo | None:
 
 def _nothing_to_judge(
     name: str,
-    existing: tracking.VersionInfo,
+    existing: model_versions.VersionInfo,
     champion: str | None,
     experiment: Experiment | None,
 ) -> bool:
@@ -424,12 +424,12 @@ def _nothing_to_judge(
     it is the champion, or this is a DVC experiment, which moves no alias."""
     same = f"{name}: the model file is already registered as version {existing.version}"
     if champion == existing.version:
-        print(f"{same}, which is @{tracking.CHAMPION}: nothing to register or promote")
+        print(f"{same}, which is @{aliases.CHAMPION}: nothing to register or promote")
         return True
     if experiment is not None:
         print(
             f"{same} (gate: {existing.tags.get('gate', 'none')}); an experiment moves no "
-            f"alias: @{tracking.CHAMPION} stays {champion}"
+            f"alias: @{aliases.CHAMPION} stays {champion}"
         )
         return True
     return False
@@ -444,7 +444,7 @@ def account_of_known_file(name: str, model_file: Path, out: Path) -> Registratio
     existing = _version_of_file(name, file_md5(model_file))
     if existing is None:
         return None
-    if not _nothing_to_judge(name, existing, tracking.alias_version(name), Experiment.current()):
+    if not _nothing_to_judge(name, existing, aliases.alias_version(name), Experiment.current()):
         return None
     record = registration_record(name, existing.version)
     write_registration(record, out)
@@ -486,7 +486,7 @@ def _register_new(
     """Log the run, register the model file as a new version, judge it and record the
     verdict; returns the version."""
     entry = cfg.entry(name)
-    champion_before = tracking.alias_version(name)
+    champion_before = aliases.alias_version(name)
     tags, params, run_metrics = run_record(cfg, name, raw_data, ev)
     resume, trained_in = run_to_resume(model_dir / RUN_FILE)
     if resume is None and trained_in is not None:
@@ -500,7 +500,7 @@ def _register_new(
         }
     with tempfile.TemporaryDirectory() as tmp:
         golden = _with_golden(ev, Path(tmp) / "golden")
-        with tracking.training_run(
+        with run_lifecycle.training_run(
             experiment=cfg.base.experiment,
             run_name=run_name(name, params, experiment),
             params=params,
@@ -512,13 +512,13 @@ def _register_new(
                 "training": model_dir / HISTORY_FILE,
                 "data_docs": docs_dir,
                 "preprocessing": data_dir / SPEC_FILE,
-                tracking.REFERENCE_DIR: data_dir / REFERENCE_FILE,
-                tracking.GOLDEN_DIR: golden,
+                run_logging.REFERENCE_DIR: data_dir / REFERENCE_FILE,
+                run_logging.GOLDEN_DIR: golden,
             },
             inputs=split_inputs(entry.dataset, data_dir),
             resume=resume,
         ) as run_id:
-            version = tracking.register_version(
+            version = model_versions.register_version(
                 run_id,
                 model_path=model_dir / MODEL_FILE,
                 name=name,
@@ -531,7 +531,7 @@ def _register_new(
                 metadata=model_metadata(name, entry.problem, ev.prep),
                 model_artifacts={"reference": data_dir / REFERENCE_FILE},
             )
-            tracking.set_run_tags(run_id, {REGISTERED_TAG: version})
+            run_logging.set_run_tags(run_id, {REGISTERED_TAG: version})
             # The run stays open until the verdict is recorded: a RUNNING run's version is a
             # registration in flight, which `mark_incomplete_versions` leaves alone.
             verdict = judge(
@@ -551,19 +551,19 @@ def _register_new(
 def _judge_again(
     cfg: PipelineConfig,
     name: str,
-    existing: tracking.VersionInfo,
+    existing: model_versions.VersionInfo,
     ev: Evidence,
     experiment: Experiment | None,
 ) -> str:
     """The model file is already version `existing`: judge it on the main line unless it is
     the champion already; under an experiment, leave it as it is."""
     version = existing.version
-    champion_before = tracking.alias_version(name)
+    champion_before = aliases.alias_version(name)
     if _nothing_to_judge(name, existing, champion_before, experiment):
         return version
     print(
         f"{name}: the model file is already registered as version {version}; judging it "
-        f"against @{tracking.CHAMPION} ({champion_before or 'none'})"
+        f"against @{aliases.CHAMPION} ({champion_before or 'none'})"
     )
     with tempfile.TemporaryDirectory() as tmp:
         golden = _with_golden(ev, Path(tmp))
@@ -600,27 +600,27 @@ def _say(
         print(
             f"{name} version {version} registered as a candidate of experiment "
             f"{experiment.name} (it {'passes' if verdict.passed else 'fails'} the gate); "
-            f"@{tracking.CHAMPION} stays {champion_before}. Promote it with: "
+            f"@{aliases.CHAMPION} stays {champion_before}. Promote it with: "
             f"pipelines promote {name} {version}"
         )
     elif record.promoted:
         print(
-            f"{name} version {version} is @{tracking.CHAMPION}"
+            f"{name} version {version} is @{aliases.CHAMPION}"
             + (
-                f"; version {champion_before} is @{tracking.PREVIOUS_CHAMPION}"
+                f"; version {champion_before} is @{aliases.PREVIOUS_CHAMPION}"
                 if champion_before
                 else ""
             )
         )
     elif verdict.passed:
         print(
-            f"{name} version {version} passed the gate but was NOT promoted: @{tracking.CHAMPION}"
+            f"{name} version {version} passed the gate but was NOT promoted: @{aliases.CHAMPION}"
             f" moved from {champion_before} during the comparison. Compare it with the new "
             f"champion: pipelines promote {name} {version}"
         )
     else:
         print(
-            f"{name} version {version} registered but NOT promoted; @{tracking.CHAMPION} "
+            f"{name} version {version} registered but NOT promoted; @{aliases.CHAMPION} "
             f"stays {champion_before}. Failed: " + " | ".join(verdict.failures)
         )
 
@@ -654,7 +654,7 @@ def promote_version(
     `without_comparison` leaves out the champion comparison (for a deliberate schema change)
     and records that on the version and in its lineage. Raises `GateRefused` naming what
     failed. Returns the previous champion."""
-    with tracking.model_lock(name):
+    with aliases.model_lock(name):
         previous = _promote(cfg, name, version, data_dir, without_comparison)
     refresh_registration_file(cfg, name)
     return previous
@@ -664,10 +664,10 @@ def _promote(
     cfg: PipelineConfig, name: str, version: str, data_dir: Path, without_comparison: bool
 ) -> str | None:
     gate = cfg.entry(name).gate
-    info = tracking.version_info(name, version)
-    champion = tracking.alias_version(name)
+    info = model_versions.version_info(name, version)
+    champion = aliases.alias_version(name)
     if champion == info.version:
-        print(f"{name} version {info.version} is already @{tracking.CHAMPION}")
+        print(f"{name} version {info.version} is already @{aliases.CHAMPION}")
         return None
     prep = Preprocessing.load(data_dir / SPEC_FILE)
     split = json.loads(info.tags.get(SPLIT_TAG) or "{}")
@@ -683,9 +683,9 @@ def _promote(
                 f"replace the champion without the comparison: pipelines promote {name} "
                 f"{info.version} {WITHOUT_COMPARISON}"
             )
-    test, baselines = _metrics_of_run(tracking.run_metrics(info.run_id))
+    test, baselines = _metrics_of_run(run_logging.run_metrics(info.run_id))
     with tempfile.TemporaryDirectory() as tmp:
-        golden = tracking.download_run_artifacts(info.run_id, tracking.GOLDEN_DIR, Path(tmp))
+        golden = run_logging.download_run_artifacts(info.run_id, run_logging.GOLDEN_DIR, Path(tmp))
         _, table = comparison_rows(data_dir, prep, cfg.base.seed)
         candidate = Candidate(
             name=name,
@@ -713,11 +713,11 @@ def _promote(
     )
     if not verdict.passed:
         raise GateRefused(
-            f"{name} version {info.version} not promoted; @{tracking.CHAMPION} stays "
+            f"{name} version {info.version} not promoted; @{aliases.CHAMPION} stays "
             f"{champion}. Failed: " + " | ".join(verdict.failures)
         )
     if not promoted:
-        moved = tracking.version_info(name, info.version).tags.get("gate.promotion", "")
+        moved = model_versions.version_info(name, info.version).tags.get("gate.promotion", "")
         raise GateRefused(f"{name} version {info.version} {moved}")
     previous = champion
     if skip:
@@ -730,7 +730,7 @@ def _promote(
             },
         )
     print(
-        f"{name} version {info.version} is @{tracking.CHAMPION}"
-        + (f"; version {previous} is @{tracking.PREVIOUS_CHAMPION}" if previous else "")
+        f"{name} version {info.version} is @{aliases.CHAMPION}"
+        + (f"; version {previous} is @{aliases.PREVIOUS_CHAMPION}" if previous else "")
     )
     return previous

@@ -22,8 +22,8 @@ from typing import Any
 from pipelines.config import PipelineConfig
 from pipelines.data.preprocessing import SPEC_FILE, Preprocessing
 from pipelines.errors import ConfigError, failure_summary
-from pipelines.registry import tracking
 from pipelines.registry.lineage import dvc_lock_hashes, git_state, lock_key
+from pipelines.registry.tracking import epoch_logging, nested_runs, run_lifecycle, run_logging
 
 RUN_FILE = "run.json"  # an output of train: the MLflow run the later stages add to
 SEARCH_FILE = "search.json"  # an output of tune (in models/<name>/search/): the best params
@@ -163,15 +163,15 @@ def live_training_run(
     prep = Preprocessing.load(data_dir / SPEC_FILE)
     params = training_params(cfg, name)
     title = run_name(name, params, Experiment.current())
-    with tracking.open_run(
+    with run_lifecycle.open_run(
         cfg.base.experiment,
         run_name=title,
         tags={**run_tags(cfg, name, prep.modality), **search_tags(search)},
     ) as run_id:
-        tracking.log_params({**params, **search_params(search)})
-        tracking.log_inputs(split_inputs(cfg.entry(name).dataset, data_dir))
+        run_logging.log_params({**params, **search_params(search)})
+        run_logging.log_inputs(split_inputs(cfg.entry(name).dataset, data_dir))
         print(f"MLflow run {title} ({run_id}) open; epochs are logged as they end")
-        yield tracking.epoch_logger(run_id)
+        yield epoch_logging.epoch_logger(run_id)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / RUN_FILE).write_text(
             json.dumps({"run_id": run_id, "run_name": title}, indent=2) + "\n"
@@ -183,7 +183,7 @@ def _training_run(run_file: Path | None) -> tuple[str, dict[str, str]] | None:
     if run_file is None or not Path(run_file).is_file():
         return None
     run_id = json.loads(Path(run_file).read_text()).get("run_id", "")
-    state = tracking.run_state(run_id) if run_id else None
+    state = run_lifecycle.run_state(run_id) if run_id else None
     if state is None:
         print(f"the training run {run_id or '?'} named in {run_file} is not in this MLflow store")
         return None
@@ -215,9 +215,9 @@ def add_evaluation(
     run_id = training_run_id(run_file)
     if run_id is None:
         return None
-    with tracking.open_run(experiment, resume=run_id):
-        tracking.log_new_metrics(metrics)
-        tracking.log_artifacts({"evaluation": plot})
+    with run_lifecycle.open_run(experiment, resume=run_id):
+        run_logging.log_new_metrics(metrics)
+        run_logging.log_artifacts({"evaluation": plot})
     return run_id
 
 
@@ -236,7 +236,7 @@ def search_run(cfg: PipelineConfig, name: str, data_dir: Path) -> Iterator[tuple
     search = cfg.search_of(name)
     inputs = split_inputs(cfg.entry(name).dataset, data_dir)
     title = search_run_name(name, cfg)
-    with tracking.open_run(
+    with run_lifecycle.open_run(
         cfg.base.experiment,
         run_name=title,
         tags={
@@ -245,14 +245,14 @@ def search_run(cfg: PipelineConfig, name: str, data_dir: Path) -> Iterator[tuple
             "search_metric": search.metric,
         },
     ) as run_id:
-        tracking.log_params(
+        run_logging.log_params(
             {
                 **training_params(cfg, name),
                 "search": search.model_dump(exclude={"space"}),
                 "space": {k: _range_text(v) for k, v in search.space.items()},
             }
         )
-        tracking.log_inputs({k: v for k, v in inputs.items() if k != "test"})
+        run_logging.log_inputs({k: v for k, v in inputs.items() if k != "test"})
         yield run_id, title
 
 
@@ -270,17 +270,17 @@ def trial_run(
     """A trial's nested run: its params, and a Keras callback logging each epoch to it.
     Yields (run id, callback); closing is `end_trial_run`'s (the state is known only then).
     A trial that raises ends FAILED."""
-    run_id = tracking.start_child_run(
+    run_id = nested_runs.start_child_run(
         parent_run_id,
         f"{name}-trial-{number:03d}",
         point,
         {"model_name": name, "trial": str(number), "stage": "tune"},
     )
     try:
-        yield run_id, tracking.epoch_logger(run_id)
+        yield run_id, epoch_logging.epoch_logger(run_id)
     except BaseException as err:
         failure = {"trial_state": "failed", "failure": failure_summary(err, 500)}
-        tracking.end_child_run(run_id, "FAILED", failure, {})
+        nested_runs.end_child_run(run_id, "FAILED", failure, {})
         raise
 
 
@@ -289,4 +289,4 @@ def end_trial_run(run_id: str, state: str, value: float | None, extra: dict[str,
     state is its `trial_state` tag; the value the search compares, its `objective` metric."""
     status = "FAILED" if state == "failed" else "FINISHED"
     metrics = {"objective": value} if value is not None else {}
-    tracking.end_child_run(run_id, status, {"trial_state": state, **extra}, metrics)
+    nested_runs.end_child_run(run_id, status, {"trial_state": state, **extra}, metrics)

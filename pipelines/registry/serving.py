@@ -13,9 +13,9 @@ import pandas as pd
 from pipelines.data.preprocessing import raw_inputs
 from pipelines.environment import env_with_venv, executable
 from pipelines.errors import DataError
-from pipelines.registry import tracking
 from pipelines.registry.lineage import dvc_lock_hashes
 from pipelines.registry.promotion import fresh_process_parity
+from pipelines.registry.tracking import connection, model_versions, run_logging
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -40,18 +40,19 @@ def verify_version(
     """Re-check a registered version: its artifacts load, its training data is still what
     `dvc.lock` records, and it still reproduces its golden sample. Returns (ok, problems)."""
     name, which = parse_ref(ref)
-    info = tracking.version_info(name, which)
+    info = model_versions.version_info(name, which)
     ok: list[str] = [f"{name} version {info.version} (run {info.run_id}, aliases {info.aliases})"]
     problems: list[str] = []
-    from mlflow.exceptions import MlflowException
-
+    store_error = connection.store_error()
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            golden = tracking.download_run_artifacts(info.run_id, tracking.GOLDEN_DIR, Path(tmp))
+            golden = run_logging.download_run_artifacts(
+                info.run_id, run_logging.GOLDEN_DIR, Path(tmp)
+            )
             inputs = np.load(golden / "inputs.npy")
             np.load(golden / "predictions.npy")  # both halves must be there
             ok.append(f"golden sample present ({len(inputs)} raw inputs)")
-        except (MlflowException, OSError, ValueError) as err:  # missing, or not an array
+        except (store_error, OSError, ValueError) as err:  # missing, or not an array
             problems.append(f"golden sample missing from run {info.run_id}: {err}")
         else:
             # The same fresh-process check that gated the version's promotion.
@@ -127,7 +128,7 @@ def score_file(ref: str, input_path: Path, chunk_rows: int = 10_000) -> Path:
     from tqdm import tqdm
 
     uri = model_uri(ref)
-    model = tracking.load_pyfunc(uri)
+    model = model_versions.load_pyfunc(uri)
     meta = model.metadata.metadata
     total, frames = _input_frames(Path(input_path), list(meta["features"]), chunk_rows)
     path = input_path.with_name(f"{input_path.stem}.predictions.parquet")
@@ -168,7 +169,7 @@ def serve_command(ref: str, host: str, port: int) -> tuple[list[str], dict[str, 
     """The `mlflow models serve` command line and environment for a registered model."""
     uri = model_uri(ref)
     # the server starts uvicorn through the shell: it must find this environment's bin
-    env = {**env_with_venv(), "MLFLOW_TRACKING_URI": tracking.tracking_uri()}
+    env = {**env_with_venv(), "MLFLOW_TRACKING_URI": connection.tracking_uri()}
     command = [
         executable("mlflow"),
         "models",

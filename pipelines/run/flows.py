@@ -40,10 +40,10 @@ _OPTIONS: dict[Callable[..., Any], dict[str, Any]] = {
     validation.check_dataset: {"name": "validate"},
     preprocessing.split_and_fit: {"name": "split-normalize"},
     tuning.tune: {"name": "search"},
-    training.train_task: {"name": "train"},
-    evaluation.evaluate_task: {"name": "evaluate"},
+    training.train_model: {"name": "train"},
+    evaluation.evaluate_model: {"name": "evaluate"},
     # Not retried: a retry after a partial failure could register a second version.
-    registration.register_task: {"name": "register"},
+    registration.register_model: {"name": "register"},
 }
 
 
@@ -70,37 +70,37 @@ def split_flow(dataset: str, data: str, out_dir: str, params: str = "params.yaml
     return stages.split(dataset, data, out_dir, params, step=as_task)
 
 
-@flow(name="tune", flow_run_name="tune-{task_name}", log_prints=True)
-def tune_flow(task_name: str, data_dir: str, out_dir: str, params: str = "params.yaml") -> dict:
-    return stages.tune(task_name, data_dir, out_dir, params, step=as_task)
+@flow(name="tune", flow_run_name="tune-{model_name}", log_prints=True)
+def tune_flow(model_name: str, data_dir: str, out_dir: str, params: str = "params.yaml") -> dict:
+    return stages.tune(model_name, data_dir, out_dir, params, step=as_task)
 
 
-@flow(name="train", flow_run_name="train-{task_name}", log_prints=True)
+@flow(name="train", flow_run_name="train-{model_name}", log_prints=True)
 def train_flow(
-    task_name: str,
+    model_name: str,
     data_dir: str,
     out_dir: str,
     search_dir: str | None = None,
     params: str = "params.yaml",
 ) -> dict:
-    return stages.train(task_name, data_dir, out_dir, search_dir, params, step=as_task)
+    return stages.train(model_name, data_dir, out_dir, search_dir, params, step=as_task)
 
 
-@flow(name="evaluate", flow_run_name="evaluate-{task_name}", log_prints=True)
+@flow(name="evaluate", flow_run_name="evaluate-{model_name}", log_prints=True)
 def evaluate_flow(
-    task_name: str,
+    model_name: str,
     model: str,
     data_dir: str,
     out_dir: str,
     run: str | None = None,
     params: str = "params.yaml",
 ) -> dict:
-    return stages.evaluate(task_name, model, data_dir, out_dir, run, params, step=as_task)
+    return stages.evaluate(model_name, model, data_dir, out_dir, run, params, step=as_task)
 
 
-@flow(name="register", flow_run_name="register-{task_name}", log_prints=True)
+@flow(name="register", flow_run_name="register-{model_name}", log_prints=True)
 def register_flow(
-    task_name: str,
+    model_name: str,
     model_dir: str,
     eval_dir: str,
     data_dir: str,
@@ -110,5 +110,5 @@ def register_flow(
     params: str = "params.yaml",
 ) -> dict:
     return stages.register(
-        task_name, model_dir, eval_dir, data_dir, raw_data, docs_dir, out, params, step=as_task
+        model_name, model_dir, eval_dir, data_dir, raw_data, docs_dir, out, params, step=as_task
     )

@@ -35,8 +35,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipelines.config import OrchestrationConfig, PipelineConfig, load_config
-from pipelines.environment import env_with_venv, executable
-from pipelines.registry.tracking import project_root
+from pipelines.environment import env_with_venv, executable, project_root
 
 DATA_STAGES = ("ingest", "validate", "split")
 MODEL_STAGES = ("train", "evaluate", "register")
@@ -279,8 +278,8 @@ def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome:
     registry's live `@champion` beside it. For a model this run did not retrain, the verdict
     is the last registration's (its `registration.json`, the registry's account of it), and
     says so: only the live alias tells who is champion now."""
-    from pipelines.registry import tracking
     from pipelines.registry.registration import REGISTRATION_FILE
+    from pipelines.registry.tracking import aliases
 
     rows = [
         "| model | family | test metrics | version | gate | this run | @champion now |",
@@ -288,7 +287,7 @@ def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome:
     ]
     for name in names:
         result = outcome.get(name)
-        live = tracking.alias_version(name) or "none"
+        live = aliases.alias_version(name) or "none"
         if result and result["error"]:
             failure = result["error"].splitlines()[0].replace("|", "/")
             rows.append(

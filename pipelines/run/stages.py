@@ -45,12 +45,12 @@ def validate_dataset(
     naming every failure (Data Docs are written either way)."""
     from pipelines.data.validation import check_dataset
     from pipelines.errors import StoreUnavailable, ValidationFailed
-    from pipelines.registry import tracking
+    from pipelines.registry.tracking import connection, drift_reference, run_lifecycle
 
     store_error = None
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            reference = tracking.champion_reference(cfg.models_of(name), Path(tmp))
+            reference = drift_reference.champion_reference(cfg.models_of(name), Path(tmp))
     except StoreUnavailable as err:
         if cfg.validation.drift.on_drift == "fail":
             raise ValidationFailed(
@@ -66,8 +66,8 @@ def validate_dataset(
             raise report.error(data_path, suite_path)
         return report
     failures = " | ".join(map(str, report.failures))[:5000]
-    tracking.log_validation_run(
-        experiment=tracking.data_experiment(cfg.base.experiment),
+    run_lifecycle.log_validation_run(
+        experiment=connection.data_experiment(cfg.base.experiment),
         run_name=f"validate-{name}",
         tags={
             "stage": "validate",
@@ -117,47 +117,47 @@ def split(
 
 
 def tune(
-    task_name: str, data_dir: str, out_dir: str, params: str = "params.yaml", step: Step = direct
+    model_name: str, data_dir: str, out_dir: str, params: str = "params.yaml", step: Step = direct
 ) -> dict:
-    """Model `task_name`'s hyperparameter search (`search.<name>` in params)."""
+    """Model `model_name`'s hyperparameter search (`search.<name>` in params)."""
     from pipelines.run.tuning import tune as search
 
     cfg = load_config(params)
-    cfg.search_of(task_name)  # a model without a search section fails here, naming it
-    return step(search)(cfg, task_name, Path(data_dir), Path(out_dir))
+    cfg.search_of(model_name)  # a model without a search section fails here, naming it
+    return step(search)(cfg, model_name, Path(data_dir), Path(out_dir))
 
 
 def train(
-    task_name: str,
+    model_name: str,
     data_dir: str,
     out_dir: str,
     search_dir: str | None = None,
     params: str = "params.yaml",
     step: Step = direct,
 ) -> dict:
-    """Train model `task_name`: on params.yaml, overridden by its search's best params when it
+    """Train model `model_name`: on params.yaml, overridden by its search's best params when it
     has a `search:` section (tune's `search_dir/search.json`)."""
-    from pipelines.model.training import train_task
+    from pipelines.model.training import train_model
     from pipelines.registry.runs import live_training_run, load_search, search_record, tuned
 
     cfg = load_config(params)
-    search = load_search(cfg, task_name, Path(search_dir) if search_dir else None)
+    search = load_search(cfg, model_name, Path(search_dir) if search_dir else None)
     if search:
         print(
             f"training on the best params of search run {search['parent_run_name']}: "
             f"{search['best_params']}"
         )
-    cfg = tuned(cfg, task_name, search)
+    cfg = tuned(cfg, model_name, search)
     record = search_record(search) if search else None
-    with live_training_run(cfg, task_name, Path(data_dir), Path(out_dir), search) as epoch_logger:
-        summary = step(train_task)(
-            cfg, task_name, Path(data_dir), Path(out_dir), callbacks=[epoch_logger], search=record
+    with live_training_run(cfg, model_name, Path(data_dir), Path(out_dir), search) as epoch_logger:
+        summary = step(train_model)(
+            cfg, model_name, Path(data_dir), Path(out_dir), callbacks=[epoch_logger], search=record
         )
     return asdict(summary)
 
 
 def evaluate(
-    task_name: str,
+    model_name: str,
     model: str,
     data_dir: str,
     out_dir: str,
@@ -166,10 +166,10 @@ def evaluate(
     step: Step = direct,
 ) -> dict:
     """Test metrics and plot, added to the training run that `run` (train's run.json) names."""
-    from pipelines.model.evaluation import PLOT_FILE, evaluate_task
+    from pipelines.model.evaluation import PLOT_FILE, evaluate_model
     from pipelines.registry.runs import add_evaluation
 
-    metrics = step(evaluate_task)(task_name, Path(model), Path(data_dir), Path(out_dir))
+    metrics = step(evaluate_model)(model_name, Path(model), Path(data_dir), Path(out_dir))
     if run is not None:
         test = {f"test_{k}": float(v) for k, v in metrics["test"].items()}
         experiment = load_config(params).base.experiment
@@ -178,7 +178,7 @@ def evaluate(
 
 
 def register(
-    task_name: str,
+    model_name: str,
     model_dir: str,
     eval_dir: str,
     data_dir: str,
@@ -188,12 +188,12 @@ def register(
     params: str = "params.yaml",
     step: Step = direct,
 ) -> dict:
-    from pipelines.registry.registration import register_task
+    from pipelines.registry.registration import register_model
 
     cfg = load_config(params)
-    result = step(register_task)(
+    result = step(register_model)(
         cfg,
-        task_name,
+        model_name,
         model_dir=Path(model_dir),
         eval_dir=Path(eval_dir),
         data_dir=Path(data_dir),

@@ -22,7 +22,8 @@ from pipelines.config import PipelineConfig
 from pipelines.errors import KnownFailure
 from pipelines.model import search as optimizer
 from pipelines.model.training import TrainingData
-from pipelines.registry import runs, tracking
+from pipelines.registry import runs
+from pipelines.registry.tracking import connection, run_logging
 
 if TYPE_CHECKING:
     import optuna
@@ -213,7 +214,7 @@ def _on_dask(
                     storage,
                     study_name,
                     share,
-                    tracking.tracking_uri(),
+                    connection.tracking_uri(),
                     pure=False,
                 )
                 for share in shares
@@ -299,19 +300,19 @@ def tune(cfg: PipelineConfig, name: str, data_dir: Path, out_dir: Path) -> dict:
             workers=workers,
             seconds=round(time.perf_counter() - started, 1),
         )
-        tracking.log_new_metrics(
+        run_logging.log_new_metrics(
             {
                 f"best_{search.metric}": summary.best_value,
                 "best_trial": best.number,
                 **{f"trials_{k}": v for k, v in states.items()},
             }
         )
-        tracking.log_params({"best": summary.best_params})
-        tracking.log_figures(optimizer.study_plots(study), "search")
+        run_logging.log_params({"best": summary.best_params})
+        run_logging.log_figures(optimizer.study_plots(study), "search")
         out_dir.mkdir(parents=True, exist_ok=True)
         table = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs"))
         table.to_csv(out_dir / TRIALS_FILE, index=False)
-        tracking.log_artifacts({"search": out_dir / TRIALS_FILE})
+        run_logging.log_artifacts({"search": out_dir / TRIALS_FILE})
         result = asdict(summary)
         (out_dir / runs.SEARCH_FILE).write_text(json.dumps(result, indent=2) + "\n")
     print(

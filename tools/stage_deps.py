@@ -1,0 +1,91 @@
+"""The `pipelines/` files each DVC stage depends on, from the import graph: the step modules a
+stage runs and everything they import, plus files a stage uses without importing them.
+
+    python tools/stage_deps.py           # rewrite dvc.yaml's lists (make deps)
+    python tools/stage_deps.py --check   # exit 1 and name the differences
+
+Only the `- pipelines/...` lines of each stage's `deps` change; comments, order of the other
+deps and everything else in dvc.yaml stay as they are."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# The step modules each DVC stage runs (see pipelines/run/stages.py).
+STAGE_ROOTS = {
+    "ingest": ["pipelines.data.datasets"],
+    "validate": ["pipelines.data.validation", "pipelines.registry.tracking.run_lifecycle"],
+    "split": ["pipelines.data.preprocessing"],
+    "tune": ["pipelines.run.tuning"],
+    "train": ["pipelines.model.training", "pipelines.registry.runs"],
+    "evaluate": ["pipelines.model.evaluation", "pipelines.registry.runs"],
+    "register": ["pipelines.registry.registration"],
+}
+# Files a stage uses without importing them: the raw-input wrapper is stored as code with
+# every version.
+STORED_AS_CODE = {"register": {"pipelines/registry/raw_model.py"}}
+WINGS = ("pipelines.data", "pipelines.model", "pipelines.registry", "pipelines.run")
+
+
+def _file(module: str) -> str:
+    path = module.replace(".", "/")
+    return f"{path}/__init__.py" if (ROOT / path).is_dir() else f"{path}.py"
+
+
+def expected_deps() -> dict[str, list[str]]:
+    """Stage -> the sorted `pipelines/` files it depends on."""
+    import grimp
+
+    sys.path.insert(0, str(ROOT))
+    graph = grimp.build_graph("pipelines", cache_dir=None)
+    found = {}
+    for stage, roots in STAGE_ROOTS.items():
+        modules = set(roots)
+        for root in roots:
+            modules |= graph.find_upstream_modules(root)
+        files = {_file(m) for m in modules if m != "pipelines" and m not in WINGS}
+        found[stage] = sorted(files | STORED_AS_CODE.get(stage, set()))
+    return found
+
+
+def rewrite(text: str, deps: dict[str, list[str]]) -> str:
+    """dvc.yaml's text with each stage's `- pipelines/...` dep lines replaced by `deps`."""
+    out, stage, lines = [], None, text.splitlines(keepends=True)
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        named = re.match(r"^  ([\w-]+):\s*$", line)
+        if named:
+            stage = named.group(1)
+        listed = re.match(r"^(\s+)- pipelines/", line)
+        if listed and stage in deps:
+            indent = listed.group(1)
+            while i < len(lines) and re.match(r"^\s+- pipelines/", lines[i]):
+                i += 1
+            out += [f"{indent}- {path}\n" for path in deps[stage]]
+            continue
+        out.append(line)
+        i += 1
+    return "".join(out)
+
+
+def main(argv: list[str]) -> int:
+    dvc_yaml = ROOT / "dvc.yaml"
+    text = dvc_yaml.read_text()
+    new = rewrite(text, expected_deps())
+    if "--check" in argv:
+        if new != text:
+            print("dvc.yaml's pipelines/ deps differ from the import graph: run `make deps`")
+            return 1
+        return 0
+    if new != text:
+        dvc_yaml.write_text(new)
+        print("dvc.yaml: pipelines/ deps rewritten from the import graph")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
