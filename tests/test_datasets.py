@@ -169,3 +169,43 @@ def test_a_folder_of_class_folders_of_text_files(tmp_path):
     (tmp_path / "tech" / "2.txt").write_bytes(b"PK\x03\x04\x00\x00zip")
     with pytest.raises(DataError, match=r"2\.txt: not a text file \(it holds NUL bytes\)"):
         load_dataset(cfg)
+
+
+def test_a_text_folder_from_real_machines_skips_system_files_and_decodes_each_file(
+    tmp_path, capsys
+):
+    """A folder copied from a Mac or Windows: Finder and AppleDouble files are not classes or
+    documents; Windows-1252 curly quotes stay quotes; a UTF-8 byte-order mark is not text."""
+    from pipelines.data.datasets import load_dataset
+
+    (tmp_path / "business").mkdir()
+    (tmp_path / "sport").mkdir()
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / "sport" / "._0.txt").write_bytes(b"\x00\x05\x16\x07Mac OS X")
+    (tmp_path / "sport" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (tmp_path / "business" / "0.txt").write_bytes(
+        "Bank\u2019s \u201cprofit\u201d warning".encode("cp1252")
+    )
+    (tmp_path / "sport" / "0.txt").write_bytes("\ufeffCup final".encode("utf-8"))
+    (tmp_path / "sport" / "1.txt").write_text("Cup final")
+    cfg = DatasetConfig(modality="text", source=str(tmp_path), label="category")
+    table = load_dataset(cfg)
+    assert table.to_dict("records") == [
+        {"text": "Bank\u2019s \u201cprofit\u201d warning", "category": "business"},
+        {"text": "Cup final", "category": "sport"},
+        {"text": "Cup final", "category": "sport"},
+    ]
+    assert table["text"].duplicated().sum() == 1  # the BOM no longer hides the duplicate
+    said = capsys.readouterr().out
+    assert "decoded 1 cp1252, 1 utf-8 (BOM), 1 utf-8;" in said, said
+    assert "skipped 3 hidden or system entries" in said, said
+
+
+def test_text_that_no_encoding_decodes_names_the_file(tmp_path):
+    from pipelines.data.datasets import load_dataset
+
+    (tmp_path / "tech").mkdir()
+    (tmp_path / "tech" / "0.txt").write_bytes(bytes(range(1, 256)) * 2)
+    cfg = DatasetConfig(modality="text", source=str(tmp_path), label="category")
+    with pytest.raises(DataError, match=r"tech/0\.txt: cannot decode the text \(tried utf-8-sig"):
+        load_dataset(cfg)

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -506,6 +507,94 @@ def test_dask_runner_trains_models_in_parallel_and_registers_them(project):
     assert "Data and pipelines are up to date" in project.repro()
 
 
+def _stage_processes(project, model: str) -> list[str]:
+    """Command lines of live processes running a stage of `model` in the project."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if Path(os.readlink(cmdline.with_name("cwd"))) != project.root.resolve():
+                continue
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"@{model}" in line or f"cli train {model}" in line or f"cli register {model}" in line:
+            found.append(line)
+    return found
+
+
+def test_a_stopped_retrain_leaves_no_stage_running_and_registers_nothing(project):
+    """SIGTERM to the retrain flow's process while `train` runs, as a Prefect worker sends
+    when the flow run is cancelled: its stage processes (each in its own session) stop too,
+    no version is registered, and the champion stays."""
+    client = project.client()
+    champion = client.get_model_version_by_alias(MODEL, "champion").version
+    before = project.versions()
+    project.set_param(f"models.{MODEL}.train.learning_rate", 0.0011)  # train must run
+    # Minutes of training: a stage left to run on would outlast the wait below.
+    project.set_param(f"models.{MODEL}.train.max_epochs", 2000)
+    project.set_param(f"models.{MODEL}.train.patience", 2000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "retrain", "--model", MODEL, "--no-push"],
+        cwd=project.root,
+        env=_prefect_env(project),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if f"train@{MODEL} | Epoch 3/" in line:
+            break
+    assert any("Epoch 3/" in line for line in seen), "".join(seen[-30:])
+    assert _stage_processes(project, MODEL), "the train stage is not running"
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=60)[0]  # the flow stops its stage, not waits for it
+    assert proc.returncode != 0, rest[-2000:]
+    deadline = time.monotonic() + 30
+    while _stage_processes(project, MODEL) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _stage_processes(project, MODEL), _stage_processes(project, MODEL)
+    assert project.versions() == before
+    assert client.get_model_version_by_alias(MODEL, "champion").version == champion
+
+
+def test_a_retrain_on_a_refused_file_leaves_params_and_lock_as_they_were(project, breast_cancer):
+    """`pipelines retrain --source` on a file validation refuses: params.yaml points at the old
+    source again, dvc.lock and the data are as they were, and nothing is registered."""
+    breast_cancer.loc[4, "target"] = 5
+    breast_cancer.to_csv(project.root / "data/external/refused.csv", index=False)
+    params_before = (project.root / "params.yaml").read_text()
+    lock_before = (project.root / "dvc.lock").read_text()
+    before = project.versions()
+    proc = sh(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "retrain",
+            "--model",
+            MODEL,
+            "--source",
+            "breast_cancer=data/external/refused.csv",
+            "--no-push",
+        ],
+        project.root,
+        _prefect_env(project),
+        check=False,
+    )
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 1, said[-3000:]
+    assert (
+        "error: the new data was refused, so params.yaml is back to "
+        "datasets.breast_cancer.source: sklearn:breast_cancer" in proc.stderr
+    ), said[-3000:]
+    assert (project.root / "params.yaml").read_text() == params_before
+    assert (project.root / "dvc.lock").read_text() == lock_before
+    assert project.versions() == before
+    assert "Data and pipelines are up to date" in project.repro()
+
+
 def test_bad_data_stops_at_validation_and_registers_nothing(project, breast_cancer):
     before = project.versions()
     champion = project.client().get_model_version_by_alias(MODEL, "champion").version
@@ -713,3 +802,16 @@ def test_a_text_champion_answers_a_raw_article_over_http(project):
         assert json.loads(body)["predictions"][0]["predicted"] == article.category
         status, body = post({"inputs": [article.text, 7]})
         assert status == 400 and "item 1 is int 7, not a string" in body, body
+        status, body = post({"inputs": [article.text, None]})
+        assert status == 400 and "item 1 is null" in body, body
+    # Batch scoring refuses a missing document as serving does (it used to score "nan").
+    pd.DataFrame({"text": [article.text, None]}).to_csv(project.root / "docs.csv", index=False)
+    proc = sh(
+        [sys.executable, "-m", "pipelines.cli", "score", f"{name}@champion", "--input", "docs.csv"],
+        project.root,
+        project.env,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "error: docs.csv: text-transformer: item 1 is null" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

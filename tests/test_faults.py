@@ -104,12 +104,15 @@ def _live_run(experiment: str, timeout: float = 60.0):
 def test_a_training_logs_its_epochs_live_and_a_killed_one_leaves_no_model_or_open_run(
     store, raw_params
 ):
+    """Through the installed `pipelines` command (its console script), as users run it."""
     import mlflow
 
     params = _params(store, raw_params, "long", max_epochs=400, patience=400)
     out = store / "killed"
+    installed = str(Path(sys.executable).with_name("pipelines"))
+    args = ["train", NAME, "--data-dir", "data", "--out-dir", str(out), "--params", str(params)]
     proc = subprocess.Popen(
-        _cli("train", NAME, "--data-dir", "data", "--out-dir", str(out), "--params", str(params)),
+        [installed, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -132,8 +135,8 @@ def test_a_training_logs_its_epochs_live_and_a_killed_one_leaves_no_model_or_ope
         "breast_cancer-test",
     }
     proc.send_signal(signal.SIGTERM)  # what a stopped `dvc repro` or a cancelled flow sends
-    proc.wait(timeout=60)
-    assert _status(run.info.run_id) in ("FAILED", "KILLED")
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert _status(run.info.run_id) == "FAILED"
     assert not out.exists() or not any(out.iterdir()), sorted(out.iterdir())
 
 
@@ -192,6 +195,66 @@ def test_a_run_whose_process_was_killed_is_closed_by_the_next_one(store):
     finally:
         alive.kill()
         alive.wait(timeout=30)
+
+
+# A stage that opens a run the way every stage does (`open_run`: process tags and a lease it
+# renews) and then works until it is killed.
+_LEASED_RUN = """
+import time
+from pipelines.registry.tracking import run_lifecycle
+with run_lifecycle.open_run("faults-hosts", run_name="other-host") as run_id:
+    print(run_id, flush=True)
+    time.sleep(120)
+"""
+
+
+def _on_another_host(code: str, env: dict) -> subprocess.Popen:
+    """`code` in a process with its own host name (a UTS namespace), as a pod or container
+    on another machine would be."""
+    return subprocess.Popen(
+        [
+            "unshare",
+            "--uts",
+            "sh",
+            "-c",
+            'hostname pipelines-other-host && exec "$0" -c "$1"',
+            sys.executable,
+            code,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def test_a_run_of_a_dead_container_is_closed_by_a_stage_on_another_host(store):
+    """A stage on another host (its own host name) is killed outright, as a restarted pod is:
+    its pid means nothing here, but its lease stops being renewed, and once it has expired the
+    next stage here closes the run as FAILED. A live run on the other host keeps its lease."""
+    import mlflow
+
+    env = {**os.environ, "PIPELINES_RUN_LEASE_S": "3"}
+    dead = _on_another_host(_LEASED_RUN, env)
+    dead_id = dead.stdout.readline().strip()
+    alive = _on_another_host(_LEASED_RUN, env)
+    alive_id = alive.stdout.readline().strip()
+    try:
+        assert dead_id and alive_id
+        tags = mlflow.MlflowClient().get_run(dead_id).data.tags
+        assert tags["pipelines.host"] == "pipelines-other-host" != os.uname().nodename
+        os.kill(dead.pid, signal.SIGKILL)
+        dead.wait(timeout=30)
+        time.sleep(5)  # past the 3 s lease; the live one renews every second
+        assert _status(dead_id) == "RUNNING"
+        assert run_lifecycle.close_abandoned_runs("faults-hosts") == [dead_id]
+        assert _status(dead_id) == "FAILED"
+        failure = mlflow.MlflowClient().get_run(dead_id).data.tags["failure"]
+        assert "on pipelines-other-host stopped renewing its lease" in failure, failure
+        assert _status(alive_id) == "RUNNING"
+    finally:
+        for proc in (dead, alive):
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def test_the_mirrored_strategy_trains_on_cpu(store, raw_params):

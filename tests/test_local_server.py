@@ -91,3 +91,32 @@ def test_two_stages_starting_the_prefect_server_at_once_start_one(tmp_path):
                 mp.setenv("PREFECT_HOME", str(home))
                 assert orchestration.stop_local_server()
         assert not orchestration.healthy(url, timeout=2)
+
+
+def test_a_stale_pid_file_never_stops_a_stranger(tmp_path, monkeypatch):
+    """After a reboot or a crash, the pid in the file may be another program's: stop checks
+    that it is a Prefect server before any signal."""
+    from pipelines.run import orchestration
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    try:
+        (tmp_path / "pipelines-server.pid").write_text(str(stranger.pid))
+        assert orchestration.stop_local_server() is False
+        assert stranger.poll() is None  # still running
+        assert not (tmp_path / "pipelines-server.pid").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_failed_server_start_leaves_no_pid_file(tmp_path, monkeypatch):
+    from pipelines.errors import OrchestrationError
+    from pipelines.run import orchestration
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    with pytest.raises(OrchestrationError, match="did not start"):
+        orchestration.start_local_server(f"http://127.0.0.1:{free_port()}/api", wait_s=0.5)
+    assert not (tmp_path / "pipelines-server.pid").exists()

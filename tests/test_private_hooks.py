@@ -81,6 +81,12 @@ def _dvc_repo_stage_collect() -> bool:
     return "target" in inspect.signature(StageLoad.collect).parameters
 
 
+def _dvc_config_edit() -> bool:
+    from dvc.config import Config
+
+    return "level" in inspect.signature(Config.edit).parameters
+
+
 def _mlflow_parent_run_tag() -> bool:
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -152,6 +158,13 @@ HOOKS = {
         "each stage's resolved command, as dvc.yaml defines it",
         "the retrain flow cannot run stages",
     ): _dvc_repo_stage_collect,
+    Hook(
+        "dvc.config.Config.edit (repo.config.edit('local'))",
+        "pipelines/run/retrain.py (_use_remote)",
+        "the DVC remote from PIPELINES_DVC_REMOTE, written to .dvc/config.local without a "
+        "command line that would show its password",
+        "the retrain flow cannot set up its remote, and data is not pushed",
+    ): _dvc_config_edit,
     Hook(
         "mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID",
         "pipelines/registry/tracking/nested_runs.py (start_child_run)",

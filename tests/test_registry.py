@@ -12,8 +12,12 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +253,39 @@ def test_an_equal_or_better_challenger_is_promoted_and_rollback_swaps(store, tra
     assert rollback(NAME) == (champion, result.version)
     assert aliases.alias_version(NAME) == champion
     assert rollback(NAME) == (result.version, champion)
+    # A SIGTERM that lands between the two alias writes waits for the second one.
+    proc = subprocess.run(
+        [sys.executable, "-c", _TERM_AFTER_FIRST_ALIAS_WRITE, NAME],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stdout + proc.stderr
+    assert "alias writes: 2" in proc.stdout, proc.stdout + proc.stderr
+    assert aliases.alias_version(NAME) == champion
+    assert aliases.alias_version(NAME, "previous-champion") == result.version
+    assert rollback(NAME) == (result.version, champion)
+
+
+# A rollback in its own process, as `pipelines rollback` runs it, whose process gets a SIGTERM
+# right after the first alias write: the way a stop lands between the two.
+_TERM_AFTER_FIRST_ALIAS_WRITE = """
+import atexit, os, signal, sys
+import mlflow
+from pipelines.cli import _exit_on_sigterm
+from pipelines.registry.tracking.aliases import rollback
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
+write = mlflow.MlflowClient.set_registered_model_alias
+writes = []
+def then_stopped(self, *args, **kwargs):
+    write(self, *args, **kwargs)
+    writes.append(args)
+    if len(writes) == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+mlflow.MlflowClient.set_registered_model_alias = then_stopped
+atexit.register(lambda: print(f"alias writes: {len(writes)}", flush=True))
+rollback(sys.argv[1])
+"""
 
 
 def _lock(store, md5: str):
@@ -310,6 +347,18 @@ def test_batch_scoring_writes_predictions_beside_the_input(store, trained, champ
     raw.drop(columns=["mean_area"]).to_csv(store / "short.csv", index=False)
     with pytest.raises(DataError, match="missing 1 feature column"):
         score_file(f"{NAME}@champion", store / "short.csv")
+    # A NaN is refused with the request checks' message, as serving refuses it, naming the
+    # row (counted within its chunk of 50, which the message says).
+    raw.iloc[[61], raw.columns.get_loc("mean_area")] = np.nan
+    raw.to_csv(store / "gap.csv", index=False)
+    with pytest.raises(DataError) as err:
+        score_file(f"{NAME}@champion", store / "gap.csv", chunk_rows=50)
+    assert str(err.value) == (
+        f"{store / 'gap.csv'}: {NAME}: 1 NaN, null or infinite value(s), first at row 11, "
+        "feature 'mean_area'; every value must be a finite number "
+        "(rows counted from row 50 of the file)"
+    )
+    assert not (store / "gap.predictions.parquet").exists()
 
 
 def test_fresh_process_scoring_names_a_model_that_cannot_load(store, trained, champion, tmp_path):
@@ -552,7 +601,8 @@ def test_runs_are_named_by_their_params_and_the_experiment_is_for_training(
     strict = client.get_run(_register(store, trained, {"min": {"accuracy": 0.6}}).run_id)
     again = client.get_run(_register(store, trained, LENIENT).run_id)
     assert lenient.info.run_name == again.info.run_name != strict.info.run_name
-    assert re.fullmatch(rf"{NAME}-[0-9a-f]{{8}}", lenient.info.run_name)
+    # params hash, then the training data's digest: the same params on new rows, another name
+    assert re.fullmatch(rf"{NAME}-[0-9a-f]{{8}}-d[0-9a-f]{{6}}", lenient.info.run_name)
     experiment = client.get_experiment(lenient.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert connection.ui_url(experiment.name) == (
@@ -646,3 +696,17 @@ def _at_once(n: int, fn) -> list:
         thread.join(timeout=600)
     assert len(results) == n, "a registration did not finish in 10 minutes"
     return results
+
+
+def test_the_same_params_on_new_rows_make_a_run_of_another_name(store):
+    from pipelines.data.preprocessing import Preprocessing
+    from pipelines.registry.runs import data_digest, run_name
+
+    prep = Preprocessing.load(store / "data" / "preprocessing.json")
+    grown = json.loads(json.dumps(prep.split))
+    grown["digests"]["train"] = "0" * 32  # the weekly retrain: new rows, same params
+    params = {"model": {"units": [16]}, "train": {"learning_rate": 0.001}}
+    last_week = run_name(NAME, params, None, data_digest(prep))
+    this_week = run_name(NAME, params, None, data_digest(replace(prep, split=grown)))
+    assert last_week != this_week
+    assert last_week.rsplit("-d", 1)[0] == this_week.rsplit("-d", 1)[0]  # same params hash

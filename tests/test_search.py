@@ -277,6 +277,12 @@ def test_trials_run_on_a_local_two_worker_dask_cluster(store, raw_params):
     assert all(t.info.status == "FINISHED" for t in trials)
     pids = {t.data.tags["pipelines.pid"] for t in trials}
     assert len(pids) == 2 and str(os.getpid()) not in pids  # both workers ran trials
+    # Each worker draws from its own stream: no point is tried twice.
+    points = [
+        tuple(sorted((k, v) for k, v in t.data.params.items() if k in TINY["space"]))
+        for t in trials
+    ]
+    assert len(set(points)) == 4 and all(points), points
 
 
 @pytest.mark.e2e
@@ -344,3 +350,26 @@ def test_tune_of_a_model_without_a_search_names_it(raw_params, tmp_path):
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.raises(ConfigError, match=r"search\.images-cnn: model 'images-cnn' has no search"):
         stages.tune("images-cnn", str(tmp_path), str(tmp_path / "out"), str(path))
+
+
+def test_the_workers_of_a_parallel_search_draw_their_own_points(raw_params):
+    """Two workers share a study (as on Dask) and ask for a trial before either finished one:
+    each draws from its own seeded stream, so they propose different points, and the same
+    stream proposes the same point again."""
+    import optuna
+
+    from pipelines.model.search import create_study, suggest
+
+    cfg = parse_config(_params(raw_params, _edit(_edit(TINY, "workers", 2), "trials", 12)))
+    search = cfg.search_of(NAME)
+
+    def first_points(storage, streams=(1, 2)) -> list[dict]:
+        workers = [create_study(cfg, NAME, storage, "shared", stream=i) for i in streams]
+        return [suggest(study.ask(), search) for study in workers]
+
+    one, two = first_points(optuna.storages.InMemoryStorage())
+    assert one != two, (one, two)
+    assert first_points(optuna.storages.InMemoryStorage()) == [one, two]
+    # What each worker did before: one seed for all, the same point twice.
+    same = first_points(optuna.storages.InMemoryStorage(), streams=(0, 0))
+    assert same[0] == same[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 import subprocess
@@ -101,3 +102,77 @@ def test_the_stored_wrapper_defines_without_mlflow_type_hint_warnings():
         warnings.simplefilter("always")
         runpy.run_path(str(model_versions.RAW_MODEL_CODE))
     assert not [w for w in seen if "type hints" in str(w.message)], [str(w.message) for w in seen]
+
+
+def _descendants() -> set[int]:
+    """The processes this test process started, and theirs (from /proc)."""
+    import os
+    from pathlib import Path
+
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _command_lines_while(work) -> list[str]:
+    """Run `work()` in a thread and read the command line of every process it starts, as any
+    local user can (`ps`, /proc/<pid>/cmdline), until it returns."""
+    import threading
+    import time
+    from pathlib import Path
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    seen: list[str] = []
+    while thread.is_alive():
+        for pid in _descendants():
+            with contextlib.suppress(OSError):
+                seen.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        time.sleep(0.05)
+    thread.join()
+    return seen
+
+
+def test_the_fresh_process_scorer_never_shows_the_tracking_uri(monkeypatch, tmp_path):
+    import numpy as np
+
+    from pipelines.registry.tracking.fresh_process import score_in_fresh_process
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://scorer:s3cret-pw@127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    np.save(tmp_path / "x.npy", np.zeros((1, 3)))
+    answers: list = []
+    seen = _command_lines_while(
+        lambda: answers.extend(score_in_fresh_process([("models:/m/1", tmp_path / "x.npy")]))
+    )
+    assert any("python" in line for line in seen), seen  # the scorer ran and was seen
+    assert isinstance(answers[0], str)  # the server is not there: an error, named
+    assert not [line for line in seen if "s3cret" in line], seen
+
+
+def test_the_dvc_remote_url_never_shows_in_a_command_line(monkeypatch, tmp_path):
+    from pipelines.environment import env_with_venv, executable
+    from pipelines.run.retrain import REMOTE_ENV, push_data
+
+    root = tmp_path / "project"
+    root.mkdir()
+    env = env_with_venv()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True, env=env)
+    subprocess.run([executable("dvc"), "init", "-q"], cwd=root, check=True, env=env)
+    remote = tmp_path / "remote-s3cret-token"
+    monkeypatch.setenv(REMOTE_ENV, str(remote))
+    said: list[str] = []
+    seen = _command_lines_while(lambda: said.append(push_data(root)))
+    assert any("dvc" in line and "push" in line for line in seen), seen
+    assert not [line for line in seen if "s3cret" in line], seen
+    assert "pipelines-remote" in (root / ".dvc" / "config.local").read_text()
+    assert "s3cret" not in (root / ".dvc" / "config").read_text()  # never committed

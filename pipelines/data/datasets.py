@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,15 +80,45 @@ def _statsmodels_co2() -> pd.DataFrame:
 TEXT_COLUMN, TEXT_LABEL = "text", "category"  # the columns a folder of class folders becomes
 
 
-def _decode(raw: bytes, where: Path | str) -> str:
-    """A text file's bytes as a string: UTF-8, else Latin-1 (as the BBC files are); a file with
-    NUL bytes is not text."""
+# The order text files are decoded in: UTF-8 (a byte-order mark stripped), then Windows-1252,
+# whose curly quotes and dashes Latin-1 would turn into control characters, then the encoding
+# charset-normalizer finds. Text none of them decodes is an error naming the file.
+DECODE_ORDER = ("utf-8-sig", "cp1252", "detected")
+
+
+def _decode_as(raw: bytes, where: Path | str) -> tuple[str, str]:
+    """A text file's bytes as (string, encoding used); a file with NUL bytes is not text."""
     if b"\x00" in raw:
         raise DataError(f"{where}: not a text file (it holds NUL bytes)")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if encoding == "utf-8-sig":
+            encoding = "utf-8 (BOM)" if raw.startswith(b"\xef\xbb\xbf") else "utf-8"
+        return text, encoding
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(raw).best()
+    if best is None:
+        raise DataError(
+            f"{where}: cannot decode the text (tried {', '.join(DECODE_ORDER)}); save it as UTF-8"
+        )
+    return str(best), best.encoding
+
+
+def _decode(raw: bytes, where: Path | str) -> str:
+    return _decode_as(raw, where)[0]
+
+
+# Entries of a folder that are not data: macOS Finder files and AppleDouble forks (`._x.txt`),
+# Windows thumbnails and folder settings, and any other hidden entry.
+_SYSTEM_NAMES = {"Thumbs.db", "desktop.ini", "__MACOSX", "$RECYCLE.BIN"}
+
+
+def is_hidden(path: Path) -> bool:
+    return path.name.startswith(".") or path.name in _SYSTEM_NAMES
 
 
 def _bbc_news() -> pd.DataFrame:
@@ -107,17 +138,34 @@ def _bbc_news() -> pd.DataFrame:
 
 
 def read_text_folder(path: Path) -> pd.DataFrame:
-    """A folder with one sub-folder per class of `.txt` files: columns `text`, `category`."""
-    rows = []
-    for class_dir in sorted(p for p in path.iterdir() if p.is_dir()):
+    """A folder with one sub-folder per class of `.txt` files: columns `text`, `category`.
+    Hidden and system entries (`.DS_Store`, `._x.txt`, `Thumbs.db`, ...) are skipped, and each
+    file is decoded in `DECODE_ORDER`; it prints how many of each."""
+    rows, skipped, encodings = [], 0, Counter()
+    for class_dir in sorted(path.iterdir()):
+        if is_hidden(class_dir):
+            skipped += 1
+            continue
+        if not class_dir.is_dir():
+            continue
         for file in sorted(f for f in class_dir.iterdir() if f.is_file()):
+            if is_hidden(file):
+                skipped += 1
+                continue
             if file.suffix.lower() != ".txt":
                 raise DataError(
                     f"{file}: not a .txt file; a text dataset's class folders hold .txt files"
                 )
-            rows.append((_decode(file.read_bytes(), file), class_dir.name))
+            text, encoding = _decode_as(file.read_bytes(), file)
+            encodings[encoding] += 1
+            rows.append((text, class_dir.name))
     if not rows:
         raise DataError(f"{path}: no texts found (expected <folder>/<class>/<document>.txt)")
+    decoded = ", ".join(f"{count} {encoding}" for encoding, count in encodings.most_common())
+    print(
+        f"read {len(rows)} texts from {path}: decoded {decoded}; "
+        f"skipped {skipped} hidden or system entr{'y' if skipped == 1 else 'ies'}"
+    )
     return pd.DataFrame(rows, columns=[TEXT_COLUMN, TEXT_LABEL])
 
 
@@ -150,8 +198,12 @@ def read_image_folder(path: Path) -> pd.DataFrame:
     from PIL import Image
 
     images, labels, first_shape = [], [], None
-    for class_dir in sorted(p for p in path.iterdir() if p.is_dir()):
-        for file in sorted(f for f in class_dir.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES):
+    for class_dir in sorted(p for p in path.iterdir() if p.is_dir() and not is_hidden(p)):
+        for file in sorted(
+            f
+            for f in class_dir.iterdir()
+            if f.suffix.lower() in _IMAGE_SUFFIXES and not is_hidden(f)
+        ):
             pixels = np.asarray(Image.open(file).convert("L"), dtype="float64")
             if first_shape is None:
                 first_shape = pixels.shape

@@ -69,15 +69,16 @@ def overrides(cfg: PipelineConfig, name: str, point: dict[str, Any]) -> dict[str
     return out
 
 
-def sampler(search: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+def sampler(search: SearchConfig, seed: int, stream: int = 0) -> optuna.samplers.BaseSampler:
     """TPE, seeded: in one process the same seed gives the same trials. Its first third of
-    trials (2 to 10) sample at random, to give TPE something to model."""
+    trials (2 to 10) sample at random, to give TPE something to model. `stream`: a Dask
+    worker's number (from 1), added to the seed so that each worker draws its own points; with
+    one seed for all, the k-th random trial of every worker would be the same point."""
     import optuna
 
     startup = max(2, min(10, search.trials // 3))
-    return optuna.samplers.TPESampler(
-        seed=search.seed if search.seed is not None else seed, n_startup_trials=startup
-    )
+    base = search.seed if search.seed is not None else seed
+    return optuna.samplers.TPESampler(seed=base + stream, n_startup_trials=startup)
 
 
 def pruner(search: SearchConfig) -> optuna.pruners.BasePruner:
@@ -93,10 +94,15 @@ def pruner(search: SearchConfig) -> optuna.pruners.BasePruner:
 
 
 def create_study(
-    cfg: PipelineConfig, name: str, storage: Any = None, study_name: str | None = None
+    cfg: PipelineConfig,
+    name: str,
+    storage: Any = None,
+    study_name: str | None = None,
+    stream: int = 0,
 ) -> optuna.Study:
     """The search's study: in memory, or the named one in `storage` (created by the first
-    caller, loaded by the others: the Dask workers), with the seeded sampler and the pruner."""
+    caller, loaded by the others: the Dask workers, each with its own `stream` of the seeded
+    sampler), with the pruner."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -104,7 +110,7 @@ def create_study(
     return optuna.create_study(
         storage=storage,
         study_name=study_name,
-        sampler=sampler(search, cfg.base.seed),
+        sampler=sampler(search, cfg.base.seed, stream),
         pruner=pruner(search),
         direction=direction(cfg, name),
         load_if_exists=study_name is not None,

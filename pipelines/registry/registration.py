@@ -44,6 +44,7 @@ from pipelines.registry.runs import (
     REGISTERED_TAG,
     RUN_FILE,
     Experiment,
+    data_digest,
     run_name,
     run_tags,
     run_to_resume,
@@ -502,7 +503,9 @@ def _register_new(
         golden = _with_golden(ev, Path(tmp) / "golden")
         with run_lifecycle.training_run(
             experiment=cfg.base.experiment,
-            run_name=run_name(name, params, experiment),
+            run_name=run_name(
+                name, params, experiment, data_digest(Preprocessing.load(data_dir / SPEC_FILE))
+            ),
             params=params,
             tags=tags,
             history=ev.history,

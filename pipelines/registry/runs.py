@@ -50,13 +50,26 @@ class Experiment:
         return {"candidate": "true", **self.run_tags()}
 
 
-def run_name(name: str, params: dict, experiment: Experiment | None) -> str:
+def run_name(
+    name: str, params: dict, experiment: Experiment | None, data: str | None = None
+) -> str:
     """What tells runs apart in the MLflow runs list: the DVC experiment's name, or the
-    model's name and a short hash of its params."""
+    model's name, a short hash of its params and, after `-d`, `data` (`data_digest`): the
+    weekly retrain on fresh rows has the same params as last week's and another name."""
     if experiment is not None:
         return f"{name}-{experiment.name}"
     digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{name}-{digest[:8]}"
+    return f"{name}-{digest[:8]}" + (f"-d{data}" if data else "")
+
+
+def data_digest(prep: Preprocessing) -> str | None:
+    """A short digest of the rows a model trains and validates on, from the split's recorded
+    digests (`preprocessing.json`); None for a split that records none."""
+    digests = (prep.split or {}).get("digests") or {}
+    chosen = {part: digests[part] for part in ("train", "validation") if part in digests}
+    if not chosen:
+        return None
+    return hashlib.sha1(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:6]
 
 
 def training_params(cfg: PipelineConfig, name: str) -> dict[str, Any]:
@@ -162,7 +175,7 @@ def live_training_run(
     the run is tagged with the search's parent run."""
     prep = Preprocessing.load(data_dir / SPEC_FILE)
     params = training_params(cfg, name)
-    title = run_name(name, params, Experiment.current())
+    title = run_name(name, params, Experiment.current(), data_digest(prep))
     with run_lifecycle.open_run(
         cfg.base.experiment,
         run_name=title,

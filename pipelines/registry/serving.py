@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.data.preprocessing import raw_inputs
 from pipelines.environment import env_with_venv, executable
 from pipelines.errors import DataError
 from pipelines.registry.lineage import dvc_lock_hashes
@@ -134,18 +133,26 @@ def score_file(ref: str, input_path: Path, chunk_rows: int = 10_000) -> Path:
     path = input_path.with_name(f"{input_path.stem}.predictions.parquet")
     tmp = path.with_name(f".{path.name}.tmp")
     writer, scored = None, 0
+    store_error = connection.store_error()
     try:
         with tqdm(total=total, unit="rows", desc=f"scoring with {uri}", file=sys.stderr) as bar:
             for frame in frames:
-                x = raw_inputs(frame, meta["features"], meta["input_shape"])
+                # The rows go in as a table, as a request to `serve` does: the model's own
+                # request checks refuse a missing document or a NaN with the same message.
+                try:
+                    answers = np.asarray(model.predict(frame[list(meta["features"])]))
+                except store_error as err:
+                    where = f" (rows counted from row {scored} of the file)" if scored else ""
+                    message = getattr(err, "message", str(err))
+                    raise DataError(f"{input_path}: {message}{where}") from None
                 table = pa.Table.from_pandas(
-                    _answers(np.asarray(model.predict(x)), meta["classes"]), preserve_index=False
+                    _answers(answers, meta["classes"]), preserve_index=False
                 )
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
-                scored += len(x)
-                bar.update(len(x))
+                scored += len(frame)
+                bar.update(len(frame))
         if writer is None or scored == 0:
             raise DataError(f"{input_path}: no rows to score")
         writer.close()

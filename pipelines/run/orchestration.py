@@ -75,15 +75,16 @@ def start_local_server(api_url: str, wait_s: float = 90.0) -> int:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    _pid_file().write_text(str(proc.pid))
     try:
         wait_until_answers(f"{api_url}/health", proc, wait_s, log_path)
     except ServerDidNotStart as err:
         if proc.poll() is None:
             proc.terminate()
+        _pid_file().unlink(missing_ok=True)  # no pid file names a server that is not there
         raise OrchestrationError(
             f"the Prefect server did not start: {err}\n(or set PIPELINES_PREFECT=off)"
         ) from None
+    _pid_file().write_text(str(proc.pid))  # written once the server answers
     return proc.pid
 
 
@@ -107,6 +108,18 @@ def ensure_api() -> str | None:
     return url
 
 
+def is_prefect_server(pid: int) -> bool:
+    """Whether process `pid` runs `prefect server start` (its command line, from /proc)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    words = [Path(a.decode(errors="replace")).name for a in argv if a]
+    return any(
+        words[i : i + 3] == ["prefect", "server", "start"] for i in range(max(0, len(words) - 2))
+    )
+
+
 def stop_local_server() -> bool:
     """Stop the server this package started (by its pid file). True if one was stopped."""
     pid_file = _pid_file()
@@ -114,6 +127,10 @@ def stop_local_server() -> bool:
         return False
     pid = int(pid_file.read_text().strip() or 0)
     pid_file.unlink()
+    if not is_prefect_server(pid):
+        # A stale file (a reboot, a server that died): the pid may now be anyone's process.
+        print(f"{pid_file}: process {pid} is not a Prefect server; nothing stopped")
+        return False
     try:
         os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):

@@ -95,6 +95,10 @@ def stage_commands(root: Path, names: list[str]) -> dict[str, str]:
         return {name: repo.stage.collect(name)[0].cmd for name in names}
 
 
+class SourceRefused(RuntimeError):
+    """A retrain's new data file failed a data stage; the old source is back in params.yaml."""
+
+
 def set_sources(params_path: Path, sources: dict[str, str]) -> None:
     """Point datasets at new files, editing `params.yaml` in place (comments kept), so that
     DVC sees the change and `dvc.lock` records it."""
@@ -157,6 +161,8 @@ def run_stage(
         env=env_with_venv(),
         start_new_session=True,
     )
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
     tail: deque[str] = deque(maxlen=40)
 
     def pump() -> None:
@@ -173,6 +179,8 @@ def run_stage(
         code = None
     finally:
         _stop(proc)
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
     reader.join(timeout=10)
     if code is None:
         raise StageFailed(
@@ -181,6 +189,22 @@ def run_stage(
     if code != 0:
         raise StageFailed(stage, code, "\n".join(tail), retries)
     return stage
+
+
+# The stage processes running now. Each runs in its own session (so that a timeout stops its
+# whole group) and so outlives the flow unless the flow stops it: a cancelled or killed flow
+# stops them all (`stop_stages`) before it exits, so that none goes on to register a model.
+_LIVE: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def stop_stages() -> int:
+    """Stop every stage process still running (their whole groups); returns how many."""
+    with _LIVE_LOCK:
+        running = [proc for proc in _LIVE if proc.poll() is None]
+    for proc in running:
+        _stop(proc)
+    return len(running)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -236,7 +260,21 @@ def train_models(
     plan: dict[str, list[str]], commands: dict[str, str], root: str, orch: OrchestrationConfig
 ) -> dict:
     """Each model's chain of stages; chains run side by side as the task runner allows.
-    Returns, per model, the stages that succeeded (in order) and the first error, if any."""
+    Returns, per model, the stages that succeeded (in order) and the first error, if any.
+
+    Cancelled or stopped (Prefect raises its termination signal here, where the flow waits),
+    it stops the running stage processes first: the engine then waits for its task runner,
+    which would otherwise wait for each stage to finish on its own."""
+    try:
+        return _run_chains(plan, commands, root, orch)
+    except BaseException:
+        stop_stages()
+        raise
+
+
+def _run_chains(
+    plan: dict[str, list[str]], commands: dict[str, str], root: str, orch: OrchestrationConfig
+) -> dict:
     futures: dict[str, list[tuple[str, Any]]] = {name: [] for name in plan}
     # Level by level (every train, then every evaluate...), so that with a thread pool the
     # stages waiting on a training never hold the threads another training could use.
@@ -325,12 +363,23 @@ def _gate_summary(reg: dict, live: str) -> str:
     return "not promoted: " + "; ".join(reg.get("gate_failures", []))[:200]
 
 
+def _use_remote(root: Path, url: str) -> None:
+    """Make `url` the default DVC remote in `.dvc/config.local` (never committed), written
+    through DVC's config API: on a `dvc remote add` command line, a password in the URL would
+    show in any local user's process list."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo, repo.config.edit("local") as conf:
+        conf["remote"]["pipelines-remote"] = {"url": url}
+        conf["core"]["remote"] = "pipelines-remote"
+
+
 def push_data(root: Path) -> str:
     """`dvc push` to the remote in `PIPELINES_DVC_REMOTE` (set up in `.dvc/config.local`, never
     committed) or to the configured default remote; nothing when there is none."""
     url = os.environ.get(REMOTE_ENV)
     if url:
-        dvc(root, "remote", "add", "--local", "--force", "--default", "pipelines-remote", url)
+        _use_remote(root, url)
     if not dvc(root, "remote", "list").stdout.strip():
         return "no DVC remote configured: nothing pushed"
     return (dvc(root, "push").stdout.strip().splitlines() or ["pushed"])[-1]
@@ -391,10 +440,46 @@ def retrain(
     names = list(models or cfg.models)
     for name in names:
         cfg.entry(name)  # unknown names fail here, naming the known ones
+    previous = {}
     if sources:
+        previous = {d: cfg.datasets[d].source for d in sources if d in cfg.datasets}
         set_sources(params_path, sources)  # recorded like any params edit; see README
         cfg = load_config(params_path)
-    refresh_data(root, cfg, names)
+    try:
+        return _retrain(root, params_path, cfg, names, previous, runner, push)
+    except BaseException:
+        # Cancelled (Prefect sends SIGTERM), interrupted or failed: no stage outlives the flow.
+        stopped = stop_stages()
+        if stopped:
+            print(f"stopped {stopped} stage process(es) still running")
+        raise
+
+
+def _retrain(
+    root: Path,
+    params_path: Path,
+    cfg: PipelineConfig,
+    names: list[str],
+    previous: dict[str, str],
+    runner: str | None,
+    push: bool,
+) -> dict:
+    """The flow's work: data stages (putting refused sources back), the models' chains on
+    the task runner, push, summary."""
+    try:
+        refresh_data(root, cfg, names)
+    except Exception as err:
+        if not previous:
+            raise
+        # Refused data leaves no trace: the old sources go back into params.yaml and the
+        # data stages run again on them (DVC's run cache restores their outputs and lock).
+        set_sources(params_path, previous)
+        refresh_data(root, load_config(params_path), names)
+        restored = ", ".join(f"datasets.{d}.source: {s}" for d, s in previous.items())
+        raise SourceRefused(
+            f"the new data was refused, so params.yaml is back to {restored} (and the data "
+            f"stages to its files); nothing was trained or registered. {err}"
+        ) from err
     plan, outcome = train_changed(root, names, cfg.orchestration, runner, set(cfg.search))
     chains = {stage for name in names for stage in model_chain(name, set(cfg.search))}
     left = sorted(changed_stages(root) & chains)

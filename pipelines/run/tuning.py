@@ -166,12 +166,14 @@ def _worker_trials(
     study_name: str,
     trials: int,
     tracking_uri: str,
+    stream: int,
 ) -> int:
-    """On a Dask worker: run `trials` trials of the shared study."""
+    """On a Dask worker: run `trials` trials of the shared study, drawing from the sampler's
+    `stream` (the worker's number), so that no two workers propose the same points."""
     warnings.filterwarnings("ignore", message=DASK_STORAGE_NOTE)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    study = optimizer.create_study(cfg, name, storage, study_name)
+    study = optimizer.create_study(cfg, name, storage, study_name, stream=stream)
     _optimize(cfg, name, Path(data_dir), parent_run_id, study, trials)
     return trials
 
@@ -215,9 +217,10 @@ def _on_dask(
                     study_name,
                     share,
                     connection.tracking_uri(),
+                    stream,
                     pure=False,
                 )
-                for share in shares
+                for stream, share in enumerate(shares, start=1)
                 if share
             ]
             shown: set[int] = set()

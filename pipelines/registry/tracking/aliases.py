@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipelines.environment import signals_deferred
 from pipelines.registry.tracking.connection import connect, tracking_uri
 
 CHAMPION = "champion"
@@ -50,9 +51,10 @@ def promote(name: str, version: str, expected: str | None) -> str | None:
             f"was compared with {expected or 'no champion'}; compare it again with "
             f"`pipelines promote {name} {version}`"
         )
-    if current is not None and current != version:
-        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
-    client.set_registered_model_alias(name, CHAMPION, version)
+    with signals_deferred():  # both aliases move, or neither
+        if current is not None and current != version:
+            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
+        client.set_registered_model_alias(name, CHAMPION, version)
     return current if current != version else None
 
 
@@ -94,6 +96,7 @@ def rollback(name: str) -> tuple[str, str]:
         current, previous = alias_version(name, CHAMPION), alias_version(name, PREVIOUS_CHAMPION)
         if previous is None or current is None:
             raise LookupError(f"{name}: no {PREVIOUS_CHAMPION} version to roll back to")
-        client.set_registered_model_alias(name, CHAMPION, previous)
-        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
+        with signals_deferred():  # both aliases move, or neither
+            client.set_registered_model_alias(name, CHAMPION, previous)
+            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
     return previous, current

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -18,11 +19,11 @@ from pipelines.registry.tracking.connection import tracking_uri
 # It loads each model and scores its input file; one process serves all the checks of a
 # registration, so TensorFlow is imported once for them.
 _SCORE_SCRIPT = """
-import json, sys
+import json, os, sys
 import numpy as np
 import mlflow
-mlflow.set_tracking_uri(sys.argv[1])
-for model_uri, inputs, output in json.loads(sys.argv[2]):
+mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+for model_uri, inputs, output in json.loads(sys.stdin.read()):
     try:
         got = mlflow.pyfunc.load_model(model_uri).predict(np.load(inputs))
         np.save(output, np.asarray(got, dtype="float64"))
@@ -40,8 +41,12 @@ def score_in_fresh_process(jobs: Sequence[tuple[str, Path]]) -> list[np.ndarray 
         spec = [
             [uri, str(inputs), str(out)] for (uri, inputs), out in zip(jobs, outputs, strict=True)
         ]
+        # The URI (it may hold a password) goes in the environment, never on the command line,
+        # which any local user can read (`ps`); the jobs go in on stdin.
         proc = subprocess.run(
-            [sys.executable, "-c", _SCORE_SCRIPT, tracking_uri(), json.dumps(spec)],
+            [sys.executable, "-c", _SCORE_SCRIPT],
+            input=json.dumps(spec),
+            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()},
             capture_output=True,
             text=True,
             timeout=600,

@@ -1,10 +1,14 @@
-"""A run from start to end: opened with its owner's process tags, ended FINISHED,
-FAILED or KILLED, and closed by the next process when its owner died without closing it."""
+"""A run from start to end: opened with its owner's process tags and a lease the owner renews,
+ended FINISHED, FAILED or KILLED, and closed by the next process when its owner died without
+closing it (its process gone on this host, or its lease expired on any host)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,11 +28,59 @@ from pipelines.registry.tracking.run_logging import (
 )
 
 _PID_TAG, _HOST_TAG = "pipelines.pid", "pipelines.host"
+# A RUNNING run's lease: until when (Unix seconds) its owner vouches for it. The owner renews it
+# while it works; once it has expired, the next stage on any host closes the run as FAILED.
+LEASE_TAG = "pipelines.lease_until"
+LEASE_ENV = "PIPELINES_RUN_LEASE_S"
+DEFAULT_LEASE_S = 600.0
+
+
+def lease_seconds() -> float:
+    """How long a lease lasts (`PIPELINES_RUN_LEASE_S`, default 600 s); renewed every third."""
+    return float(os.environ.get(LEASE_ENV) or DEFAULT_LEASE_S)
 
 
 def process_tags() -> dict[str, str]:
     """Who owns a run while it is RUNNING, so a later process can tell it was killed."""
     return {_PID_TAG: str(os.getpid()), _HOST_TAG: socket.gethostname()}
+
+
+def _lease_tag() -> dict[str, str]:
+    return {LEASE_TAG: f"{time.time() + lease_seconds():.0f}"}
+
+
+@contextmanager
+def _leased(run_id: str) -> Iterator[None]:
+    """Renew run `run_id`'s lease from a background thread while the block runs. A failed
+    renewal (a busy store) is tried again at the next beat; the lease covers three beats."""
+    client = connect().MlflowClient()
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease_seconds() / 3):
+            with contextlib.suppress(Exception):
+                client.set_tag(run_id, LEASE_TAG, _lease_tag()[LEASE_TAG])
+
+    beat = threading.Thread(target=renew, name=f"lease-{run_id[:8]}", daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join(timeout=5)
+
+
+def _abandoned(tags: Mapping[str, str], host: str, now: float) -> str | None:
+    """Why a RUNNING run with these tags is abandoned, or None while its owner may live: its
+    lease expired (any host), or its process on this host is gone."""
+    lease = tags.get(LEASE_TAG, "")
+    if lease.replace(".", "", 1).isdigit() and float(lease) < now:
+        owner = f"process {tags.get(_PID_TAG, '?')} on {tags.get(_HOST_TAG, '?')}"
+        return f"{owner} stopped renewing its lease (expired {now - float(lease):.0f} s ago)"
+    pid = tags.get(_PID_TAG, "")
+    if tags.get(_HOST_TAG) == host and pid.isdigit() and not _alive(int(pid)):
+        return f"process {pid} on {host} ended without closing this run (killed)"
+    return None
 
 
 def _alive(pid: int) -> bool:
@@ -42,26 +94,26 @@ def _alive(pid: int) -> bool:
 
 
 def close_abandoned_runs(experiment: str) -> list[str]:
-    """Mark FAILED every RUNNING run of `experiment` whose process (on this host) is gone, and
-    tag any model version it registered as incomplete. Returns the run ids closed.
+    """Mark FAILED every RUNNING run of `experiment` that is abandoned (`_abandoned`: its lease
+    expired, or its process on this host is gone), and tag any model version it registered as
+    incomplete. Returns the run ids closed.
 
-    A stage killed mid-way (SIGKILL, OOM, a lost machine) cannot close its own run; the next
-    stage that logs to the same experiment does it here."""
+    A stage killed mid-way (SIGKILL, OOM, a lost machine, a container that restarted with a
+    new host name) cannot close its own run; the next stage that logs to the same experiment
+    does it here, on whichever host it runs."""
     mlflow = connect()
     client = mlflow.MlflowClient()
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
     closed = []
-    host = socket.gethostname()
+    host, now = socket.gethostname(), time.time()
     for run in client.search_runs(
         [found.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
     ):
-        tags = run.data.tags
-        pid = tags.get(_PID_TAG, "")
-        if tags.get(_HOST_TAG) != host or not pid.isdigit() or _alive(int(pid)):
+        reason = _abandoned(run.data.tags, host, now)
+        if reason is None:
             continue
-        reason = f"process {pid} on {host} ended without closing this run (killed)"
         client.set_tag(run.info.run_id, "failure", reason)
         client.set_terminated(run.info.run_id, status="FAILED")
         tag_incomplete(
@@ -103,14 +155,16 @@ def open_run(
     mlflow = connect()
     use_experiment(experiment)
     close_abandoned_runs(experiment)
+    owner = {**(tags or {}), **process_tags(), **_lease_tag()}
     if resume is None:
-        run = mlflow.start_run(run_name=run_name, tags={**(tags or {}), **process_tags()})
+        run = mlflow.start_run(run_name=run_name, tags=owner)
     else:
         run = mlflow.start_run(run_id=resume)
-        mlflow.set_tags({**(tags or {}), **process_tags()})
+        mlflow.set_tags(owner)
     run_id = run.info.run_id
     try:
-        yield run_id
+        with _leased(run_id):
+            yield run_id
     except KeyboardInterrupt:
         mlflow.set_tag("failure", "interrupted")
         mlflow.end_run(status="KILLED")
