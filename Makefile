@@ -38,8 +38,8 @@ PARALLEL = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: install ## Install, then run every test (unit and end-to-end), in a shuffled order
 	python -m pytest -p randomly -p no:cacheprovider --randomly-seed=$(TEST_SEED) $(PARALLEL)
 
-test-unit: install ## Unit tests only (no end-to-end pipeline runs)
-	python -m pytest -m "not e2e" -p randomly --randomly-seed=$(TEST_SEED) $(PARALLEL)
+test-unit: install ## Unit tests only: no model trained, no server started (about a minute)
+	python -m pytest -m unit -p randomly --randomly-seed=$(TEST_SEED) $(PARALLEL)
 
 BENCH_DIR ?= /tmp/pipelines-bench
 bench: ## Benchmark suite (about 90 min) in a scratch clone of HEAD; ONLY=name,... for a subset

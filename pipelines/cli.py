@@ -104,7 +104,8 @@ def split(
     out_dir: Path = typer.Option(...),
     params: Params = Path("params.yaml"),
 ) -> None:
-    """Seeded stratified split; fit normalization on the training split only."""
+    """Split by a salted hash of each row (series: by time); fit the preprocessing statistics
+    on the training split only."""
     _run_stage("split", dataset=dataset, data=str(data), out_dir=str(out_dir), params=str(params))
 
 
@@ -152,7 +153,8 @@ def evaluate(
     run: Path | None = typer.Option(None, help="train's run.json: the MLflow run to add to."),
     params: Params = Path("params.yaml"),
 ) -> None:
-    """Test metrics beside the majority baseline, predictions and a confusion matrix."""
+    """Test metrics beside the baselines (majority class; persistence and seasonal-naive for a
+    forecast), the test predictions, and a confusion matrix or a forecast plot."""
     _run_stage(
         "evaluate",
         model_name=name,
@@ -201,18 +203,16 @@ def register(
 def check_params(params: Params = Path("params.yaml")) -> None:
     """Validate the params file (including every section dvc.yaml tracks), create any model's
     missing search folder (its train stage depends on it), and say what the file defines."""
-    from pipelines.config import check_params_file, search_folders
+    from pipelines.config import check_params_file
     from pipelines.errors import ConfigError
+    from pipelines.run.project import create_search_folders
 
     try:
         cfg = check_params_file(params)
     except ConfigError as err:
         _fail(str(err))
-    for folder in search_folders(cfg, params.parent):
-        if not folder.is_dir():  # train@<model> depends on it: create it, for git to keep
-            folder.mkdir(parents=True)
-            (folder / ".gitkeep").touch()
-            typer.echo(f"created {folder}/.gitkeep (train@{folder.parent.name} depends on it)")
+    for folder in create_search_folders(cfg, params.parent):
+        typer.echo(f"created {folder}/.gitkeep (train@{folder.parent.name} depends on it)")
     typer.echo(
         f"{params}: ok; datasets {list(cfg.datasets)}, models {list(cfg.models)}, "
         f"searches {list(cfg.search)}"
@@ -475,40 +475,21 @@ def deploy(
     """Create (or update) the scheduled retraining deployment on the Prefect server in
     PREFECT_API_URL (or the local one): cron, timezone and work pool from params.yaml
     `orchestration`. Start a worker with `prefect worker start --pool <work_pool>`."""
-    import subprocess
-
     from pipelines.config import load_config
-    from pipelines.environment import executable, project_root
     from pipelines.errors import ConfigError, OrchestrationError
     from pipelines.run.orchestration import ensure_api
 
     try:
-        orch = load_config(params).orchestration
+        cfg = load_config(params)
         api = ensure_api()
     except (ConfigError, OrchestrationError) as err:
         _fail(str(err))
     if not api:
         _fail("a deployment needs a Prefect server: unset PIPELINES_PREFECT=off")
-    subprocess.run(
-        [executable("prefect"), "work-pool", "create", orch.work_pool, "--type", "process"],
-        capture_output=True,
-        check=False,
-    )
-    from prefect import flow
-    from prefect.schedules import Cron
+    from pipelines.run.project import deploy_retraining
 
-    root = project_root()
-    deployment_id = flow.from_source(
-        source=str(root), entrypoint="pipelines/run/retrain.py:retrain"
-    ).deploy(
-        name=name,
-        work_pool_name=orch.work_pool,
-        schedules=[Cron(orch.schedule, timezone=orch.timezone)],
-        parameters={"params": str(params)},
-        build=False,
-        push=False,
-        print_next_steps=False,
-    )
+    deployment_id = deploy_retraining(cfg, name, params)
+    orch = cfg.orchestration
     typer.echo(
         f"deployment retrain/{name} ({deployment_id}) on work pool {orch.work_pool!r}, "
         f"schedule {orch.schedule!r} ({orch.timezone}); start a worker: "

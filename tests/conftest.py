@@ -43,6 +43,29 @@ def suite_path() -> Path:
     return REPO / "gx" / "expectations" / "breast_cancer.json"
 
 
+# Test files that train a model or start a server (Prefect, MLflow, moto, PostgreSQL): their
+# tests are `integration` unless marked `e2e` (the real pipeline, DVC and all). Every other
+# test is `unit`: no model trained, no server started; `make test-unit` runs those.
+INTEGRATION_FILES = {
+    "test_bad_input.py",
+    "test_builders.py",
+    "test_faults.py",
+    "test_local_server.py",
+    "test_registry.py",
+    "test_search.py",
+    "test_sharded.py",
+    "test_storage.py",
+}
+
+
+def pytest_itemcollected(item) -> None:
+    """Each test's kind, `unit` or `integration`, unless it is marked `e2e` (before `-m`
+    selects)."""
+    if item.get_closest_marker("e2e") is None:
+        kind = "integration" if item.path.name in INTEGRATION_FILES else "unit"
+        item.add_marker(getattr(pytest.mark, kind))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list) -> None:
     """The shared end-to-end project's module first, keeping the shuffled order otherwise:

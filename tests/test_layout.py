@@ -64,3 +64,16 @@ def test_each_stage_lists_exactly_the_modules_it_runs(repo_root):
             f"{stage}: missing {sorted(set(expected) - listed)}, "
             f"extra {sorted(listed - set(expected))}; run `make deps`"
         )
+
+
+def test_the_stage_table_is_dvc_yamls_stages_with_their_loops_and_steps(repo_root):
+    """One list of stages (pipelines/run/stage_table.py): the same names, in the same order, as
+    dvc.yaml, each looping over the params section its foreach reads, each step callable."""
+    from pipelines.run.stage_table import STAGES
+
+    stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+    assert [s.name for s in STAGES] == list(stages)
+    for stage in STAGES:
+        foreach = stages[stage.name]["foreach"]
+        assert foreach == "${" + stage.loops_over + "}", (stage.name, foreach)
+        assert callable(stage.step_function()), stage.step

@@ -14,16 +14,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The step modules each DVC stage runs (see pipelines/run/stages.py).
-STAGE_ROOTS = {
-    "ingest": ["pipelines.data.datasets"],
-    "validate": ["pipelines.data.validation", "pipelines.registry.tracking.run_lifecycle"],
-    "split": ["pipelines.data.preprocessing"],
-    "tune": ["pipelines.run.tuning"],
-    "train": ["pipelines.model.training", "pipelines.registry.runs"],
-    "evaluate": ["pipelines.model.evaluation", "pipelines.registry.runs"],
-    "register": ["pipelines.registry.registration"],
-}
+sys.path.insert(0, str(ROOT))
+from pipelines.run.stage_table import STAGES  # noqa: E402
+
+# The modules each DVC stage runs: the stage table's.
+STAGE_ROOTS = {stage.name: list(stage.modules) for stage in STAGES}
 # Files a stage uses without importing them: the raw-input wrapper is stored as code with
 # every version.
 STORED_AS_CODE = {"register": {"pipelines/registry/raw_model.py"}}
@@ -39,7 +34,6 @@ def expected_deps() -> dict[str, list[str]]:
     """Stage -> the sorted `pipelines/` files it depends on."""
     import grimp
 
-    sys.path.insert(0, str(ROOT))
     graph = grimp.build_graph("pipelines", cache_dir=None)
     found = {}
     for stage, roots in STAGE_ROOTS.items():

@@ -15,11 +15,9 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines.data import datasets, preprocessing, validation
 from pipelines.errors import KnownFailure
-from pipelines.model import evaluation, training
-from pipelines.registry import registration
-from pipelines.run import stages, tuning
+from pipelines.run import stages
+from pipelines.run.stage_table import STAGES
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -34,23 +32,16 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-# The step functions a stage may run, with their Prefect task options.
-_OPTIONS: dict[Callable[..., Any], dict[str, Any]] = {
-    datasets.ingest: {"name": "ingest", "retries": 1, "retry_delay_seconds": 2},
-    validation.check_dataset: {"name": "validate"},
-    preprocessing.split_and_fit: {"name": "split-normalize"},
-    tuning.tune: {"name": "search"},
-    training.train_model: {"name": "train"},
-    evaluation.evaluate_model: {"name": "evaluate"},
-    # Not retried: a retry after a partial failure could register a second version.
-    registration.register_model: {"name": "register"},
-}
+# The step functions a stage may run, with their Prefect task options (the stage table's).
+@cache
+def _options() -> dict[Callable[..., Any], dict[str, Any]]:
+    return {stage.step_function(): stage.task for stage in STAGES}
 
 
 @cache
 def as_task(fn: Callable[..., Any]) -> Any:
     """`fn` as a Prefect task, built on first use (nothing is built at import time)."""
-    return task(fn, cache_policy=NO_CACHE, retry_condition_fn=_transient, **_OPTIONS[fn])
+    return task(fn, cache_policy=NO_CACHE, retry_condition_fn=_transient, **_options()[fn])
 
 
 @flow(name="ingest", flow_run_name="ingest-{dataset}", log_prints=True)

@@ -36,10 +36,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipelines.config import OrchestrationConfig, PipelineConfig, load_config
 from pipelines.environment import env_with_venv, executable, project_root
+from pipelines.run.stage_table import stages_over
 
-DATA_STAGES = ("ingest", "validate", "split")
-MODEL_STAGES = ("train", "evaluate", "register")
-SEARCH_STAGE = "tune"  # before train, for a model with a `search:` section
+DATA_STAGES = stages_over("datasets")  # ingest, validate, split
+MODEL_STAGES = stages_over("models")  # train, evaluate, register
+(SEARCH_STAGE,) = stages_over("search")  # tune: before train, for a model with a search
 REMOTE_ENV = "PIPELINES_DVC_REMOTE"
 TRANSIENT = (
     "database is locked",
