@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.run.retrain import StageFailed, _is_transient, models_to_run, set_sources
+from pipelines.run.retrain import StageFailed, _retry_stage, models_to_run, set_sources
 
 
 def test_each_model_runs_from_its_first_changed_stage():
@@ -39,7 +39,7 @@ def test_only_transient_faults_are_retried(tail, retried):
 
     error = StageFailed("train@tabular-dnn", 1, tail, retries=2)
     assert error.transient is retried
-    assert _is_transient(None, None, Failed(data=error)) is retried
+    assert _retry_stage(None, None, Failed(data=error)) is retried
     assert ("retried up to 2 time(s)" if retried else "not retried") in str(error)
     assert tail in str(error)
 

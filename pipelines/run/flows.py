@@ -20,9 +20,10 @@ from pipelines.run import stages
 from pipelines.run.stage_table import STAGES
 
 
-def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only faults that may pass (a locked database, a busy server): a known failure
-    (bad data, bad params) fails the same way every time."""
+def _retry_step(task: Any, task_run: Any, state: Any) -> bool:
+    """A step in this process: retry any fault but a known failure (bad data, bad params),
+    which fails the same way every time. `retrain._retry_stage` is the same rule for a stage
+    in a child process, which can only be judged by its output."""
     try:
         state.result()
     except KnownFailure:
@@ -41,7 +42,7 @@ def _options() -> dict[Callable[..., Any], dict[str, Any]]:
 @cache
 def as_task(fn: Callable[..., Any]) -> Any:
     """`fn` as a Prefect task, built on first use (nothing is built at import time)."""
-    return task(fn, cache_policy=NO_CACHE, retry_condition_fn=_transient, **_options()[fn])
+    return task(fn, cache_policy=NO_CACHE, retry_condition_fn=_retry_step, **_options()[fn])
 
 
 @flow(name="ingest", flow_run_name="ingest-{dataset}", log_prints=True)

@@ -132,7 +132,10 @@ def models_to_run(
     return plan
 
 
-def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
+def _retry_stage(task: Any, task_run: Any, state: Any) -> bool:
+    """A stage in a child process: retry only a failure whose output names a fault that may
+    pass (`TRANSIENT`: a locked database, a busy server). `flows._retry_step` is the same rule
+    for a step in this process."""
     try:
         state.result()
     except StageFailed as err:
@@ -142,9 +145,7 @@ def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(
-    name="stage", task_run_name="{stage}", cache_policy=NO_CACHE, retry_condition_fn=_is_transient
-)
+@task(name="stage", task_run_name="{stage}", cache_policy=NO_CACHE, retry_condition_fn=_retry_stage)
 def run_stage(
     stage: str, command: str, root: str, timeout_s: float = 3600, retries: int = 0
 ) -> str:
@@ -317,6 +318,7 @@ def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome:
     registry's live `@champion` beside it. For a model this run did not retrain, the verdict
     is the last registration's (its `registration.json`, the registry's account of it), and
     says so: only the live alias tells who is champion now."""
+    from pipelines.model.evaluation import METRICS_FILE
     from pipelines.registry.registration import REGISTRATION_FILE
     from pipelines.registry.tracking import aliases
 
@@ -333,7 +335,7 @@ def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome:
                 f"| {name} | {cfg.entry(name).family} | - | - | - | FAILED {failure} | {live} |"
             )
             continue
-        metrics_file = root / cfg.paths.reports / name / "metrics.json"
+        metrics_file = root / cfg.paths.reports / name / METRICS_FILE
         registration_file = root / cfg.paths.models / name / REGISTRATION_FILE
         metrics = json.loads(metrics_file.read_text())["test"] if metrics_file.exists() else {}
         shown = ", ".join(f"{k} {v:.4g}" for k, v in list(metrics.items())[:4]) or "-"
