@@ -34,6 +34,7 @@ SUITE = {
     "scale": ["--repeats", "3"],
     "scale_pipeline": ["--sizes", "1,4,16"],  # dvc repro on sharded data, once per size
     "search": ["--trials", "12,24", "--dvc", "12"],  # search vs bare loop vs DVC experiments
+    "experiment_overhead": ["--repeats", "3"],  # one dvc exp run vs a bare script
 }
 
 

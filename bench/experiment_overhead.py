@@ -1,0 +1,99 @@
+"""One `dvc exp run` of a model against a bare script that trains and evaluates the same model
+with the same params, seed, split files and early stopping (so the same epochs), side by side
+in one run: the cost a user feels around the training in the daily loop.
+
+Usage, in a project after `make run` (a temp experiment: the workspace is left as it is, and
+the experiment's version is registered as a candidate):
+    .venv/bin/python bench/experiment_overhead.py [--model tabular-dnn] [--set
+        models.tabular-dnn.train.learning_rate=0.003] [--repeats 3]
+
+Writes bench/out/experiment_overhead.json and prints the ratio of the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipelines.environment import env_with_venv, executable
+
+HERE = Path(__file__).resolve().parent
+
+# The bare script: imports, the split files, the model (with its preprocessing inside), a fit
+# with early stopping, test metrics. No validation, tracking, orchestration or registry.
+_BARE = """
+import sys, time
+start = time.perf_counter()
+import keras
+from pipelines.config import load_config
+from pipelines.model.evaluation import evaluate_model
+from pipelines.model.training import TrainingData, fit_model
+from pathlib import Path
+name, key, value = sys.argv[1], sys.argv[2], sys.argv[3]
+cfg = load_config("params.yaml")
+section, _, param = key.split(".", 2)[2].partition(".")
+cfg = cfg.with_overrides(name, {f"{section}.{param}": type(getattr(getattr(cfg.entry(name),
+    section), param))(value)})
+data_dir = Path(cfg.paths.processed) / cfg.entry(name).dataset
+model, curves = fit_model(cfg, name, TrainingData.load(data_dir), verbose=0)
+out = Path("/tmp/bare-experiment") / name
+out.mkdir(parents=True, exist_ok=True)
+model.save(out / "model.keras")
+metrics = evaluate_model(name, out / "model.keras", data_dir, out)
+print(f"EPOCHS {len(curves)} SECONDS {time.perf_counter() - start:.1f} TEST {metrics['test']}")
+"""
+
+
+def _timed(command: list[str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, env=env_with_venv())
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
+    return time.perf_counter() - started, proc.stdout + proc.stderr
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="tabular-dnn")
+    parser.add_argument("--set", default="models.tabular-dnn.train.learning_rate=0.003")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    key, _, value = args.set.partition("=")
+    runs = []
+    for i in range(args.repeats):
+        experiment, _ = _timed([executable("dvc"), "exp", "run", "--temp", "-S", args.set])
+        bare, out = _timed([sys.executable, "-c", _BARE, args.model, key, value])
+        epochs = next(line for line in out.splitlines() if line.startswith("EPOCHS")).split()[1]
+        runs.append({"experiment_s": experiment, "bare_s": bare, "epochs": int(epochs)})
+        print(
+            f"repeat {i + 1}: dvc exp run {experiment:.1f} s, bare script {bare:.1f} s "
+            f"({epochs} epochs), ratio {experiment / bare:.2f}",
+            flush=True,
+        )
+    experiment = statistics.median(r["experiment_s"] for r in runs)
+    bare = statistics.median(r["bare_s"] for r in runs)
+    result = {
+        "model": args.model,
+        "set": args.set,
+        "runs": runs,
+        "median_experiment_s": experiment,
+        "median_bare_s": bare,
+        "ratio": experiment / bare,
+    }
+    out_dir = HERE / "out"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "experiment_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"median: dvc exp run {experiment:.1f} s, bare {bare:.1f} s, ratio {experiment / bare:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
