@@ -142,7 +142,7 @@ HOOKS = {
     ): _gx_progress_bars,
     Hook(
         "dvc.utils.serialize.modify_yaml",
-        "pipelines/run/retrain.py (set_sources)",
+        "pipelines/run/dvc_project.py (set_sources)",
         "edit params.yaml in place with its comments kept",
         "`pipelines retrain --source` cannot point a dataset at a new file",
     ): _dvc_modify_yaml,
@@ -154,13 +154,13 @@ HOOKS = {
     ): _dvc_persist_skips_run_cache,
     Hook(
         "dvc.repo.Repo.stage.collect",
-        "pipelines/run/retrain.py (stage_commands)",
+        "pipelines/run/dvc_project.py (stage_commands)",
         "each stage's resolved command, as dvc.yaml defines it",
         "the retrain flow cannot run stages",
     ): _dvc_repo_stage_collect,
     Hook(
         "dvc.config.Config.edit (repo.config.edit('local'))",
-        "pipelines/run/retrain.py (_use_remote)",
+        "pipelines/run/dvc_project.py (_use_remote)",
         "the DVC remote from PIPELINES_DVC_REMOTE, written to .dvc/config.local without a "
         "command line that would show its password",
         "the retrain flow cannot set up its remote, and data is not pushed",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.run.retrain import StageFailed, _retry_stage, models_to_run, set_sources
+from pipelines.run.dvc_project import set_sources
+from pipelines.run.retrain import models_to_run
+from pipelines.run.stage_process import StageFailed, _retry_stage
 
 
 def test_each_model_runs_from_its_first_changed_stage():

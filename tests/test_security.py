@@ -161,7 +161,7 @@ def test_the_fresh_process_scorer_never_shows_the_tracking_uri(monkeypatch, tmp_
 
 def test_the_dvc_remote_url_never_shows_in_a_command_line(monkeypatch, tmp_path):
     from pipelines.environment import env_with_venv, executable
-    from pipelines.run.retrain import REMOTE_ENV, push_data
+    from pipelines.run.dvc_project import REMOTE_ENV, push_data
 
     root = tmp_path / "project"
     root.mkdir()

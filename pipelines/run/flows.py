@@ -22,7 +22,7 @@ from pipelines.run.stage_table import STAGES
 
 def _retry_step(task: Any, task_run: Any, state: Any) -> bool:
     """A step in this process: retry any fault but a known failure (bad data, bad params),
-    which fails the same way every time. `retrain._retry_stage` is the same rule for a stage
+    which fails the same way every time. `stage_process._retry_stage` is the same rule for a stage
     in a child process, which can only be judged by its output."""
     try:
         state.result()

@@ -19,97 +19,35 @@ unreachable server); every stage has a timeout.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import threading
-from collections import deque
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipelines.config import OrchestrationConfig, PipelineConfig, load_config
-from pipelines.environment import env_with_venv, executable, project_root
+from pipelines.environment import executable, project_root
+from pipelines.run.dvc_project import (
+    changed_stages,
+    dvc,
+    push_data,
+    set_sources,
+    stage_commands,
+)
+from pipelines.run.retrain_summary import summary_markdown
+from pipelines.run.stage_process import stage_retries, stage_task, stop_stages
 from pipelines.run.stage_table import stages_over
 
 DATA_STAGES = stages_over("datasets")  # ingest, validate, split
 MODEL_STAGES = stages_over("models")  # train, evaluate, register
 (SEARCH_STAGE,) = stages_over("search")  # tune: before train, for a model with a search
-REMOTE_ENV = "PIPELINES_DVC_REMOTE"
-TRANSIENT = (
-    "database is locked",
-    "Connection refused",
-    "Connection reset",
-    "Temporary failure in name resolution",
-    "Max retries exceeded",
-    "TEMPORARILY_UNAVAILABLE",
-    "503 Service Unavailable",
-    "Unable to acquire lock",
-)
-
-
-class StageFailed(RuntimeError):
-    """A stage command exited non-zero; `transient` says whether a retry may help."""
-
-    def __init__(self, stage: str, code: int, tail: str, retries: int = 0):
-        self.stage, self.code, self.tail, self.retries = stage, code, tail, retries
-        self.transient = any(marker in tail for marker in TRANSIENT)
-        if not self.transient:
-            kind = "not a transient fault: not retried"
-        elif retries:
-            kind = f"transient fault: retried up to {retries} time(s)"
-        else:
-            kind = "transient fault, but this stage is never retried"
-        how = "timed out" if code == -1 else f"exited with {code}"
-        super().__init__(f"stage {stage} {how} ({kind}):\n{tail}")
-
-    def __reduce__(self) -> tuple:  # travels between Dask processes
-        return (StageFailed, (self.stage, self.code, self.tail, self.retries))
-
-
-def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [executable("dvc"), *args], cwd=root, capture_output=True, text=True, check=False
-    )
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def changed_stages(root: Path) -> set[str]:
-    """Stages whose deps, params or outputs differ from `dvc.lock` (`dvc status`)."""
-    status = json.loads(dvc(root, "status", "--json").stdout or "{}")
-    return {name.split(":")[-1] for name in status}
-
-
-def stage_commands(root: Path, names: list[str]) -> dict[str, str]:
-    """The resolved `cmd` of each named stage, as `dvc.yaml` defines it."""
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        return {name: repo.stage.collect(name)[0].cmd for name in names}
 
 
 class SourceRefused(RuntimeError):
     """A retrain's new data file failed a data stage; the old source is back in params.yaml."""
-
-
-def set_sources(params_path: Path, sources: dict[str, str]) -> None:
-    """Point datasets at new files, editing `params.yaml` in place (comments kept), so that
-    DVC sees the change and `dvc.lock` records it."""
-    from dvc.utils.serialize import modify_yaml
-
-    with modify_yaml(str(params_path)) as data:
-        for dataset, source in sources.items():
-            if dataset not in data["datasets"]:
-                raise KeyError(f"datasets.{dataset}: no such dataset")
-            data["datasets"][dataset]["source"] = source
 
 
 def model_chain(name: str, searched: Collection[str] = ()) -> list[str]:
@@ -130,110 +68,6 @@ def models_to_run(
         if first is not None:
             plan[name] = chain[first:]
     return plan
-
-
-def _retry_stage(task: Any, task_run: Any, state: Any) -> bool:
-    """A stage in a child process: retry only a failure whose output names a fault that may
-    pass (`TRANSIENT`: a locked database, a busy server). `flows._retry_step` is the same rule
-    for a step in this process."""
-    try:
-        state.result()
-    except StageFailed as err:
-        return err.transient
-    except Exception:
-        return False
-    return False
-
-
-@task(name="stage", task_run_name="{stage}", cache_policy=NO_CACHE, retry_condition_fn=_retry_stage)
-def run_stage(
-    stage: str, command: str, root: str, timeout_s: float = 3600, retries: int = 0
-) -> str:
-    """Run one stage command in the project, streaming its output to the Prefect log. The
-    command is stopped (its whole process group) on timeout or on any other way out."""
-    logger = get_run_logger()
-    logger.info("%s: %s", stage, command)
-    proc = subprocess.Popen(
-        command,
-        shell=True,
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env_with_venv(),
-        start_new_session=True,
-    )
-    with _LIVE_LOCK:
-        _LIVE.add(proc)
-    tail: deque[str] = deque(maxlen=40)
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            tail.append(line.rstrip())
-            logger.info("%s | %s", stage, line.rstrip())
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        code = proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        code = None
-    finally:
-        _stop(proc)
-        with _LIVE_LOCK:
-            _LIVE.discard(proc)
-    reader.join(timeout=10)
-    if code is None:
-        raise StageFailed(
-            stage, -1, f"timed out after {timeout_s:.0f} s\n" + "\n".join(tail), retries
-        )
-    if code != 0:
-        raise StageFailed(stage, code, "\n".join(tail), retries)
-    return stage
-
-
-# The stage processes running now. Each runs in its own session (so that a timeout stops its
-# whole group) and so outlives the flow unless the flow stops it: a cancelled or killed flow
-# stops them all (`stop_stages`) before it exits, so that none goes on to register a model.
-_LIVE: set[subprocess.Popen] = set()
-_LIVE_LOCK = threading.Lock()
-
-
-def stop_stages() -> int:
-    """Stop every stage process still running (their whole groups); returns how many."""
-    with _LIVE_LOCK:
-        running = [proc for proc in _LIVE if proc.poll() is None]
-    for proc in running:
-        _stop(proc)
-    return len(running)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Terminate a stage's process group if it is still running (timeout, cancellation)."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            return
-
-
-def stage_retries(orch: OrchestrationConfig, stage: str) -> int:
-    # A register stage is never retried: a retry after a partial failure could register a
-    # second version (the first is tagged incomplete by the next registration).
-    return 0 if stage.startswith("register@") else orch.retries
-
-
-def _stage_task(orch: OrchestrationConfig, stage: str) -> Any:
-    return run_stage.with_options(
-        retries=stage_retries(orch, stage), retry_delay_seconds=orch.retry_delay_seconds
-    )
 
 
 def task_runner(kind: str, workers: int) -> Any:
@@ -285,7 +119,7 @@ def _run_chains(
             if level < len(chain):
                 step = chain[level]
                 before = [futures[name][-1][1]] if futures[name] else []
-                task = _stage_task(orch, step)
+                task = stage_task(orch, step)
                 futures[name].append(
                     (
                         step,
@@ -313,81 +147,6 @@ def _run_chains(
     return outcome
 
 
-def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome: dict) -> str:
-    """A table of each model's test metrics and gate verdict, what this run did, and the
-    registry's live `@champion` beside it. For a model this run did not retrain, the verdict
-    is the last registration's (its `registration.json`, the registry's account of it), and
-    says so: only the live alias tells who is champion now."""
-    from pipelines.model.evaluation import METRICS_FILE
-    from pipelines.registry.registration import REGISTRATION_FILE
-    from pipelines.registry.tracking import aliases
-
-    rows = [
-        "| model | family | test metrics | version | gate | this run | @champion now |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name in names:
-        result = outcome.get(name)
-        live = aliases.alias_version(name) or "none"
-        if result and result["error"]:
-            failure = result["error"].splitlines()[0].replace("|", "/")
-            rows.append(
-                f"| {name} | {cfg.entry(name).family} | - | - | - | FAILED {failure} | {live} |"
-            )
-            continue
-        metrics_file = root / cfg.paths.reports / name / METRICS_FILE
-        registration_file = root / cfg.paths.models / name / REGISTRATION_FILE
-        metrics = json.loads(metrics_file.read_text())["test"] if metrics_file.exists() else {}
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in list(metrics.items())[:4]) or "-"
-        reg = json.loads(registration_file.read_text()) if registration_file.exists() else {}
-        gate = _gate_summary(reg, live)
-        if not result:
-            gate = f"last registration: {gate}"
-        rows.append(
-            f"| {name} | {cfg.entry(name).family} | {shown} | {reg.get('version', '-')} | "
-            f"{gate} | {'retrained' if result else 'up to date'} | {live} |"
-        )
-    errors = [
-        f"### {name}\n\n```\n{result['error']}\n```"
-        for name, result in outcome.items()
-        if result.get("error")
-    ]
-    return "\n".join(rows) + ("\n\n## Failures\n\n" + "\n\n".join(errors) if errors else "")
-
-
-def _gate_summary(reg: dict, live: str) -> str:
-    """One cell: the gate's verdict on the version and where it stands in the registry now."""
-    if not reg:
-        return "-"
-    if str(reg.get("version")) == live:
-        return "@champion"
-    if reg.get("gate") == "passed":
-        return "passed, not @champion: " + (reg.get("not_promoted_because") or "")[:200]
-    return "not promoted: " + "; ".join(reg.get("gate_failures", []))[:200]
-
-
-def _use_remote(root: Path, url: str) -> None:
-    """Make `url` the default DVC remote in `.dvc/config.local` (never committed), written
-    through DVC's config API: on a `dvc remote add` command line, a password in the URL would
-    show in any local user's process list."""
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo, repo.config.edit("local") as conf:
-        conf["remote"]["pipelines-remote"] = {"url": url}
-        conf["core"]["remote"] = "pipelines-remote"
-
-
-def push_data(root: Path) -> str:
-    """`dvc push` to the remote in `PIPELINES_DVC_REMOTE` (set up in `.dvc/config.local`, never
-    committed) or to the configured default remote; nothing when there is none."""
-    url = os.environ.get(REMOTE_ENV)
-    if url:
-        _use_remote(root, url)
-    if not dvc(root, "remote", "list").stdout.strip():
-        return "no DVC remote configured: nothing pushed"
-    return (dvc(root, "push").stdout.strip().splitlines() or ["pushed"])[-1]
-
-
 def refresh_data(root: Path, cfg: PipelineConfig, names: list[str]) -> None:
     """Ingest, validate and split each dataset the models train on (each a no-op when DVC
     finds it up to date)."""
@@ -396,7 +155,7 @@ def refresh_data(root: Path, cfg: PipelineConfig, names: list[str]) -> None:
         for step in DATA_STAGES:
             target = f"{step}@{dataset}"
             command = f"{executable('dvc')} repro --single-item {target}"
-            _stage_task(orch, target)(
+            stage_task(orch, target)(
                 target, command, str(root), orch.stage_timeout_s, stage_retries(orch, target)
             )
 
