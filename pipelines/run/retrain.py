@@ -203,12 +203,13 @@ def retrain(
     for name in names:
         cfg.entry(name)  # unknown names fail here, naming the known ones
     previous = {}
+    original = params_path.read_text()
     if sources:
         previous = {d: cfg.datasets[d].source for d in sources if d in cfg.datasets}
         set_sources(params_path, sources)  # recorded like any params edit; see README
         cfg = load_config(params_path)
     try:
-        return _retrain(root, params_path, cfg, names, previous, runner, push)
+        return _retrain(root, params_path, original, cfg, names, previous, runner, push)
     except BaseException:
         # Cancelled (Prefect sends SIGTERM), interrupted or failed: no stage outlives the flow.
         stopped = stop_stages()
@@ -220,6 +221,7 @@ def retrain(
 def _retrain(
     root: Path,
     params_path: Path,
+    original: str,
     cfg: PipelineConfig,
     names: list[str],
     previous: dict[str, str],
@@ -233,9 +235,10 @@ def _retrain(
     except Exception as err:
         if not previous:
             raise
-        # Refused data leaves no trace: the old sources go back into params.yaml and the
-        # data stages run again on them (DVC's run cache restores their outputs and lock).
-        set_sources(params_path, previous)
+        # Refused data leaves no trace: params.yaml is written back as it was (byte for byte)
+        # and the data stages run again on the old sources (DVC's run cache restores their
+        # outputs and their dvc.lock entries).
+        params_path.write_text(original)
         refresh_data(root, load_config(params_path), names)
         restored = ", ".join(f"datasets.{d}.source: {s}" for d, s in previous.items())
         raise SourceRefused(
