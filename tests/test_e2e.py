@@ -559,6 +559,63 @@ def test_a_stopped_retrain_leaves_no_stage_running_and_registers_nothing(project
     assert client.get_model_version_by_alias(MODEL, "champion").version == champion
 
 
+def test_a_retrain_cancelled_through_prefects_api_stops_its_stages(project, tmp_path):
+    """The scheduled deployment's run, cancelled with `prefect flow-run cancel` while `train`
+    runs: the worker stops the flow, the flow stops its stage processes (each in its own
+    session, so the worker's signal never reaches them), no version is registered and the
+    champion stays."""
+    env = _prefect_env(project)
+    bin_dir = Path(sys.executable).parent
+    client = project.client()
+    champion = client.get_model_version_by_alias(MODEL, "champion").version
+    before = project.versions()
+    project.set_param(f"models.{MODEL}.train.learning_rate", 0.0011)  # train must run
+    project.set_param(f"models.{MODEL}.train.max_epochs", 2000)  # minutes, if left to run
+    project.set_param(f"models.{MODEL}.train.patience", 2000)
+    sh([str(bin_dir / "pipelines"), "deploy"], project.root, env)
+    worker_log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - outlives this block
+    worker = subprocess.Popen(
+        [str(bin_dir / "prefect"), "worker", "start", "--pool", "pipelines"],
+        cwd=tmp_path,
+        env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2"},
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        started = sh(
+            [
+                str(bin_dir / "prefect"),
+                "deployment",
+                "run",
+                "retrain/scheduled",
+                "--param",
+                f'models=["{MODEL}"]',
+            ],
+            project.root,
+            env,
+        ).stdout
+        run_id = re.search(r"UUID: ([0-9a-f-]{36})", started).group(1)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not any(
+            f"cli train {MODEL}" in line for line in _stage_processes(project, MODEL)
+        ):
+            time.sleep(1)
+        assert _stage_processes(project, MODEL), (tmp_path / "worker.log").read_text()[-3000:]
+        time.sleep(5)  # well into the training
+        sh([str(bin_dir / "prefect"), "flow-run", "cancel", run_id], project.root, env)
+        deadline = time.monotonic() + 90
+        while _stage_processes(project, MODEL) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not _stage_processes(project, MODEL), (tmp_path / "worker.log").read_text()[-3000:]
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+        worker_log.close()
+    assert project.versions() == before
+    assert client.get_model_version_by_alias(MODEL, "champion").version == champion
+
+
 def test_a_retrain_on_a_refused_file_leaves_params_and_lock_as_they_were(project, breast_cancer):
     """`pipelines retrain --source` on a file validation refuses: params.yaml points at the old
     source again, dvc.lock and the data are as they were, and nothing is registered."""
