@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines.config import OrchestrationConfig
 from pipelines.environment import env_with_venv
+from pipelines.run import live_stages
 
 TRANSIENT = (
     "database is locked",
@@ -79,8 +80,7 @@ def run_stage(
         env=env_with_venv(),
         start_new_session=True,
     )
-    with _LIVE_LOCK:
-        _LIVE.add(proc)
+    live_stages.track(proc)
     tail: deque[str] = deque(maxlen=40)
 
     def pump() -> None:
@@ -97,8 +97,7 @@ def run_stage(
         code = None
     finally:
         _stop(proc)
-        with _LIVE_LOCK:
-            _LIVE.discard(proc)
+        live_stages.untrack(proc)
     reader.join(timeout=10)
     if code is None:
         raise StageFailed(
@@ -109,19 +108,12 @@ def run_stage(
     return stage
 
 
-# The stage processes running now. Each runs in its own session (so that a timeout stops its
-# whole group) and so outlives the flow unless the flow stops it: a cancelled or killed flow
-# stops them all (`stop_stages`) before it exits, so that none goes on to register a model.
-_LIVE: set[subprocess.Popen] = set()
-
-
-_LIVE_LOCK = threading.Lock()
-
-
 def stop_stages() -> int:
-    """Stop every stage process still running (their whole groups); returns how many."""
-    with _LIVE_LOCK:
-        running = [proc for proc in _LIVE if proc.poll() is None]
+    """Stop every stage process this process started that still runs (their whole groups);
+    returns how many. Each runs in its own session, so that a timeout stops its whole group,
+    and so outlives the flow unless the flow stops it: a cancelled or stopped flow calls this
+    before it exits, so that no stage goes on to register a model."""
+    running = live_stages.running()
     for proc in running:
         _stop(proc)
     return len(running)

@@ -1,0 +1,28 @@
+"""The stage processes running now in this process, for `stage_process.stop_stages`.
+
+Apart from `stage_process` on purpose: Prefect ships the `run_stage` task to Dask workers by
+value (cloudpickle), with every global it names, and a lock cannot be pickled; a module it
+names is pickled by reference instead."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+
+_LIVE: set[subprocess.Popen] = set()
+_LOCK = threading.Lock()
+
+
+def track(proc: subprocess.Popen) -> None:
+    with _LOCK:
+        _LIVE.add(proc)
+
+
+def untrack(proc: subprocess.Popen) -> None:
+    with _LOCK:
+        _LIVE.discard(proc)
+
+
+def running() -> list[subprocess.Popen]:
+    with _LOCK:
+        return [proc for proc in _LIVE if proc.poll() is None]
