@@ -1,8 +1,8 @@
 """The stage processes running now in this process, for `stage_process.stop_stages`.
 
 Apart from `stage_process` on purpose: Prefect ships the `run_stage` task to Dask workers by
-value (cloudpickle), with every global it names, and a lock cannot be pickled; a module it
-names is pickled by reference instead."""
+value, with every global it names, and a lock cannot be serialized; a module it
+names is sent by reference instead."""
 
 from __future__ import annotations
 
