@@ -21,6 +21,11 @@ PositiveInts = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
 class FamilyParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def for_training(self) -> FamilyParams:
+        """The params of the model that is fitted; the saved one has `self` (they differ only
+        where training reads less of an input than the saved model does)."""
+        return self
+
 
 class DenseParams(FamilyParams):
     units: PositiveInts = [64, 32]
@@ -78,16 +83,38 @@ class TextDenseParams(TextVectorizerParams, DenseParams):
 class TextTransformerParams(TextVectorizerParams, TransformerParams):
     """Token and position embeddings, the encoder blocks, pooling. A document is read in
     `windows` consecutive windows of `sequence_length` tokens (attention within a window),
-    pooled together over all their tokens."""
+    pooled together over all their tokens. Training reads each document's first
+    `train_windows` windows (the cost of an epoch grows with them); the saved model reads
+    `windows`, with the same weights."""
 
     sequence_length: int = Field(256, ge=8, description="Tokens in one attention window.")
     windows: int = Field(
         1,
         ge=1,
-        le=16,
-        description="Windows read per document: the first windows x "
+        le=64,
+        description="Windows the saved model reads per document: the first windows x "
         "sequence_length tokens count, the rest is cut.",
     )
+    train_windows: int | None = Field(
+        None,
+        ge=1,
+        description="Windows a training or validation document is read as (its first "
+        "train_windows x sequence_length tokens); at most `windows`. Default: `windows`.",
+    )
+
+    @model_validator(mode="after")
+    def _train_windows_fit(self) -> TextTransformerParams:
+        if self.train_windows is not None and self.train_windows > self.windows:
+            raise ValueError(
+                f"train_windows ({self.train_windows}) must not exceed windows ({self.windows})"
+            )
+        return self
+
+    def for_training(self) -> TextTransformerParams:
+        """The same params reading `train_windows` windows: the model that is fitted."""
+        if self.train_windows is None or self.train_windows == self.windows:
+            return self
+        return self.model_copy(update={"windows": self.train_windows})
 
 
 @dataclass(frozen=True)

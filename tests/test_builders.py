@@ -331,3 +331,40 @@ def test_a_text_transformer_reads_every_window_of_a_long_text(examples):
         model = build_model("text-transformer", params, prep, TrainConfig(), x)
         first, second = model.predict(_in(texts), verbose=0)
         assert (np.abs(first - second).max() > 1e-6) == differ, windows
+
+
+def test_a_text_transformer_fitted_on_its_first_windows_is_saved_reading_them_all(examples):
+    """`train_windows: 1` of `windows: 4`: the fitted model reads 16 tokens, the saved one
+    (`as_saved`: the same weights and vocabulary) 64. A text within the first window gets the
+    same answer from both; words in the fourth window change only the saved model's answer."""
+    from pipelines.families import TextTransformerParams
+    from pipelines.model.builders import as_saved
+
+    prep, x, y = examples["text"]
+    cfg = TrainConfig(learning_rate=1e-2)
+    params = TextTransformerParams(max_tokens=2000, sequence_length=16, windows=4, train_windows=1)
+    fitted = build_model("text-transformer", params.for_training(), prep, cfg, x)
+    fitted.fit(_in(x), y, epochs=1, verbose=0)
+    saved = as_saved(fitted, "text-transformer", params, prep, cfg)
+    assert saved.get_layer("tokenize").get_vocabulary() == (
+        fitted.get_layer("tokenize").get_vocabulary()
+    )
+    short = np.array(["Bank warns of lower profits", " ".join(x[0].split()[:12]), ""])
+    np.testing.assert_allclose(
+        fitted.predict(_in(short), verbose=0), saved.predict(_in(short), verbose=0), atol=1e-5
+    )
+    head = " ".join(x[0].split()[:48])
+    tails = np.array([f"{head} {x[1]}", f"{head} {x[2]}"])
+    first, second = fitted.predict(_in(tails), verbose=0)
+    assert np.abs(first - second).max() < 1e-6  # cut after 16 tokens
+    first, second = saved.predict(_in(tails), verbose=0)
+    assert np.abs(first - second).max() > 1e-6  # read to the 64th
+
+
+def test_train_windows_cannot_exceed_windows():
+    from pipelines.families import TextTransformerParams
+
+    with pytest.raises(ValueError, match=r"train_windows \(3\) must not exceed windows \(2\)"):
+        TextTransformerParams(windows=2, train_windows=3)
+    assert TextTransformerParams(windows=2).for_training().windows == 2
+    assert TextTransformerParams(windows=8, train_windows=2).for_training().windows == 2

@@ -204,11 +204,13 @@ def _scale_window(x: keras.KerasTensor, prep: Preprocessing) -> tuple[Any, Any]:
     return scaled, keras.layers.Flatten(name="last_value_flat")(last)
 
 
-def text_vectorizer(p: TextVectorizerParams, texts: Any) -> keras.layers.TextVectorization:
-    """The tokenizer that lives inside a text model, adapted on the training texts only:
-    TF-IDF over n-grams for the bag of words, token ids (truncated or padded to
-    `sequence_length`) for the transformer. It is saved in the `.keras` file with its
-    vocabulary."""
+def text_vectorizer(
+    p: TextVectorizerParams, texts: Any, vocabulary: list[str] | None = None
+) -> keras.layers.TextVectorization:
+    """The tokenizer that lives inside a text model, adapted on the training texts only (or
+    given the `vocabulary` one was adapted to): TF-IDF over n-grams for the bag of words, token
+    ids (truncated or padded to `windows` x `sequence_length`) for the transformer. It is
+    saved in the `.keras` file with its vocabulary."""
     import keras
     import tensorflow as tf
 
@@ -219,6 +221,9 @@ def text_vectorizer(p: TextVectorizerParams, texts: Any) -> keras.layers.TextVec
     layer = keras.layers.TextVectorization(
         max_tokens=p.max_tokens, standardize=p.standardize, name="tokenize", **options
     )
+    if vocabulary is not None:
+        layer.set_vocabulary(vocabulary)
+        return layer
     layer.adapt(tf.data.Dataset.from_tensor_slices(tf.constant(list(texts))).batch(512))
     return layer
 
@@ -269,10 +274,12 @@ def build_model(
     prep: Preprocessing,
     train: TrainConfig,
     texts: Any = None,
+    vocabulary: list[str] | None = None,
 ) -> keras.Model:
     """A compiled model that takes raw inputs and answers in original terms: class
     probabilities for classification, values in the series' units for forecasts. A text
-    model takes raw strings; `texts` (the training split's) adapt its tokenizer."""
+    model takes raw strings; `texts` (the training split's) adapt its tokenizer, or it is
+    given the `vocabulary` of one that was adapted."""
     import keras
 
     spec = family_spec(family)
@@ -280,10 +287,10 @@ def build_model(
         raise ValueError(f"family {family!r} cannot take {prep.modality} data")
     hparams = params if isinstance(params, spec.params) else spec.params.model_validate(params)
     if prep.modality == "text":
-        if texts is None:
+        if texts is None and vocabulary is None:
             raise ValueError("a text model needs the training texts to adapt its tokenizer")
         inputs = keras.Input(shape=(), name="raw_input", dtype="string")
-        x, base = text_vectorizer(hparams, texts)(inputs), None
+        x, base = text_vectorizer(hparams, texts, vocabulary)(inputs), None
     else:
         inputs = keras.Input(shape=tuple(prep.input_shape), name="raw_input", dtype="float32")
         x, base = _PREPROCESSORS[prep.modality](inputs, prep)
@@ -291,4 +298,31 @@ def build_model(
     head, loss, metrics = _HEADS[prep.task_type]
     model = keras.Model(inputs, head(x, base, prep), name=f"{family}_{prep.modality}")
     model.compile(optimizer=_optimizer(train), loss=loss, metrics=metrics)
+    return model
+
+
+def as_saved(
+    fitted: keras.Model,
+    family: str,
+    params: BaseModel,
+    prep: Preprocessing,
+    train: TrainConfig,
+) -> keras.Model:
+    """The model to save: `fitted` itself, or, where training read less of each input than
+    the saved model reads (`params.for_training()`: a text transformer fitted on the first
+    `train_windows` windows of each document), the same weights and vocabulary in a model
+    that reads all `params.windows`. Every weight is shared by all windows, and a window of
+    padding adds nothing, so a text that fits the training windows gets the same answer from
+    both."""
+    import keras
+
+    if params.for_training() == params:
+        return fitted
+    vocabulary = None
+    if prep.modality == "text":
+        vocabulary = fitted.get_layer("tokenize").get_vocabulary()
+    model = build_model(family, params, prep, train, vocabulary=vocabulary)
+    for layer in model.layers:
+        if layer.weights and not isinstance(layer, keras.layers.TextVectorization):
+            layer.set_weights(fitted.get_layer(layer.name).get_weights())
     return model

@@ -22,7 +22,7 @@ from pipelines.data.preprocessing import (
     split_shards_of,
 )
 from pipelines.errors import TrainingDiverged
-from pipelines.model.builders import build_model
+from pipelines.model.builders import as_saved, build_model
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
@@ -199,8 +199,9 @@ def fit_model(
     verbose: int = 2,
 ) -> tuple[Any, pd.DataFrame]:
     """Build model `model_name` from params and fit it with early stopping on validation loss (best
-    weights restored). Returns the model and its per-epoch curves; raises `TrainingDiverged`
-    when the loss stops being finite."""
+    weights restored). Returns the model to save (`builders.as_saved`: a text transformer
+    fitted on `train_windows` reads all its `windows`) and its per-epoch curves; raises
+    `TrainingDiverged` when the loss stops being finite."""
     import keras
 
     entry = cfg.entry(model_name)
@@ -208,9 +209,10 @@ def fit_model(
     seed_everything(cfg.base.seed)
     fit_data = data.fit_inputs(train_cfg.batch_size, cfg.base.seed, train_cfg.short_texts)
     strategy = distribution_strategy(train_cfg.distribute)
+    params = cfg.model_params(model_name)
     with strategy.scope():
         texts = None if data.prep.sharded or data.prep.modality != "text" else data.x_train
-        model = build_model(entry.family, cfg.model_params(model_name), data.prep, train_cfg, texts)
+        model = build_model(entry.family, params.for_training(), data.prep, train_cfg, texts)
     callbacks = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=train_cfg.patience, restore_best_weights=True
@@ -234,6 +236,8 @@ def fit_model(
             reason=f"loss became {loss} at epoch {epoch}",
             curves=curves,
         )
+    with strategy.scope():
+        model = as_saved(model, entry.family, params, data.prep, train_cfg)
     return model, curves
 
 
