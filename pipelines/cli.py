@@ -203,9 +203,8 @@ def register(
 def check_params(params: Params = Path("params.yaml")) -> None:
     """Validate the params file (including every section dvc.yaml tracks), create any model's
     missing search folder (its train stage depends on it), and say what the file defines."""
-    from pipelines.config import check_params_file
     from pipelines.errors import ConfigError
-    from pipelines.run.project import create_search_folders
+    from pipelines.run.project import check_params_file, create_search_folders
 
     try:
         cfg = check_params_file(params)
@@ -231,7 +230,7 @@ def propose_suite(
     file. Review every bound, then commit it."""
     from pipelines.config import load_config
     from pipelines.data.datasets import load_dataset
-    from pipelines.data.validation import propose_suite as draft
+    from pipelines.data.suite_drafting import propose_suite as draft
     from pipelines.errors import ConfigError, DataError
 
     if out.exists() and not force:
@@ -240,7 +239,7 @@ def propose_suite(
         cfg = load_config(params).dataset(dataset)
         if cfg.shards is not None:
             from pipelines.data.streaming import source_shards
-            from pipelines.data.validation import propose_from_shards
+            from pipelines.data.suite_drafting import propose_from_shards
 
             source = Path(data or cfg.source)
             suite = propose_from_shards(source_shards(source), dataset, cfg.label, str(source))
@@ -361,7 +360,7 @@ def promote(
     fresh-process parity."""
     from pipelines.config import load_config
     from pipelines.errors import KnownFailure
-    from pipelines.registry.registration import promote_version
+    from pipelines.registry.promote import promote_version
 
     try:
         cfg = load_config(params)
@@ -375,8 +374,8 @@ def promote(
 def rollback(name: str, params: Params = Path("params.yaml")) -> None:
     """Make NAME's previous champion the champion again (and the current one previous)."""
     from pipelines.config import load_config
-    from pipelines.registry.registration import refresh_registration_file
     from pipelines.registry.tracking.aliases import rollback as swap
+    from pipelines.registry.verdicts import refresh_registration_file
 
     try:
         champion, previous = swap(name)

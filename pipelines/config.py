@@ -21,21 +21,13 @@ from pydantic import (
 
 from pipelines.errors import ConfigError
 from pipelines.families import FAMILIES, MODALITIES, family_spec
-
-# Short forms of each test document that a text classifier is also scored on (README: text at
-# every length): the headline, the headline and first paragraph, the first 50 words.
-SHORT_FORMS = ("headline", "lead", "words50")
-# The metrics a gate may name, and which way each improves ("max": higher is better).
-METRIC_DIRECTIONS: dict[str, Literal["max", "min"]] = {
-    "accuracy": "max",
-    "roc_auc": "max",
-    "f1": "max",
-    "log_loss": "min",
-    "mae": "min",
-    "rmse": "min",
-    "mape": "min",
-    **{f"{metric}_{form}": "max" for form in SHORT_FORMS for metric in ("accuracy", "f1")},
-}
+from pipelines.metric_names import (
+    DEFAULT_PRIMARY,
+    METRIC_DIRECTIONS,
+    PRIMARY_METRICS,
+    SEARCH_METRICS,
+)
+from pipelines.search_config import SEARCHABLE_SECTIONS, SearchConfig, SearchRange, searched_value
 
 
 class _Strict(BaseModel):
@@ -210,15 +202,6 @@ class OrchestrationConfig(_Strict):
         return value
 
 
-# Metrics a champion comparison can use: each is a mean over rows (rmse: rooted after), so a
-# paired bootstrap over rows gives its distribution. Per problem type, the default.
-PRIMARY_METRICS = {
-    "classification": ("accuracy", "log_loss"),
-    "regression": ("mae", "rmse", "mape"),
-}
-DEFAULT_PRIMARY = {"classification": "accuracy", "regression": "mae"}
-
-
 class GateConfig(_Strict):
     """Quality gate. Absolute floors/ceilings on test metrics; metrics that must beat the
     trivial baselines (always including the primary metric); and non-inferiority to the
@@ -294,100 +277,6 @@ class ModelEntry(_Strict):
                 f"family: unknown model family {self.family!r} (known: {', '.join(FAMILIES)})"
             )
         return self
-
-
-# What a search may optimize: a validation value Keras logs every epoch, per problem type.
-SEARCH_METRICS: dict[str, dict[str, Literal["minimize", "maximize"]]] = {
-    "classification": {"val_loss": "minimize", "val_accuracy": "maximize"},
-    "regression": {"val_loss": "minimize", "val_mae": "minimize"},
-}
-SEARCHABLE_SECTIONS = ("model", "train")
-
-
-class SearchRange(_Strict):
-    """One hyperparameter's range: `low`/`high` (ints give whole numbers; `log` samples on a
-    log scale; `step` a grid), or `choices`. For a list-valued parameter (`model.units`), a
-    sampled number n stands for [n]."""
-
-    low: int | float | None = None
-    high: int | float | None = None
-    log: bool = False
-    step: int | float | None = Field(None, gt=0)
-    choices: list[int | float | str | bool] | None = None
-
-    @model_validator(mode="after")
-    def _range(self) -> SearchRange:
-        if self.choices is not None:
-            if self.low is not None or self.high is not None:
-                raise ValueError("give either choices or low/high, not both")
-            if not self.choices:
-                raise ValueError("choices: empty; list at least one value")
-            return self
-        if self.low is None or self.high is None:
-            raise ValueError("give low and high (a range) or choices (a list)")
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) is above high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(
-                f"log: a log scale needs low > 0, but the range [{self.low}, {self.high}] "
-                "touches zero"
-            )
-        if self.log and self.step is not None:
-            raise ValueError("step: not with log (Optuna samples a log range without steps)")
-        return self
-
-    @property
-    def integer(self) -> bool:
-        """Whole numbers: both bounds (and the step, if any) are ints."""
-        return all(isinstance(v, int) for v in (self.low, self.high, self.step) if v is not None)
-
-    def values(self) -> list[Any]:
-        """The values that bound the range (or all choices): each must be a valid setting."""
-        return list(self.choices) if self.choices is not None else [self.low, self.high]
-
-
-class SearchConfig(_Strict):
-    """A hyperparameter search for one model (`search.<model>`), run by the `tune` stage
-    with Optuna before `train`, which then trains on the best params."""
-
-    dataset: str = Field(
-        min_length=1,
-        description="The model's dataset, repeated: dvc.yaml's tune stage reads its splits "
-        "through it (DVC cannot look it up from the model's entry).",
-    )
-    space: dict[str, SearchRange] = Field(
-        min_length=1, description="`model.<param>` or `train.<param>` -> its range."
-    )
-    trials: int = Field(20, ge=1, description="Trials to run (fewer if timeout_s ends it).")
-    timeout_s: float | None = Field(None, gt=0, description="Stop starting trials after this.")
-    metric: str = Field("val_loss", description="A validation metric, logged every epoch.")
-    direction: Literal["minimize", "maximize"] | None = Field(
-        None, description="Default: the metric's own (minimize a loss, maximize accuracy)."
-    )
-    pruner: Literal["none", "median", "halving"] = Field(
-        "median", description="Stop poor trials early on their per-epoch metric."
-    )
-    max_epochs: int | None = Field(
-        None, ge=1, description="Epochs per trial (default: the model's train.max_epochs)."
-    )
-    seed: int | None = Field(None, ge=0, description="TPE sampler seed (default: base.seed).")
-    workers: int = Field(
-        1, ge=1, description="Trials at once, on a Dask cluster when above 1 (README: Search)."
-    )
-    start_from_params: bool = Field(
-        True, description="Trial 0 is the model's params.yaml values, so the search starts there."
-    )
-
-    @field_validator("metric")
-    @classmethod
-    def _validation_metric(cls, value: str) -> str:
-        if not value.startswith("val_"):
-            kind = "a test metric" if value.startswith("test") else "not a validation metric"
-            raise ValueError(
-                f"{value!r} is {kind}; a search may only look at validation metrics (val_loss, "
-                "val_accuracy, val_mae), never at the test split the gate judges on"
-            )
-        return value
 
 
 class PipelineConfig(_Strict):
@@ -485,11 +374,6 @@ def searchable(cfg: PipelineConfig, name: str) -> dict[str, dict[str, Any]]:
     return {"model": cfg.model_params(name).model_dump(), "train": entry.train.model_dump()}
 
 
-def searched_value(current: Any, value: Any) -> Any:
-    """A sampled value as the parameter takes it: n stands for [n] in a list-valued one."""
-    return [value] if isinstance(current, list) and not isinstance(value, list) else value
-
-
 def _check_search(cfg: PipelineConfig, name: str, search: SearchConfig) -> None:
     where = f"search.{name}"
     if name not in cfg.models:
@@ -561,48 +445,6 @@ def parse_config(raw: Any, searches: bool = True) -> PipelineConfig:
     _check_cross_references(cfg)
     for name, search in cfg.search.items() if searches else ():
         _check_search(cfg, name, search)
-    return cfg
-
-
-# The sections of a `models.<name>` entry that dvc.yaml names as stage params. DVC refuses to run
-# when one is missing from the file, even though the config fills in its defaults.
-DVC_TRACKED_SECTIONS = ("model", "train", "gate")
-
-
-def missing_tracked_sections(raw: dict[str, Any]) -> list[str]:
-    """`models.<name>.<section>` keys that dvc.yaml names but the params file leaves out."""
-    models = raw.get("models") if isinstance(raw, dict) else None
-    return [
-        f"models.{name}.{section}"
-        for name, entry in (models or {}).items()
-        if isinstance(entry, dict)
-        for section in DVC_TRACKED_SECTIONS
-        if section not in entry
-    ]
-
-
-def search_folders(cfg: PipelineConfig, root: Path) -> list[Path]:
-    """Each model's search folder: a dependency of its train stage (tune writes search.json
-    there), so it must exist, kept in git by a `.gitkeep`, before `dvc repro`."""
-    return [root / cfg.paths.models / name / "search" for name in cfg.models]
-
-
-def check_params_file(path: str | Path = "params.yaml") -> PipelineConfig:
-    """`load_config`, plus what `dvc repro` needs beyond it: every section dvc.yaml names."""
-    cfg = load_config(path)
-    raw = yaml.safe_load(Path(path).read_text())
-    if "search" not in raw:
-        raise ConfigError(
-            f"{path}: no `search:` section; dvc.yaml's tune stage iterates it, so `dvc repro` "
-            "would stop with \"Could not find 'search'\". Add `search: {}` for no search"
-        )
-    missing = missing_tracked_sections(raw)
-    if missing:
-        raise ConfigError(
-            f"{path}: dvc.yaml tracks {', '.join(missing)}, which the file leaves out, so "
-            "`dvc repro` would stop with 'Parameters ... are missing'. Add each one; an empty "
-            "mapping takes the defaults, for example:  model: {}  train: {}  gate: {}"
-        )
     return cfg
 
 

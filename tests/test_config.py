@@ -145,7 +145,7 @@ def test_check_params_names_the_sections_dvc_needs(tmp_path, raw_params):
 
     import yaml
 
-    from pipelines.config import check_params_file
+    from pipelines.run.project import check_params_file
 
     params = copy.deepcopy(raw_params)
     params["models"]["extra-dnn"] = {

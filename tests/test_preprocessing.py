@@ -15,13 +15,12 @@ from pipelines.data.preprocessing import (
     SPEC_FILE,
     SPLITS,
     Preprocessing,
-    assign_splits,
-    fill_gaps,
     load_split,
-    row_hashes,
     split_and_fit,
     splits_under,
 )
+from pipelines.data.row_hashing import assign_splits, row_hashes
+from pipelines.data.series import fill_gaps
 from pipelines.errors import DataError
 
 LOOSE = {"validation": 0.15, "test": 0.2}

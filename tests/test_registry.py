@@ -382,7 +382,7 @@ def test_a_champion_that_cannot_be_scored_fails_closed(store, trained, champion)
     """With the champion's model files out of reach, a worse challenger is not promoted, on
     the main line or by `pipelines promote`, and the message names the cause."""
     from pipelines.errors import GateRefused
-    from pipelines.registry.registration import promote_version
+    from pipelines.registry.promote import promote_version
 
     files = _champion_files(champion)
     files.rename(files.with_name("moved-away"))
@@ -492,7 +492,7 @@ def test_promote_refuses_a_candidate_trained_on_another_split(
     from pipelines.data.preprocessing import split_and_fit
     from pipelines.errors import GateRefused
     from pipelines.model.evaluation import evaluate_model
-    from pipelines.registry.registration import promote_version
+    from pipelines.registry.promote import promote_version
 
     cfg = parse_config(trained)
     split_and_fit(
@@ -567,7 +567,7 @@ def test_an_experiment_registers_a_candidate_and_promote_reruns_the_gate(
     store, trained, champion, monkeypatch
 ):
     from pipelines.errors import GateRefused
-    from pipelines.registry.registration import promote_version
+    from pipelines.registry.promote import promote_version
 
     monkeypatch.setenv("DVC_EXP_NAME", "lr-sweep-1")
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "abc1234")

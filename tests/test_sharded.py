@@ -247,7 +247,8 @@ def test_training_stream_reshuffles_every_pass_and_repeats_with_the_seed(cfg, ra
 def test_validate_runs_the_suite_per_shard_and_names_the_bad_one(
     cfg, raw_shards, tmp_path, monkeypatch, no_whole_reads
 ):
-    from pipelines.data.validation import ValidationFailed, propose_from_shards, validate_shards
+    from pipelines.data.suite_drafting import propose_from_shards
+    from pipelines.data.validation import ValidationFailed, validate_shards
 
     shards = shard_paths(raw_shards)
     suite = propose_from_shards(shards, NAME, "target", "test")

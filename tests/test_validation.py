@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from pipelines.config import parse_config
-from pipelines.data.validation import ValidationFailed, check_dataset, propose_suite, validate_frame
+from pipelines.data.suite_drafting import propose_suite
+from pipelines.data.validation import ValidationFailed, check_dataset, validate_frame
 from tests.conftest import REPO
 
 

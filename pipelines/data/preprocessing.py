@@ -14,7 +14,6 @@ reordered, as long as the salt and the shares stay the same. A series is split i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -27,7 +26,6 @@ import pandas as pd
 
 from pipelines.config import DatasetConfig, ShardsConfig, SplitConfig
 from pipelines.data.datasets import PIXEL_PREFIX, image_shape, read_table
-from pipelines.errors import ConfigError, DataError
 from pipelines.data.drift import (
     REFERENCE_FILE,
     drift_features,
@@ -35,6 +33,16 @@ from pipelines.data.drift import (
     save_reference,
     training_vocabulary,
 )
+from pipelines.data.row_hashing import (
+    _digest,
+    _time_digest,
+    assign_splits,
+    row_hashes,
+    share_allowance,
+    split_salt,
+)
+from pipelines.data.series import fill_gaps, window_columns
+from pipelines.errors import ConfigError, DataError
 
 SPLITS = ("train", "validation", "test")
 SPEC_FILE = "preprocessing.json"
@@ -75,85 +83,6 @@ class Splits:
 
 # splitmix64 (Steele, Lea & Flood 2014): a 64-bit mixer, written out so the split does not
 # depend on a library's internal hashing.
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-def _splitmix64(z: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):  # uint64 arithmetic wraps, as the mixer intends
-        z = z + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * _MIX1
-        z = (z ^ (z >> np.uint64(27))) * _MIX2
-        return z ^ (z >> np.uint64(31))
-
-
-def _blake64(salt: str, texts: list[str]) -> np.ndarray:
-    prefix = salt.encode() + b"\0"
-    digests = b"".join(
-        hashlib.blake2b(prefix + text.encode(), digest_size=8).digest() for text in texts
-    )
-    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
-
-
-def row_hashes(
-    table: pd.DataFrame,
-    salt: str,
-    features: list[str] | tuple[str, ...] = (),
-    key: str | None = None,
-    text: bool = False,
-) -> np.ndarray:
-    """A salted uint64 hash of each row, the same in every process and on every platform.
-
-    With `key`: the key column's values as strings (`str(v)`); a missing key is a `DataError`.
-    With `text`: the one column `features[0]`, white space normalised (`" ".join(t.split())`).
-    Otherwise the `features` columns, taken in name order, as float64 (an int and a float of the
-    same value hash alike; -0.0 as 0.0; every NaN as one NaN), chained through splitmix64 from
-    a start drawn from the salt."""
-    if key is not None:
-        values = table[key]
-        missing = int(values.isna().sum())
-        if missing:
-            raise DataError(f"split key column {key!r}: {missing} row(s) have no key")
-        return _blake64(salt, [str(v) for v in values.tolist()])
-    if text:
-        return _blake64(salt, [" ".join(str(t).split()) for t in table[features[0]].tolist()])
-    columns = sorted(features)
-    values = table[columns].to_numpy(dtype="float64", na_value=np.nan) + 0.0  # -0.0 -> 0.0
-    values[np.isnan(values)] = np.nan
-    bits = np.ascontiguousarray(values, dtype="<f8").view("<u8").astype(np.uint64)
-    start = hashlib.blake2b(salt.encode(), digest_size=8).digest()
-    hashes = np.full(len(table), int.from_bytes(start, "little"), dtype=np.uint64)
-    for column in range(bits.shape[1]):
-        hashes = _splitmix64(hashes ^ bits[:, column])
-    return hashes
-
-
-def assign_splits(hashes: np.ndarray, validation: float, test: float) -> np.ndarray:
-    """Each row's split from its hash h, with u = h / 2**64: "test" if u < test, "validation"
-    if u < test + validation, else "train". The thresholds are fixed (compared in integers),
-    so a row's split never depends on the other rows."""
-    test_end = np.uint64(int(test * 2**64))
-    validation_end = np.uint64(int((test + validation) * 2**64))
-    hashes = np.asarray(hashes, dtype=np.uint64)
-    return np.where(
-        hashes < test_end, "test", np.where(hashes < validation_end, "validation", "train")
-    ).astype(object)
-
-
-def split_salt(split: SplitConfig, seed: int) -> str:
-    """The salt in effect: `split.salt`, or `seed-<base.seed>` when none is set."""
-    return split.salt if split.salt is not None else f"seed-{seed}"
-
-
-def _digest(hashes: np.ndarray) -> str:
-    return hashlib.md5(np.sort(hashes).astype("<u8").tobytes()).hexdigest()
-
-
-def _time_digest(times: pd.Series) -> str:
-    return hashlib.md5("\n".join(str(t) for t in times.tolist()).encode()).hexdigest()
-
-
 def _hash_split(
     table: pd.DataFrame, features: list[str], split: SplitConfig, seed: int, text: bool = False
 ) -> tuple[Splits, dict[str, Any]]:
@@ -215,15 +144,6 @@ def splits_under(identity: dict, table: pd.DataFrame, prep: Preprocessing) -> np
             times >= test_start, "test", np.where(times >= validation_start, "validation", "train")
         ).astype(object)
     raise ValueError(f"unknown split method {method!r} (known: {HASH_METHOD}, {TEMPORAL_METHOD})")
-
-
-def share_allowance(tolerance: float, share: float, rows: int) -> float:
-    """How far a class of `rows` rows may be from the configured `share` of a split: the
-    stated `split.tolerance`, widened to three standard errors of a share of that many rows
-    (3 * sqrt(share * (1 - share) / rows)) where chance alone moves it further. A row's split
-    is a fixed function of its hash, never of the other rows, so a class of a few hundred
-    rows cannot be split more evenly than that without rows moving as data grows."""
-    return max(tolerance, 3.0 * math.sqrt(share * (1.0 - share) / max(rows, 1)))
 
 
 def _check_class_shares(name: str, splits: Splits, label: str, split: SplitConfig) -> None:
@@ -302,94 +222,6 @@ def _images(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits
         split=identity,
     )
     return splits, prep
-
-
-def _longest_gap(values: pd.Series) -> tuple[int, int]:
-    """(length, start position) of the longest run of missing values."""
-    missing = values.isna().reset_index(drop=True)
-    run_id = (missing != missing.shift()).cumsum()
-    run_length = missing.groupby(run_id).transform("size").where(missing, 0)
-    longest = int(run_length.max()) if len(run_length) else 0
-    return longest, int(np.argmax(run_length.to_numpy() == longest)) if longest else 0
-
-
-def time_index_problems(
-    df: pd.DataFrame, time_column: str, value: str, max_gap: int
-) -> list[tuple[str, str, str]]:
-    """The series policy, as (check, column, detail) for each broken rule: the time index is
-    strictly increasing with one regular step, and no run of missing values is longer than
-    `max_gap` (shorter ones are filled by interpolation)."""
-    if time_column not in df.columns or value not in df.columns or len(df) < 2:
-        return []  # the expectation suite reports missing columns and too few rows
-    times = pd.to_datetime(df[time_column], errors="coerce").reset_index(drop=True)
-    steps = times.diff().iloc[1:]
-    problems = []
-    unreadable = int(times.isna().sum())
-    if unreadable:
-        problems.append(
-            ("time_index_readable", time_column, f"{unreadable} value(s) are not dates")
-        )
-    backwards = (steps <= pd.Timedelta(0)).to_numpy()
-    if backwards.any():
-        where = times.iloc[1:][backwards]
-        problems.append(
-            (
-                "time_index_strictly_increasing",
-                time_column,
-                f"{int(backwards.sum())} step(s) go back or repeat, first at {where.iloc[0]}",
-            )
-        )
-    elif len(steps) and steps.notna().all():
-        step = steps.mode().iloc[0]
-        irregular = (steps != step).to_numpy()
-        if irregular.any():
-            where = times.iloc[1:][irregular]
-            problems.append(
-                (
-                    "time_index_regular",
-                    time_column,
-                    f"{int(irregular.sum())} step(s) other than {step}, first at "
-                    f"{where.iloc[0]}, e.g. {sorted(set(map(str, steps[irregular])))[:3]} "
-                    "(for missing measurements keep the timestamp and leave the value empty)",
-                )
-            )
-    longest, start = _longest_gap(pd.to_numeric(df[value], errors="coerce"))
-    if longest > max_gap:
-        problems.append(
-            (
-                "gap_within_max_gap",
-                value,
-                f"a gap of {longest} missing steps from {times.iloc[start]}; "
-                f"the fill policy (series.max_gap) allows at most {max_gap}",
-            )
-        )
-    return problems
-
-
-def fill_gaps(df: pd.DataFrame, time_column: str, value: str, max_gap: int) -> pd.DataFrame:
-    """Check the time index (see `time_index_problems`) and fill runs of at most `max_gap`
-    missing values by linear interpolation. A broken rule is an error; missing values at either
-    end are dropped."""
-    problems = time_index_problems(df, time_column, value, max_gap)
-    if problems:
-        raise DataError(
-            "; ".join(f"{check} ({column}): {detail}" for check, column, detail in problems)
-        )
-    missing = df[value].isna().reset_index(drop=True)
-    longest, _ = _longest_gap(df[value])
-    filled = df[[time_column, value]].reset_index(drop=True)
-    filled[value] = filled[value].interpolate(method="linear", limit_area="inside")
-    filled = filled.dropna(subset=[value]).reset_index(drop=True)
-    print(
-        f"filled {int(missing.sum())} missing values by interpolation "
-        f"(longest gap {longest} steps, max_gap {max_gap})"
-    )
-    return filled
-
-
-def window_columns(window: int) -> list[str]:
-    """Names of the raw window's columns, oldest first: `t-52`, ..., `t-1`."""
-    return [f"t-{lag}" for lag in range(window, 0, -1)]
 
 
 def _sequence(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits, Preprocessing]:

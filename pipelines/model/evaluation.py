@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.config import SHORT_FORMS
 from pipelines.data.preprocessing import (
     SPEC_FILE,
     Preprocessing,
@@ -17,6 +16,7 @@ from pipelines.data.preprocessing import (
     split_shards_of,
 )
 from pipelines.data.streaming import label_counts, predict_shards
+from pipelines.metric_names import SHORT_FORMS
 from pipelines.model.metrics import (
     classification_metrics,
     majority_baseline,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.config import METRIC_DIRECTIONS
+from pipelines.metric_names import METRIC_DIRECTIONS
 
 
 def better(metric: str, value: float, reference: float) -> bool:

@@ -14,16 +14,11 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipelines.config import (
-    SEARCH_METRICS,
-    PipelineConfig,
-    SearchConfig,
-    SearchRange,
-    searchable,
-    searched_value,
-)
+from pipelines.config import PipelineConfig, searchable
 from pipelines.errors import TrainingDiverged, failure_summary
+from pipelines.metric_names import SEARCH_METRICS
 from pipelines.model.training import TrainingData, best_epoch, fit_model
+from pipelines.search_config import SearchConfig, SearchRange, searched_value
 
 if TYPE_CHECKING:
     import optuna

@@ -10,35 +10,28 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from pipelines.config import PipelineConfig
 from pipelines.data.drift import REFERENCE_FILE
 from pipelines.data.preprocessing import (
     SPEC_FILE,
     Preprocessing,
-    encode_labels,
-    raw_inputs,
-    split_shards_of,
 )
-from pipelines.data.streaming import take_rows
-from pipelines.errors import GateRefused
-from pipelines.model.evaluation import METRICS_FILE, PLOT_FILE, PREDICTIONS_FILE
-from pipelines.model.training import HISTORY_FILE, MODEL_FILE, TRAINING_FILE
-from pipelines.registry.lineage import data_md5, dvc_lock_hashes, file_md5, library_versions
+from pipelines.model.evaluation import PLOT_FILE
+from pipelines.model.training import HISTORY_FILE, MODEL_FILE
+from pipelines.registry.evidence import Evidence, collect_evidence, model_metadata
+from pipelines.registry.lineage import data_md5, file_md5
+from pipelines.registry.lineage_record import add_lineage_event, write_lineage
 from pipelines.registry.promotion import (
     GOLDEN_ROWS,
     SPLIT_TAG,
-    WITHOUT_COMPARISON,
     Candidate,
     Rows,
     Verdict,
     judge,
-    split_mismatch,
 )
 from pipelines.registry.runs import (
     REGISTERED_TAG,
@@ -55,164 +48,13 @@ from pipelines.registry.runs import (
     tuned,
 )
 from pipelines.registry.tracking import aliases, model_versions, run_lifecycle, run_logging
-
-LINEAGE_FILE = "lineage.json"
-
-
-REGISTRATION_FILE = "registration.json"
-MODEL_MD5_TAG = "model_md5"  # a version's tag: the MD5 of its model file, as dvc.lock has it
-CHECKS = ("thresholds", "champion", "parity")
-
-
-@dataclass(frozen=True)
-class Registration:
-    """What the registry says of one version of a model: `registration.json`. Every field
-    comes from the registry (tags and aliases), so the file says the same thing whichever
-    path wrote it, and agrees with the registry when it is written."""
-
-    model_name: str
-    version: str
-    run_id: str
-    model_md5: str | None
-    gate: str | None  # the last verdict: passed, failed, or incomplete (never judged)
-    promoted: bool  # this version is @champion
-    champion: str | None
-    previous_champion: str | None
-    checks: list[dict]
-    gate_failures: list[str]
-    compared_with: str | None  # the champion the last verdict compared it with
-    not_promoted_because: str | None  # a passing version that is not champion: why
-    candidate: bool  # registered under a DVC experiment
-    experiment: str | None
-
-
-def registration_record(name: str, version: str) -> Registration:
-    """The registry's account of version `version` of `name`, as `registration.json` has it."""
-    info = model_versions.version_info(name, version)
-    tags = info.tags
-    champion = aliases.alias_version(name)
-    checks = []
-    for check in CHECKS:
-        text = tags.get(f"gate.{check}")
-        if text is not None:
-            passed, _, detail = text.partition(": ")
-            checks.append({"name": check, "passed": passed == "ok", "detail": detail})
-    failures = tags.get("gate.failures")
-    return Registration(
-        model_name=name,
-        version=info.version,
-        run_id=info.run_id,
-        model_md5=tags.get(MODEL_MD5_TAG),
-        gate=tags.get("gate"),
-        promoted=champion == info.version,
-        champion=champion,
-        previous_champion=aliases.alias_version(name, aliases.PREVIOUS_CHAMPION),
-        checks=checks,
-        gate_failures=failures.split(" | ") if failures else [],
-        compared_with=tags.get("gate.compared_with"),
-        not_promoted_because=(tags.get("gate.promotion") or None)
-        if champion != info.version
-        else None,
-        candidate=tags.get("candidate") == "true",
-        experiment=tags.get("dvc_exp_name"),
-    )
-
-
-def write_registration(record: Registration, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(asdict(record), indent=2) + "\n")
-
-
-def refresh_registration_file(cfg: PipelineConfig, name: str) -> None:
-    """After an alias moved outside DVC (`pipelines promote`, `pipelines rollback`), rewrite
-    the workspace's `registration.json` of `name` from the registry, so it stays true. DVC
-    then sees the file changed and runs register again on the next `dvc repro`, which writes
-    the same account."""
-    path = Path(cfg.paths.models) / name / REGISTRATION_FILE
-    if not path.is_file():
-        return
-    try:
-        version = json.loads(path.read_text())["version"]
-    except (ValueError, KeyError):
-        return
-    write_registration(registration_record(name, str(version)), path)
-
-
-_INPUTS = {
-    "tabular": "raw feature rows, shape (n, features), columns in the order of `features`",
-    "images": "raw pixel arrays, shape (n, height, width), values as in the source data",
-    "sequence": "raw windows, shape (n, window, 1), oldest value first, in original units",
-    "text": "raw strings, shape (n,): one document each, as written (the model standardizes)",
-}
-_OUTPUTS = {
-    "classification": "class probabilities, shape (n, classes), in the order of `classes`",
-    "regression": "the next value, shape (n, 1), in original units",
-}
-
-
-def model_metadata(name: str, problem: str, prep: Preprocessing) -> dict:
-    """What a caller needs to use the model: it travels with every registered version."""
-    return {
-        "model_name": name,
-        "problem": problem,
-        "modality": prep.modality,
-        "input": _INPUTS[prep.modality],
-        "input_shape": prep.input_shape,
-        "features": prep.features,
-        "label": prep.label,
-        "classes": prep.classes,
-        "output": _OUTPUTS[prep.task_type],
-    }
-
-
-COMPARE_ROWS = 100_000  # test rows a sharded dataset's champion comparison uses
-
-
-def comparison_rows(
-    data_dir: Path, prep: Preprocessing, seed: int
-) -> tuple[np.ndarray | None, pd.DataFrame]:
-    """The test rows the champion is compared on: (positions in the test split or None for
-    all, the rows as a table of raw feature columns and the label, with the key or time
-    column where the split has one). A sharded split gives a seeded sample of `COMPARE_ROWS`."""
-    if not prep.sharded:
-        return None, pd.read_parquet(Path(data_dir) / "test.parquet")
-    total = prep.rows["test"]
-    rng = np.random.default_rng(seed)
-    positions = np.sort(rng.choice(total, size=min(total, COMPARE_ROWS), replace=False))
-    x, labels = take_rows(split_shards_of(data_dir, "test"), prep.features, prep.label, positions)
-    table = pd.DataFrame(x, columns=prep.features)
-    table[prep.label] = labels
-    return positions, table
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """What a registration decides on, read from the train, evaluate and split outputs."""
-
-    metrics: dict
-    summary: dict
-    history: pd.DataFrame
-    prep: Preprocessing
-    positions: np.ndarray | None  # the compared test rows (None: all of them)
-    table: pd.DataFrame  # those rows
-    x_test: np.ndarray
-    y_test: np.ndarray
-    predictions: np.ndarray  # the new model's, on the compared rows
-
-
-def collect_evidence(model_dir: Path, eval_dir: Path, data_dir: Path, seed: int) -> Evidence:
-    metrics = json.loads((eval_dir / METRICS_FILE).read_text())
-    summary = json.loads((model_dir / TRAINING_FILE).read_text())
-    history = pd.read_csv(model_dir / HISTORY_FILE)
-    prep = Preprocessing.load(data_dir / SPEC_FILE)
-    positions, table = comparison_rows(data_dir, prep, seed)
-    x_test = raw_inputs(table, prep.features, prep.input_shape)
-    y_test = encode_labels(table[prep.label].to_numpy(), prep)
-    if positions is None:
-        predictions = np.load(eval_dir / PREDICTIONS_FILE)
-    else:  # read only the sampled rows' predictions
-        predictions = np.asarray(np.load(eval_dir / PREDICTIONS_FILE, mmap_mode="r")[positions])
-    return Evidence(metrics, summary, history, prep, positions, table, x_test, y_test, predictions)
+from pipelines.registry.verdicts import (
+    MODEL_MD5_TAG,
+    Registration,
+    record_verdict,
+    registration_record,
+    write_registration,
+)
 
 
 def run_record(cfg: PipelineConfig, name: str, raw_data: Path, ev: Evidence) -> tuple:
@@ -245,107 +87,6 @@ def run_record(cfg: PipelineConfig, name: str, raw_data: Path, ev: Evidence) -> 
         "stopped_epoch": ev.summary["stopped_epoch"],
     }
     return tags, params, metrics
-
-
-def record_verdict(
-    name: str,
-    version: str,
-    verdict: Verdict,
-    compared_with: str | None,
-    promote: bool,
-    extra_tags: dict | None = None,
-) -> bool:
-    """Tag the version with the gate's verdict and, if it passed and `promote`, move
-    `@champion` to it, only if `@champion` is still `compared_with` (compare-and-set).
-    Returns whether it was promoted."""
-    for check in verdict.checks:
-        print(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
-    model_versions.tag_version(
-        name,
-        version,
-        {
-            "gate": "passed" if verdict.passed else "failed",
-            **{
-                f"gate.{c.name}": ("ok: " if c.passed else "FAILED: ") + c.detail
-                for c in verdict.checks
-            },
-            "gate.failures": " | ".join(verdict.failures),
-            "gate.compared_with": compared_with or "none",
-            "gate.promotion": "" if verdict.passed and promote else _held(verdict),
-            **(extra_tags or {}),
-        },
-    )
-    if not (promote and verdict.passed):
-        return False
-    try:
-        aliases.promote(name, version, expected=compared_with)
-    except aliases.ChampionMoved as moved:
-        model_versions.tag_version(name, version, {"gate.promotion": f"not promoted: {moved}"})
-        return False
-    return True
-
-
-def _held(verdict: Verdict) -> str:
-    """Why a version that was judged is not promoted."""
-    if not verdict.passed:
-        return "not promoted: the gate failed"
-    return "not promoted: a candidate of a DVC experiment (pipelines promote moves the alias)"
-
-
-def write_lineage(
-    cfg: PipelineConfig,
-    name: str,
-    run_id: str,
-    record: Registration,
-    passed: bool,
-    tags: dict,
-    params: dict,
-    ev: Evidence,
-) -> None:
-    """`lineage.json` on the run: code, data, params, library versions and the verdict."""
-    dataset = cfg.entry(name).dataset
-    run_logging.log_dict(
-        run_id,
-        {
-            "model": {
-                "name": name,
-                "version": record.version,
-                "md5": record.model_md5,
-                "promoted": record.promoted,
-                "previous_champion": record.previous_champion,
-            },
-            "git": {key: tags[key] for key in ("git_commit", "git_dirty")},
-            "data": {
-                "md5": tags["data_md5"],
-                # the lock of the folder the stage runs in (an experiment's temp copy, say)
-                "dvc_lock": dvc_lock_hashes(
-                    Path("dvc.lock"), [f"ingest@{dataset}", f"split@{dataset}"]
-                ),
-                "split": ev.prep.split,
-            },
-            "params": params,
-            "seed": cfg.base.seed,
-            "versions": library_versions(),
-            "epochs": {"best": ev.summary["best_epoch"], "stopped": ev.summary["stopped_epoch"]},
-            "search": ev.summary.get("search"),
-            "test_metrics": ev.metrics,
-            "gate": {"passed": passed, "promoted": record.promoted, "checks": record.checks},
-        },
-        LINEAGE_FILE,
-    )
-
-
-def add_lineage_event(run_id: str, event: dict) -> None:
-    """Append `event` to the `events` of the run's `lineage.json` (a decision taken after
-    registration, such as a promotion without the champion comparison)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = run_logging.download_run_artifacts(run_id, LINEAGE_FILE, Path(tmp))
-            lineage = json.loads(path.read_text())
-        except Exception:  # a run without lineage gets one with the event alone
-            lineage = {}
-    lineage.setdefault("events", []).append(event)
-    run_logging.log_dict(run_id, lineage, LINEAGE_FILE)
 
 
 def register_model(
@@ -626,114 +367,3 @@ def _say(
             f"{name} version {version} registered but NOT promoted; @{aliases.CHAMPION} "
             f"stays {champion_before}. Failed: " + " | ".join(verdict.failures)
         )
-
-
-def _metrics_of_run(values: dict[str, float]) -> tuple[dict, dict]:
-    """(test metrics, baselines) back from a training run's logged metrics."""
-    test = {k.removeprefix("test_"): v for k, v in values.items() if k.startswith("test_")}
-    baselines: dict[str, dict[str, float]] = {}
-    for key, value in values.items():
-        # `baseline_<baseline>_<metric>`; both names may hold underscores (seasonal_naive,
-        # log_loss), the metric names are known.
-        metric = next((m for m in test if key.endswith(f"_{m}")), None)
-        if key.startswith("baseline_") and metric:
-            baseline = key.removeprefix("baseline_").removesuffix(f"_{metric}")
-            baselines.setdefault(baseline, {})[metric] = value
-    return test, baselines
-
-
-def promote_version(
-    cfg: PipelineConfig,
-    name: str,
-    version: str,
-    data_dir: Path,
-    without_comparison: bool = False,
-) -> str | None:
-    """`pipelines promote`: rerun the gate for a registered version (a candidate of a DVC
-    experiment, say) and move `@champion` to it only if it passes: the thresholds on its test
-    metrics, non-inferiority to the current champion on current test rows that neither model
-    trained on, and fresh-process parity on its golden sample. A version trained on another
-    split (salt, seed or shares) is refused: rows it trained on may be current test rows.
-    `without_comparison` leaves out the champion comparison (for a deliberate schema change)
-    and records that on the version and in its lineage. Raises `GateRefused` naming what
-    failed. Returns the previous champion."""
-    with aliases.model_lock(name):
-        previous = _promote(cfg, name, version, data_dir, without_comparison)
-    refresh_registration_file(cfg, name)
-    return previous
-
-
-def _promote(
-    cfg: PipelineConfig, name: str, version: str, data_dir: Path, without_comparison: bool
-) -> str | None:
-    gate = cfg.entry(name).gate
-    info = model_versions.version_info(name, version)
-    champion = aliases.alias_version(name)
-    if champion == info.version:
-        print(f"{name} version {info.version} is already @{aliases.CHAMPION}")
-        return None
-    prep = Preprocessing.load(data_dir / SPEC_FILE)
-    split = json.loads(info.tags.get(SPLIT_TAG) or "{}")
-    skip = None
-    if without_comparison:
-        skip = f"left out on purpose ({WITHOUT_COMPARISON})"
-    elif champion is not None:
-        why = split_mismatch(split, prep.split)
-        if why:
-            raise GateRefused(
-                f"{name} version {info.version} not promoted: it cannot be compared on the "
-                f"current test rows: {why}. Retrain it on the current split (dvc exp run), or "
-                f"replace the champion without the comparison: pipelines promote {name} "
-                f"{info.version} {WITHOUT_COMPARISON}"
-            )
-    test, baselines = _metrics_of_run(run_logging.run_metrics(info.run_id))
-    with tempfile.TemporaryDirectory() as tmp:
-        golden = run_logging.download_run_artifacts(info.run_id, run_logging.GOLDEN_DIR, Path(tmp))
-        _, table = comparison_rows(data_dir, prep, cfg.base.seed)
-        candidate = Candidate(
-            name=name,
-            version=info.version,
-            test_metrics=test,
-            baselines=baselines,
-            golden_inputs=golden / "inputs.npy",
-            golden_predictions=np.load(golden / "predictions.npy"),
-            split=split,
-        )
-        verdict = judge(gate, candidate, champion, Rows(table, prep), cfg.base.seed, skip)
-    # The version's gate tags now hold this verdict (the latest), and the alias moves only if
-    # it passed and `@champion` is still the version it was compared with.
-    promoted = record_verdict(
-        name,
-        info.version,
-        verdict,
-        champion,
-        promote=True,
-        extra_tags={
-            "gate.promote": ("passed: " if verdict.passed else "refused: ")
-            + (" | ".join(verdict.failures) or f"against champion {champion}"),
-            **({"gate.champion_comparison": f"skipped: {skip}"} if skip else {}),
-        },
-    )
-    if not verdict.passed:
-        raise GateRefused(
-            f"{name} version {info.version} not promoted; @{aliases.CHAMPION} stays "
-            f"{champion}. Failed: " + " | ".join(verdict.failures)
-        )
-    if not promoted:
-        moved = model_versions.version_info(name, info.version).tags.get("gate.promotion", "")
-        raise GateRefused(f"{name} version {info.version} {moved}")
-    previous = champion
-    if skip:
-        add_lineage_event(
-            info.run_id,
-            {
-                "event": f"promoted by pipelines promote {WITHOUT_COMPARISON}",
-                "replaced": champion,
-                "checks": [asdict(c) for c in verdict.checks],
-            },
-        )
-    print(
-        f"{name} version {info.version} is @{aliases.CHAMPION}"
-        + (f"; version {previous} is @{aliases.PREVIOUS_CHAMPION}" if previous else "")
-    )
-    return previous

@@ -14,8 +14,8 @@ def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome:
     is the last registration's (its `registration.json`, the registry's account of it), and
     says so: only the live alias tells who is champion now."""
     from pipelines.model.evaluation import METRICS_FILE
-    from pipelines.registry.registration import REGISTRATION_FILE
     from pipelines.registry.tracking import aliases
+    from pipelines.registry.verdicts import REGISTRATION_FILE
 
     rows = [
         "| model | family | test metrics | version | gate | this run | @champion now |",
