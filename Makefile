@@ -49,8 +49,8 @@ bench: ## Benchmark suite (about 90 min) in a scratch clone of HEAD; ONLY=name,.
 		&& .venv/bin/python bench/run.py $(if $(ONLY),--only $(ONLY))
 	mkdir -p bench/out && cp -r $(BENCH_DIR)/bench/out/. bench/out/
 
-lint: install ## ruff lint and format check, and the import contracts (pyproject.toml)
-	ruff check . && ruff format --check pipelines tests tools && lint-imports && python tools/stage_deps.py --check
+lint: install ## ruff lint and format check, the type check (mypy) and the import contracts (pyproject.toml)
+	ruff check . && ruff format --check pipelines tests tools && mypy && lint-imports && python tools/stage_deps.py --check
 
 deps: install ## Rewrite dvc.yaml's pipelines/ deps of each stage from the import graph
 	python tools/stage_deps.py

@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from pipelines.errors import ConfigError
-from pipelines.families import FAMILIES, MODALITIES, family_spec
+from pipelines.families import FAMILIES, MODALITIES, FamilyParams, family_spec
 from pipelines.metric_names import (
     DEFAULT_PRIMARY,
     METRIC_DIRECTIONS,
@@ -324,7 +324,7 @@ class PipelineConfig(_Strict):
             entry[section][param] = value
         return parse_config(raw, searches=False)
 
-    def model_params(self, name: str) -> BaseModel:
+    def model_params(self, name: str) -> FamilyParams:
         """The family hyperparameters of model `name`, validated against its family's schema."""
         return family_spec(self.entry(name).family).params.model_validate(self.entry(name).model)
 

@@ -48,6 +48,13 @@ class SearchRange(_Strict):
         return self
 
     @property
+    def bounds(self) -> tuple[int | float, int | float]:
+        """(low, high) of a range; a list of choices has none."""
+        if self.low is None or self.high is None:
+            raise ValueError("a list of choices has no low and high")
+        return self.low, self.high
+
+    @property
     def integer(self) -> bool:
         """Whole numbers: both bounds (and the step, if any) are ints."""
         return all(isinstance(v, int) for v in (self.low, self.high, self.step) if v is not None)

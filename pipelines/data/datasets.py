@@ -141,7 +141,7 @@ def read_text_folder(path: Path) -> pd.DataFrame:
     """A folder with one sub-folder per class of `.txt` files: columns `text`, `category`.
     Hidden and system entries (`.DS_Store`, `._x.txt`, `Thumbs.db`, ...) are skipped, and each
     file is decoded in `DECODE_ORDER`; it prints how many of each."""
-    rows, skipped, encodings = [], 0, Counter()
+    rows, skipped, encodings = [], 0, Counter[str]()
     for class_dir in sorted(path.iterdir()):
         if is_hidden(class_dir):
             skipped += 1

@@ -140,7 +140,12 @@ def reference_profile(
             "shares": _shares(values, edges).tolist(),
             "cdf": _cdf(values, edges),
         }
-    profile = {"rows": len(frame), "bins": _BINS, "time_end": time_end, "features": features}
+    profile: dict[str, Any] = {
+        "rows": len(frame),
+        "bins": _BINS,
+        "time_end": time_end,
+        "features": features,
+    }
     if vocabulary is not None:
         profile["vocabulary"] = vocabulary
     return profile

@@ -171,7 +171,7 @@ class ShardWriter:
         if self._buffered[shard] >= FLUSH_ROWS:
             self._spill(shard)
         if self.buffered_rows > BUFFER_ROWS:
-            for largest in sorted(self._buffered, key=self._buffered.get, reverse=True):
+            for largest in sorted(self._buffered, key=lambda s: self._buffered[s], reverse=True):
                 self._spill(largest)
                 if self.buffered_rows <= BUFFER_ROWS // 2:
                     break
@@ -285,10 +285,10 @@ class Moments:
         self.count = total
 
     def result(self) -> dict[str, list[float]]:
-        if self.mean is None:
+        if self.mean is None or self.m2 is None:
             raise ValueError("no rows to compute statistics from")
         variance = self._var if self._var is not None else self.m2 / self.count
-        return {"mean": self.mean.tolist(), "variance": variance.tolist()}
+        return {"mean": self.mean.tolist(), "variance": np.asarray(variance).tolist()}
 
 
 def stream_normalization(
@@ -324,6 +324,13 @@ def sample_rows(
     return pd.concat(picked, ignore_index=True)
 
 
+def _present(y: np.ndarray | None) -> np.ndarray:
+    """The labels of a block read with a label column (`_read` yields None without one)."""
+    if y is None:
+        raise ValueError("no label column was read")
+    return y
+
+
 def _read(
     shards: Sequence[Path], features: list[str], label: str | None, read_rows: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
@@ -345,7 +352,7 @@ def _load_shard(shard: Path, features: list[str], label: str) -> tuple[np.ndarra
     labels, start = [], 0
     for block, y in _read([shard], features, label, READ_ROWS):
         x[start : start + len(block)] = block
-        labels.append(y)
+        labels.append(_present(y))
         start += len(block)
     return x, np.concatenate(labels)
 
@@ -391,7 +398,7 @@ def shard_dataset(
             rng = np.random.default_rng([shuffle_seed, next(passes)])
             blocks = _shuffled_shards(shards, features, label, rng)
         for x, y in blocks:
-            yield x, encode(y)
+            yield x, encode(_present(y))
 
     signature = (
         tf.TensorSpec(shape=(None, len(features)), dtype=tf.float32),
@@ -418,7 +425,7 @@ def predict_shards(
     outputs, labels = [], []
     for x, y in _read(shards, features, label, batch_rows):
         outputs.append(np.asarray(predict(x), dtype="float64"))
-        labels.append(y)
+        labels.append(_present(y))
     return np.concatenate(outputs), np.concatenate(labels)
 
 
@@ -443,7 +450,7 @@ def take_rows(
         if hi > lo:
             local = positions[lo:hi] - start
             xs.append(x[local].astype("float64"))
-            ys.append(y[local])
+            ys.append(_present(y)[local])
         start = end
     if not xs:
         return np.empty((0, len(features))), np.empty(0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,7 @@ def validate_shards(
 
 
 def validate_frames(
-    frames: list[tuple[str | None, Any]],
+    frames: Sequence[tuple[str | None, Any]],
     dataset: str,
     suite_dict: dict[str, Any],
     report_dir: Path,

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from pipelines.families import (
     ConvParams,
     DenseParams,
+    FamilyParams,
     RecurrentParams,
     TextDenseParams,
     TextTransformerParams,
@@ -289,6 +290,8 @@ def build_model(
     if prep.modality == "text":
         if texts is None and vocabulary is None:
             raise ValueError("a text model needs the training texts to adapt its tokenizer")
+        if not isinstance(hparams, TextVectorizerParams):
+            raise ValueError(f"family {family!r} takes text but has no tokenizer settings")
         inputs = keras.Input(shape=(), name="raw_input", dtype="string")
         x, base = text_vectorizer(hparams, texts, vocabulary)(inputs), None
     else:
@@ -304,7 +307,7 @@ def build_model(
 def as_saved(
     fitted: keras.Model,
     family: str,
-    params: BaseModel,
+    params: FamilyParams,
     prep: Preprocessing,
     train: TrainConfig,
 ) -> keras.Model:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -194,7 +195,7 @@ def _evaluate_classifier(
 ) -> tuple[dict, np.ndarray]:
     proba, y_test = predict_test(model, data_dir, prep)
     majority = majority_baseline(_train_class_counts(data_dir, prep), len(y_test))
-    metrics = {
+    metrics: dict[str, Any] = {
         "test": classification_metrics(y_test, proba),
         "baselines": {"majority": classification_metrics(y_test, majority)},
         "test_rows": len(y_test),

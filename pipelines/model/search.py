@@ -11,8 +11,9 @@ from __future__ import annotations
 import gc
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pipelines.config import PipelineConfig, searchable
 from pipelines.errors import TrainingDiverged, failure_summary
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     import optuna
 
 
-def direction(cfg: PipelineConfig, name: str) -> str:
+def direction(cfg: PipelineConfig, name: str) -> Literal["minimize", "maximize"]:
     """`minimize` or `maximize`: the search's own, else its metric's."""
     search = cfg.search_of(name)
     if search.direction:
@@ -51,7 +52,10 @@ def current_values(cfg: PipelineConfig, name: str) -> dict[str, Any]:
 def _within(spec: SearchRange, value: Any) -> bool:
     if spec.choices is not None:
         return value in spec.choices
-    return isinstance(value, int | float) and spec.low <= value <= spec.high
+    if not isinstance(value, int | float):
+        return False
+    low, high = spec.bounds
+    return low <= value <= high
 
 
 def overrides(cfg: PipelineConfig, name: str, point: dict[str, Any]) -> dict[str, Any]:
@@ -119,13 +123,13 @@ def suggest(trial: optuna.Trial, search: SearchConfig) -> dict[str, Any]:
         if spec.choices is not None:
             point[key] = trial.suggest_categorical(key, spec.choices)
         elif spec.integer:
+            low, high = spec.bounds
             step = int(spec.step or 1)
-            point[key] = trial.suggest_int(
-                key, int(spec.low), int(spec.high), step=step, log=spec.log
-            )
+            point[key] = trial.suggest_int(key, int(low), int(high), step=step, log=spec.log)
         else:
+            low, high = spec.bounds
             point[key] = trial.suggest_float(
-                key, float(spec.low), float(spec.high), step=spec.step, log=spec.log
+                key, float(low), float(high), step=spec.step, log=spec.log
             )
     return point
 
@@ -209,7 +213,7 @@ def study_plots(study: optuna.Study) -> dict[str, Any]:
     from optuna.visualization import matplotlib as plots
 
     figures = {}
-    makers = {
+    makers: dict[str, Callable[[Any], Any]] = {
         "optimization_history": plots.plot_optimization_history,
         "param_importances": plots.plot_param_importances,
         "parallel_coordinate": plots.plot_parallel_coordinate,

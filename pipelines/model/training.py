@@ -162,7 +162,14 @@ class TrainingData:
     def rows(self) -> tuple[int, int]:
         if self.prep.sharded:
             return self.prep.rows["train"], self.prep.rows["validation"]
-        return len(self.x_train), len(self.x_val)
+        x_train, _, x_val, _ = self.arrays()
+        return len(x_train), len(x_val)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x_train, y_train, x_val, y_val) of a dataset read into memory."""
+        if self.x_train is None or self.y_train is None or self.x_val is None or self.y_val is None:
+            raise ValueError(f"{self.data_dir}: a sharded dataset is streamed, not read whole")
+        return self.x_train, self.y_train, self.x_val, self.y_val
 
     def fit_inputs(self, batch_size: int, seed: int, short_texts: float = 0.0) -> dict[str, Any]:
         """`model.fit`'s data arguments: seeded shuffling every epoch (and, for text, the
@@ -177,9 +184,10 @@ class TrainingData:
             }
         if prep.modality == "text":
             # Keras takes strings as tensors, not NumPy arrays: a seeded, reshuffled tf.data.
+            x_train, y_train, x_val, y_val = self.arrays()
             return {
-                "x": _strings(self.x_train, self.y_train, batch_size, seed, short_texts),
-                "validation_data": _strings(self.x_val, self.y_val, batch_size),
+                "x": _strings(x_train, y_train, batch_size, seed, short_texts),
+                "validation_data": _strings(x_val, y_val, batch_size),
                 "shuffle": False,
             }
         return {

@@ -157,7 +157,8 @@ def check_request(model_input: Any, config: dict[str, Any]) -> np.ndarray:
 CHUNK_ROWS = 4096
 
 
-class RawInputModel(mlflow.pyfunc.PythonModel):
+# mlflow.pyfunc is loaded by `import mlflow`; its stubs do not say so.
+class RawInputModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
     """The Keras model (preprocessing inside) behind request checks."""
 
     # No type-hint validation: `check_request` validates every request and names the problem

@@ -42,7 +42,8 @@ def _options() -> dict[Callable[..., Any], dict[str, Any]]:
 @cache
 def as_task(fn: Callable[..., Any]) -> Any:
     """`fn` as a Prefect task, built on first use (nothing is built at import time)."""
-    return task(fn, cache_policy=NO_CACHE, retry_condition_fn=_retry_step, **_options()[fn])
+    options: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_condition_fn": _retry_step}
+    return task(fn, **options, **_options()[fn])
 
 
 @flow(name="ingest", flow_run_name="ingest-{dataset}", log_prints=True)

@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 
 class ServerDidNotStart(RuntimeError):
@@ -40,7 +41,7 @@ def wait_until_answers(
             return
         if proc.poll() is not None:
             raise ServerDidNotStart(
-                f"{' '.join(map(str, proc.args))!r} exited with code {proc.returncode}"
+                f"{_command(proc.args)!r} exited with code {proc.returncode}"
                 + (f"; see {log_path}:\n{_tail(log_path)}" if log_path else "")
             )
         time.sleep(0.5)
@@ -48,6 +49,11 @@ def wait_until_answers(
         f"nothing answered at {url} within {wait_s:.0f} s"
         + (f"; see {log_path}:\n{_tail(log_path)}" if log_path else "")
     )
+
+
+def _command(args: Any) -> str:
+    """A process's command line as one string (`Popen.args`: a string or a sequence)."""
+    return args if isinstance(args, str) else " ".join(map(str, args))
 
 
 def _tail(path: Path, chars: int = 3000) -> str:

@@ -85,7 +85,7 @@ def deploy_retraining(cfg: PipelineConfig, name: str, params: Path) -> str:
     return str(
         flow.from_source(
             source=str(project_root()), entrypoint="pipelines/run/retrain.py:retrain"
-        ).deploy(
+        ).deploy(  # type: ignore[union-attr]  # from_source is sync here (no event loop)
             name=name,
             work_pool_name=orch.work_pool,
             schedules=[Cron(orch.schedule, timezone=orch.timezone)],

@@ -142,5 +142,6 @@ def stage_retries(orch: OrchestrationConfig, stage: str) -> int:
 
 def stage_task(orch: OrchestrationConfig, stage: str) -> Any:
     return run_stage.with_options(
-        retries=stage_retries(orch, stage), retry_delay_seconds=orch.retry_delay_seconds
+        retries=stage_retries(orch, stage),
+        retry_delay_seconds=[float(s) for s in orch.retry_delay_seconds],
     )

@@ -84,6 +84,8 @@ def objective(cfg: PipelineConfig, name: str, data: TrainingData, parent_run_id:
             raise optuna.TrialPruned(f"pruned at epoch {result.epochs}")
         if result.state == "failed":
             raise _TrialFailed(result.error)
+        if result.value is None:
+            raise _TrialFailed("the trial ended without a value")
         return float(result.value)
 
     return run
@@ -292,7 +294,7 @@ def tune(cfg: PipelineConfig, name: str, data_dir: Path, out_dir: Path) -> dict:
             model=name,
             metric=search.metric,
             direction=optimizer.direction(cfg, name),
-            best_value=float(best.value),
+            best_value=float(best.values[0]),
             best_trial=best.number,
             best_params=optimizer.overrides(cfg, name, best.params),
             trials=len(study.trials),

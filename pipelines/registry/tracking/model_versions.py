@@ -47,7 +47,7 @@ def raw_signature(metadata: Mapping[str, Any]):
         inputs=Schema([TensorSpec(raw, (-1, *metadata["input_shape"]))]),
         outputs=Schema([TensorSpec(np.dtype("float32"), (-1, len(classes) or 1))]),
         # `labels: true` asks a classifier for the predicted class beside the probabilities
-        params=ParamSchema([ParamSpec("labels", "boolean", False)]) if classes else None,
+        params=ParamSchema([ParamSpec("labels", "boolean", False)]) if classes else None,  # type: ignore[arg-type]
     )
     signature._is_signature_from_type_hint = True
     return signature
