@@ -47,7 +47,9 @@ def suite_path() -> Path:
 # tests are `integration` unless marked `e2e` (the real pipeline, DVC and all). Every other
 # test is `unit`: no model trained, no server started; `make test-unit` runs those.
 INTEGRATION_FILES = {
-    "test_bad_input.py",
+    "test_bad_data.py",
+    "test_bad_params.py",
+    "test_bad_requests.py",
     "test_builders.py",
     "test_faults.py",
     "test_local_server.py",
