@@ -273,12 +273,14 @@ def judge(
     rows: Rows,
     seed: int,
     skip_comparison: str | None = None,
+    scorer: fresh_process.FreshScorer | None = None,
 ) -> Verdict:
     """Every check of the gate for `candidate` against `champion` (a version, or None when
     there is none), scored in one fresh process (as `mlflow models serve` loads a model).
     `skip_comparison`: why the champion comparison is left out on purpose (recorded in the
-    check). Never raises for a failed check: a comparison that cannot be made is a failed
-    check naming the cause (fail closed)."""
+    check); `scorer`: a fresh process started ahead of time. Never raises for a failed
+    check: a comparison that cannot be made is a failed check naming the cause (fail
+    closed)."""
     primary = gate.primary(rows.prep.task_type)
     thresholds = apply_gate(gate, candidate.test_metrics, candidate.baselines, primary)
     plan: _Plan | Check | None = None
@@ -309,7 +311,7 @@ def judge(
                 ours = raw_inputs(rows.table[plan.mask], rows.prep.features, rows.prep.input_shape)
                 np.save(Path(tmp) / "candidate.npy", ours)
                 jobs.append((candidate.uri, Path(tmp) / "candidate.npy"))
-        scores = fresh_process.score_in_fresh_process(jobs)
+        scores = fresh_process.score_in_fresh_process(jobs, scorer)
     parity = parity_check(
         candidate.uri, scores[0], candidate.golden_predictions, gate.parity_tolerance
     )

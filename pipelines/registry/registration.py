@@ -47,7 +47,13 @@ from pipelines.registry.runs import (
     training_params,
     tuned,
 )
-from pipelines.registry.tracking import aliases, model_versions, run_lifecycle, run_logging
+from pipelines.registry.tracking import (
+    aliases,
+    fresh_process,
+    model_versions,
+    run_lifecycle,
+    run_logging,
+)
 from pipelines.registry.verdicts import (
     MODEL_MD5_TAG,
     Registration,
@@ -128,6 +134,24 @@ def _register(
     docs_dir: Path,
     out: Path,
 ) -> Registration:
+    # The fresh process that scores the new version imports MLflow and Keras meanwhile.
+    with fresh_process.started_scorer() as scorer:
+        return _register_with(
+            cfg, name, model_dir, eval_dir, data_dir, raw_data, docs_dir, out, scorer
+        )
+
+
+def _register_with(
+    cfg: PipelineConfig,
+    name: str,
+    model_dir: Path,
+    eval_dir: Path,
+    data_dir: Path,
+    raw_data: Path,
+    docs_dir: Path,
+    out: Path,
+    scorer: fresh_process.FreshScorer,
+) -> Registration:
     ev = collect_evidence(model_dir, eval_dir, data_dir, cfg.base.seed)
     cfg = tuned(cfg, name, ev.summary.get("search"))  # the params it was trained with
     for version in model_versions.mark_incomplete_versions(name):
@@ -137,10 +161,20 @@ def _register(
     existing = _version_of_file(name, md5)
     if existing is None:
         version = _register_new(
-            cfg, name, ev, md5, model_dir, eval_dir, data_dir, raw_data, docs_dir, experiment
+            cfg,
+            name,
+            ev,
+            md5,
+            model_dir,
+            eval_dir,
+            data_dir,
+            raw_data,
+            docs_dir,
+            experiment,
+            scorer,
         )
     else:
-        version = _judge_again(cfg, name, existing, ev, experiment)
+        version = _judge_again(cfg, name, existing, ev, experiment, scorer)
     record = registration_record(name, version)
     write_registration(record, out)
     return record
@@ -224,6 +258,7 @@ def _register_new(
     raw_data: Path,
     docs_dir: Path,
     experiment: Experiment | None,
+    scorer: fresh_process.FreshScorer,
 ) -> str:
     """Log the run, register the model file as a new version, judge it and record the
     verdict; returns the version."""
@@ -284,6 +319,7 @@ def _register_new(
                 champion_before,
                 Rows(ev.table, ev.prep),
                 cfg.base.seed,
+                scorer=scorer,
             )
             record_verdict(name, version, verdict, champion_before, experiment is None)
     record = registration_record(name, version)
@@ -298,6 +334,7 @@ def _judge_again(
     existing: model_versions.VersionInfo,
     ev: Evidence,
     experiment: Experiment | None,
+    scorer: fresh_process.FreshScorer,
 ) -> str:
     """The model file is already version `existing`: judge it on the main line unless it is
     the champion already; under an experiment, leave it as it is."""
@@ -317,6 +354,7 @@ def _judge_again(
             champion_before,
             Rows(ev.table, ev.prep),
             cfg.base.seed,
+            scorer=scorer,
         )
     record_verdict(name, version, verdict, champion_before, True)
     record = registration_record(name, version)

@@ -8,20 +8,24 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from pipelines.registry.tracking.connection import tracking_uri
 
-# Runs in a fresh interpreter that imports only mlflow and numpy, as `mlflow models serve` does.
-# It loads each model and scores its input file; one process serves all the checks of a
-# registration, so TensorFlow is imported once for them.
+# Runs in a fresh interpreter that imports only mlflow and numpy, as `mlflow models serve` does,
+# and Keras, which loading any registered model imports: it does so before it reads its jobs, so
+# a process started ahead of time (`started_scorer`) has paid for its imports by the time the
+# caller has a model to score. It loads each model and scores its input file; one process serves
+# all the checks of a registration, so TensorFlow is imported once for them.
 _SCORE_SCRIPT = """
 import json, os, sys
 import numpy as np
 import mlflow
+import keras
 mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
 for model_uri, inputs, output in json.loads(sys.stdin.read()):
     try:
@@ -33,33 +37,76 @@ assert "pipelines" not in sys.modules
 """
 
 
-def score_in_fresh_process(jobs: Sequence[tuple[str, Path]]) -> list[np.ndarray | str]:
-    """Load each `(model_uri, inputs.npy)` in one new Python process and predict. Returns, per
-    job, the predictions (float64) or the error that stopped that model, as text."""
-    with tempfile.TemporaryDirectory() as tmp:
-        outputs = [Path(tmp) / f"{i}.npy" for i in range(len(jobs))]
-        spec = [
-            [uri, str(inputs), str(out)] for (uri, inputs), out in zip(jobs, outputs, strict=True)
-        ]
+class FreshScorer:
+    """One fresh interpreter that scores registered models (`_SCORE_SCRIPT`), started when it
+    is made: it imports MLflow, NumPy and Keras while the caller gets its models ready, and
+    reads its jobs only when `score` is called. Used once; `close` stops it if it never was."""
+
+    def __init__(self) -> None:
         # The URI (it may hold a password) goes in the environment, never on the command line,
         # which any local user can read (`ps`); the jobs go in on stdin.
-        proc = subprocess.run(
+        self._proc: subprocess.Popen[str] | None = subprocess.Popen(
             [sys.executable, "-c", _SCORE_SCRIPT],
-            input=json.dumps(spec),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()},
-            capture_output=True,
             text=True,
-            timeout=600,
         )
-        errors = {}
-        for line in proc.stdout.splitlines():
-            if line.startswith('{"model"'):
-                record = json.loads(line)
-                errors[record["model"]] = record["error"]
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
-            return [errors.get(uri, f"the scoring process failed: {tail}") for uri, _ in jobs]
-        return [
-            np.load(out) if out.exists() else errors.get(uri, "no predictions written")
-            for (uri, _), out in zip(jobs, outputs, strict=True)
-        ]
+
+    def score(self, jobs: Sequence[tuple[str, Path]]) -> list[np.ndarray | str]:
+        """Load each `(model_uri, inputs.npy)` and predict. Returns, per job, the predictions
+        (float64) or the error that stopped that model, as text."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            raise RuntimeError("a FreshScorer scores once")
+        with tempfile.TemporaryDirectory() as tmp:
+            outputs = [Path(tmp) / f"{i}.npy" for i in range(len(jobs))]
+            spec = [
+                [uri, str(inputs), str(out)]
+                for (uri, inputs), out in zip(jobs, outputs, strict=True)
+            ]
+            try:
+                stdout, stderr = proc.communicate(json.dumps(spec), timeout=600)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                raise
+            errors = {}
+            for line in stdout.splitlines():
+                if line.startswith('{"model"'):
+                    record = json.loads(line)
+                    errors[record["model"]] = record["error"]
+            if proc.returncode != 0:
+                tail = (stderr or stdout).strip().splitlines()[-1:]
+                return [errors.get(uri, f"the scoring process failed: {tail}") for uri, _ in jobs]
+            return [
+                np.load(out) if out.exists() else errors.get(uri, "no predictions written")
+                for (uri, _), out in zip(jobs, outputs, strict=True)
+            ]
+
+    def close(self) -> None:
+        """Stop the process if it was never given its jobs."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.communicate()
+
+
+@contextmanager
+def started_scorer() -> Iterator[FreshScorer]:
+    """A `FreshScorer` started now, stopped at the end of the block if it was not used."""
+    scorer = FreshScorer()
+    try:
+        yield scorer
+    finally:
+        scorer.close()
+
+
+def score_in_fresh_process(
+    jobs: Sequence[tuple[str, Path]], scorer: FreshScorer | None = None
+) -> list[np.ndarray | str]:
+    """Load each `(model_uri, inputs.npy)` in one new Python process (`scorer`, if one was
+    started ahead of time) and predict. Returns, per job, the predictions (float64) or the
+    error that stopped that model, as text."""
+    return (scorer or FreshScorer()).score(jobs)
