@@ -1,6 +1,7 @@
 """The README and docs/ as a newcomer reads them: every command printed in a shell code block
-exists (a `pipelines` subcommand and its options, a Makefile target, a DVC command and the
-stage it names), every relative link resolves, and the README stays short."""
+or quoted inline in the prose exists (a `pipelines` subcommand and its options, a Makefile
+target, a DVC command and the stage it names), every relative link resolves, and the README
+stays short."""
 
 from __future__ import annotations
 
@@ -249,7 +250,45 @@ def test_every_documented_command_exists():
     assert checked > 20, f"only {checked} commands found: is the code-block parser broken?"
 
 
+INLINE_COMMAND = re.compile(r"`((?:pipelines|make|dvc) [^`]+)`")
+
+
+def inline_commands(path: Path) -> list[tuple[int, str]]:
+    """(line number, command) for each command quoted inline in the prose (outside code blocks):
+    `pipelines promote NAME VERSION`, `make test`, `dvc exp run`."""
+    found, fence = [], False
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip().startswith("```"):
+            fence = not fence
+        elif not fence:
+            # `<name>` stands for a value: NAME, as the code blocks write it.
+            found += [
+                (number, re.sub(r"<([\w-]+)>", lambda m: m.group(1).upper(), command))
+                for command in INLINE_COMMAND.findall(line)
+            ]
+    return found
+
+
+def test_every_command_quoted_in_the_prose_exists():
+    checked, failures = 0, []
+    for path in doc_files():
+        for number, text in inline_commands(path):
+            try:
+                commands = simple_commands(text)
+            except ValueError:  # a fragment, not a whole command line
+                continue
+            for words in commands:
+                checked += 1
+                failures += [
+                    f"{path.relative_to(REPO)}:{number}: {text!r}: {problem}"
+                    for problem in command_problems(words)
+                ]
+    assert not failures, "\n".join(failures)
+    assert checked > 20, f"only {checked} inline commands found: is the parser broken?"
+
+
 def test_the_checker_catches_bad_commands():
+    assert command_problems(["pipelines", "draft-suite"])
     assert command_problems(["pipelines", "promote", "m", "1", "--without-comparison"]) == []
     assert command_problems(["pipelines", "prefect-server", "start"]) == []
     assert command_problems(["pipelines", "promot", "m", "1"])

@@ -1,4 +1,4 @@
-"""Drafting an expectation suite from a trusted reference file (`pipelines draft-suite`): the
+"""Drafting an expectation suite from a trusted reference file (`pipelines propose-suite`): the
 table's columns, types, nulls, duplicates, label set and value ranges as GX expectations, in
 GX's own JSON, for a person to review and commit. Written without GX: a suite is plain data
 until `pipelines.data.validation` runs it."""

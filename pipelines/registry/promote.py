@@ -19,6 +19,8 @@ from pipelines.errors import GateRefused
 from pipelines.registry.evidence import comparison_rows
 from pipelines.registry.lineage_record import add_lineage_event
 from pipelines.registry.promotion import (
+    GOLDEN_INPUTS_FILE,
+    GOLDEN_PREDICTIONS_FILE,
     SPLIT_TAG,
     WITHOUT_COMPARISON,
     Candidate,
@@ -97,8 +99,8 @@ def _promote(
             version=info.version,
             test_metrics=test,
             baselines=baselines,
-            golden_inputs=golden / "inputs.npy",
-            golden_predictions=np.load(golden / "predictions.npy"),
+            golden_inputs=golden / GOLDEN_INPUTS_FILE,
+            golden_predictions=np.load(golden / GOLDEN_PREDICTIONS_FILE),
             split=split,
         )
         verdict = judge(gate, candidate, champion, Rows(table, prep), cfg.base.seed, skip)

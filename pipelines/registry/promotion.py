@@ -29,6 +29,8 @@ from pipelines.registry.gate import apply_gate
 from pipelines.registry.tracking import fresh_process, model_versions
 
 GOLDEN_ROWS = 32
+GOLDEN_INPUTS_FILE = "inputs.npy"  # the golden sample: raw inputs, and the answers
+GOLDEN_PREDICTIONS_FILE = "predictions.npy"  # the pipeline gave them
 SPLIT_TAG = "split"  # a version's tag: the split rule and digests of the data it trained on
 WITHOUT_COMPARISON = "--without-comparison"
 

@@ -26,6 +26,8 @@ from pipelines.registry.evidence import Evidence, collect_evidence, model_metada
 from pipelines.registry.lineage import data_md5, file_md5
 from pipelines.registry.lineage_record import add_lineage_event, write_lineage
 from pipelines.registry.promotion import (
+    GOLDEN_INPUTS_FILE,
+    GOLDEN_PREDICTIONS_FILE,
     GOLDEN_ROWS,
     SPLIT_TAG,
     Candidate,
@@ -229,8 +231,8 @@ def account_of_known_file(name: str, model_file: Path, out: Path) -> Registratio
 
 def _with_golden(ev: Evidence, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "inputs.npy", ev.x_test[:GOLDEN_ROWS])
-    np.save(folder / "predictions.npy", ev.predictions[:GOLDEN_ROWS])
+    np.save(folder / GOLDEN_INPUTS_FILE, ev.x_test[:GOLDEN_ROWS])
+    np.save(folder / GOLDEN_PREDICTIONS_FILE, ev.predictions[:GOLDEN_ROWS])
     return folder
 
 
@@ -240,7 +242,7 @@ def _candidate(name: str, version: str, ev: Evidence, golden: Path) -> Candidate
         version=version,
         test_metrics=ev.metrics["test"],
         baselines=ev.metrics["baselines"],
-        golden_inputs=golden / "inputs.npy",
+        golden_inputs=golden / GOLDEN_INPUTS_FILE,
         golden_predictions=ev.predictions[:GOLDEN_ROWS],
         split=ev.prep.split,
         predictions=ev.predictions,

@@ -13,7 +13,11 @@ import pandas as pd
 from pipelines.environment import env_with_venv, executable
 from pipelines.errors import DataError
 from pipelines.registry.lineage import dvc_lock_hashes
-from pipelines.registry.promotion import fresh_process_parity
+from pipelines.registry.promotion import (
+    GOLDEN_INPUTS_FILE,
+    GOLDEN_PREDICTIONS_FILE,
+    fresh_process_parity,
+)
 from pipelines.registry.tracking import connection, model_versions, run_logging
 
 
@@ -48,8 +52,8 @@ def verify_version(
             golden = run_logging.download_run_artifacts(
                 info.run_id, run_logging.GOLDEN_DIR, Path(tmp)
             )
-            inputs = np.load(golden / "inputs.npy")
-            np.load(golden / "predictions.npy")  # both halves must be there
+            inputs = np.load(golden / GOLDEN_INPUTS_FILE)
+            np.load(golden / GOLDEN_PREDICTIONS_FILE)  # both halves must be there
             ok.append(f"golden sample present ({len(inputs)} raw inputs)")
         except (store_error, OSError, ValueError) as err:  # missing, or not an array
             problems.append(f"golden sample missing from run {info.run_id}: {err}")
@@ -57,8 +61,8 @@ def verify_version(
             # The same fresh-process check that gated the version's promotion.
             check = fresh_process_parity(
                 f"models:/{name}/{info.version}",
-                golden / "inputs.npy",
-                golden / "predictions.npy",
+                golden / GOLDEN_INPUTS_FILE,
+                golden / GOLDEN_PREDICTIONS_FILE,
                 tolerance,
             )
             (ok if check.passed else problems).append(f"golden-sample parity: {check.detail}")
