@@ -176,9 +176,9 @@ def train_changed(
         return plan, {}
     commands = stage_commands(root, [s for chain in plan.values() for s in chain])
     kind = runner or orch.task_runner
-    outcome = train_models.with_options(task_runner=task_runner(kind, orch.workers))(
-        plan, commands, str(root), orch
-    )
+    chosen = task_runner(kind, orch.workers)
+    print(f"{len(plan)} model chain(s) on {type(chosen).__name__} ({kind}, {orch.workers} at once)")
+    outcome = train_models.with_options(task_runner=chosen)(plan, commands, str(root), orch)
     # Record what finished, even of a chain that failed later (no retraining next time).
     done = [step for result in outcome.values() for step in result["done"]]
     if done:
