@@ -20,7 +20,7 @@ from pathlib import Path
 
 EPHEMERAL = (
     "from pipelines.run import flows; "
-    "flows.ingest_flow(dataset='breast_cancer', out=sys.argv[1], params='params.yaml')"
+    "flows.stage_flow('ingest')(dataset='breast_cancer', out=sys.argv[1], params='params.yaml')"
 )
 
 

@@ -58,7 +58,7 @@ def _run_stage(name: str, **kwargs: Any) -> Any:
             from pipelines.run import flows
 
             quiet_known_failures()
-            return getattr(flows, f"{name}_flow")(**kwargs)
+            return flows.stage_flow(name)(**kwargs)
         from pipelines.run import stages
 
         return getattr(stages, name)(**kwargs)

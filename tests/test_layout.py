@@ -77,3 +77,21 @@ def test_the_stage_table_is_dvc_yamls_stages_with_their_loops_and_steps(repo_roo
         foreach = stages[stage.name]["foreach"]
         assert foreach == "${" + stage.loops_over + "}", (stage.name, foreach)
         assert callable(stage.step_function()), stage.step
+
+
+def test_each_stage_has_a_flow_with_its_functions_parameters():
+    """The Prefect flows are built from the stage table and the plain stage functions: one
+    flow per stage, named as the table says, taking the function's parameters but `step`."""
+    import inspect
+
+    from pipelines.run import flows, stages
+    from pipelines.run.stage_table import STAGES
+
+    for stage in STAGES:
+        built = flows.stage_flow(stage.name)
+        assert built.name == (stage.flow_name or stage.name)
+        wanted = [
+            p for p in inspect.signature(getattr(stages, stage.name)).parameters if p != "step"
+        ]
+        assert list(built.parameters.properties) == wanted, stage.name
+    assert flows.stage_flow("split").name == "split-normalize"

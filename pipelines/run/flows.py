@@ -8,6 +8,7 @@ Prefect-free path, only each step becomes a Prefect task. Import this module onl
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -17,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines.errors import KnownFailure
 from pipelines.run import stages
-from pipelines.run.stage_table import STAGES
+from pipelines.run.stage_table import STAGES, Stage
 
 
 def _retry_step(task: Any, task_run: Any, state: Any) -> bool:
@@ -46,62 +47,32 @@ def as_task(fn: Callable[..., Any]) -> Any:
     return task(fn, **options, **_options()[fn])
 
 
-@flow(name="ingest", flow_run_name="ingest-{dataset}", log_prints=True)
-def ingest_flow(dataset: str, out: str, params: str = "params.yaml") -> str:
-    return stages.ingest(dataset, out, params, step=as_task)
+def _flow_of(stage: Stage) -> Any:
+    """The stage's plain function (`stages.<name>`) as a Prefect flow whose steps are tasks:
+    its parameters are the function's own, but `step`, and each run is named after what it
+    loops over (`train-tabular-dnn`, `split-digits`)."""
+    body = getattr(stages, stage.name)
 
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return body(*args, **kwargs, step=as_task)
 
-@flow(name="validate", flow_run_name="validate-{dataset}", log_prints=True)
-def validate_flow(
-    dataset: str, data: str, suite: str, report_dir: str, params: str = "params.yaml"
-) -> dict:
-    return stages.validate(dataset, data, suite, report_dir, params, step=as_task)
-
-
-@flow(name="split-normalize", flow_run_name="split-{dataset}", log_prints=True)
-def split_flow(dataset: str, data: str, out_dir: str, params: str = "params.yaml") -> dict:
-    return stages.split(dataset, data, out_dir, params, step=as_task)
-
-
-@flow(name="tune", flow_run_name="tune-{model_name}", log_prints=True)
-def tune_flow(model_name: str, data_dir: str, out_dir: str, params: str = "params.yaml") -> dict:
-    return stages.tune(model_name, data_dir, out_dir, params, step=as_task)
-
-
-@flow(name="train", flow_run_name="train-{model_name}", log_prints=True)
-def train_flow(
-    model_name: str,
-    data_dir: str,
-    out_dir: str,
-    search_dir: str | None = None,
-    params: str = "params.yaml",
-) -> dict:
-    return stages.train(model_name, data_dir, out_dir, search_dir, params, step=as_task)
-
-
-@flow(name="evaluate", flow_run_name="evaluate-{model_name}", log_prints=True)
-def evaluate_flow(
-    model_name: str,
-    model: str,
-    data_dir: str,
-    out_dir: str,
-    run: str | None = None,
-    params: str = "params.yaml",
-) -> dict:
-    return stages.evaluate(model_name, model, data_dir, out_dir, run, params, step=as_task)
-
-
-@flow(name="register", flow_run_name="register-{model_name}", log_prints=True)
-def register_flow(
-    model_name: str,
-    model_dir: str,
-    eval_dir: str,
-    data_dir: str,
-    raw_data: str,
-    docs_dir: str,
-    out: str,
-    params: str = "params.yaml",
-) -> dict:
-    return stages.register(
-        model_name, model_dir, eval_dir, data_dir, raw_data, docs_dir, out, params, step=as_task
+    signature = inspect.signature(body)
+    run.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in signature.parameters.values() if p.name != "step"]
     )
+    run.__name__ = run.__qualname__ = f"{stage.name}_flow"
+    run.__doc__ = body.__doc__
+    key = "dataset" if stage.loops_over == "datasets" else "model_name"
+    return flow(
+        name=stage.flow_name or stage.name,
+        flow_run_name=f"{stage.name}-{{{key}}}",
+        log_prints=True,
+    )(run)
+
+
+@cache
+def stage_flow(name: str) -> Any:
+    """The Prefect flow of stage `name` (ingest, validate, split, tune, train, evaluate,
+    register), built on first use from the stage table."""
+    (stage,) = [s for s in STAGES if s.name == name]
+    return _flow_of(stage)

@@ -19,6 +19,7 @@ class Stage:
     step: str  # "module:function", the step function it runs
     modules: tuple[str, ...]  # the modules the step runs, with what they import
     task: dict[str, Any] = field(default_factory=dict)  # Prefect task options
+    flow_name: str | None = None  # its Prefect flow's name, if not `name`
 
     def step_function(self) -> Callable[..., Any]:
         module, _, function = self.step.partition(":")
@@ -46,6 +47,7 @@ STAGES: tuple[Stage, ...] = (
         "pipelines.data.preprocessing:split_and_fit",
         ("pipelines.data.preprocessing",),
         {"name": "split-normalize"},
+        flow_name="split-normalize",
     ),
     Stage(
         "tune", "search", "pipelines.run.tuning:tune", ("pipelines.run.tuning",), {"name": "search"}
