@@ -1,4 +1,5 @@
-"""Command line: one command per pipeline stage (called by `dvc.yaml`), plus helpers.
+"""Command line: one command per pipeline stage (called by `dvc.yaml`), built from the stage's
+plain function in `pipelines.run.stages`, plus helpers.
 
 Every stage command runs its Prefect flow against a local server started on demand (see
 `pipelines.run.orchestration`); set PIPELINES_PREFECT=off to run the plain functions instead.
@@ -6,11 +7,13 @@ Every stage command runs its Prefect flow against a local server started on dema
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args, get_origin
 
 import typer
 
@@ -66,136 +69,67 @@ def _run_stage(name: str, **kwargs: Any) -> Any:
         _fail(str(err))
 
 
-@app.command()
-def ingest(
-    dataset: str,
-    out: Path = typer.Option(..., help="Parquet file to write."),
-    params: Params = Path("params.yaml"),
-) -> None:
-    """Materialize DATASET (built-in source or CSV/Parquet path from params) as Parquet."""
-    _run_stage("ingest", dataset=dataset, out=str(out), params=str(params))
+def _stage_command(name: str, skip: Callable[..., bool] | None = None) -> Callable[..., None]:
+    """The command of stage `name`, built from its plain function (`pipelines.run.stages`):
+    the first parameter (a dataset, or a model's NAME) is an argument, the others are options
+    (`--data-dir`), paths given as paths, each with the help its `Annotated` text gives, and
+    the function's docstring is the command's help. `skip(**arguments)`: true when the stage
+    has nothing to do (no flow is started)."""
+    from pipelines.run import stages
+
+    body = getattr(stages, name)
+    parameters = []
+    for i, p in enumerate(inspect.signature(body, eval_str=True).parameters.values()):
+        if p.name == "step":
+            continue
+        kind, *texts = get_args(p.annotation) or (p.annotation,)
+        if get_origin(p.annotation) is not Annotated:
+            kind, texts = p.annotation, []
+        help_ = texts[0] if texts else None
+        if i == 0:
+            info, kind = typer.Argument(..., help=help_), str
+        elif p.name == "params":
+            info, kind = typer.Option(Path(p.default), "--params", help="Params file."), Path
+        elif p.default is None:
+            info, kind = typer.Option(None, help=help_), Path | None
+        else:
+            info, kind = typer.Option(..., help=help_), Path
+        cli_name = "name" if p.name == "model_name" else p.name  # shown as NAME
+        parameters.append(
+            inspect.Parameter(
+                cli_name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind
+            )
+        )
+
+    def command(**arguments: Any) -> None:
+        if "name" in arguments:
+            arguments["model_name"] = arguments.pop("name")
+        if skip is not None and skip(**arguments):
+            return
+        _run_stage(name, **{k: None if v is None else str(v) for k, v in arguments.items()})
+
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__doc__ = body.__doc__
+    command.__name__ = name
+    return command
 
 
-@app.command()
-def validate(
-    dataset: str,
-    data: Path = typer.Option(...),
-    suite: Path = typer.Option(...),
-    report_dir: Path = typer.Option(..., help="Where the Data Docs go."),
-    params: Params = Path("params.yaml"),
-) -> None:
-    """Check DATA against its Great Expectations suite, the series policy and drift from the
-    champion's training data; exit 1 naming each failure."""
-    _run_stage(
-        "validate",
-        dataset=dataset,
-        data=str(data),
-        suite=str(suite),
-        report_dir=str(report_dir),
-        params=str(params),
-    )
-
-
-@app.command()
-def split(
-    dataset: str,
-    data: Path = typer.Option(...),
-    out_dir: Path = typer.Option(...),
-    params: Params = Path("params.yaml"),
-) -> None:
-    """Split by a salted hash of each row (series: by time); fit the preprocessing statistics
-    on the training split only."""
-    _run_stage("split", dataset=dataset, data=str(data), out_dir=str(out_dir), params=str(params))
-
-
-@app.command()
-def tune(
-    name: str = typer.Argument(..., help="A model with a `search:` section in params."),
-    data_dir: Path = typer.Option(...),
-    out_dir: Path = typer.Option(..., help="Where search.json and trials.csv go."),
-    params: Params = Path("params.yaml"),
-) -> None:
-    """Search model NAME's hyperparameters with Optuna: every trial in one process (or on Dask
-    workers), a parent MLflow run with a nested run per trial, the best params for train."""
-    _run_stage(
-        "tune", model_name=name, data_dir=str(data_dir), out_dir=str(out_dir), params=str(params)
-    )
-
-
-@app.command()
-def train(
-    name: str = typer.Argument(..., help="The model's name: a key of `models:` in params."),
-    data_dir: Path = typer.Option(...),
-    out_dir: Path = typer.Option(...),
-    search_dir: Path | None = typer.Option(
-        None, help="tune's output folder: a searched model trains on its best params."
-    ),
-    params: Params = Path("params.yaml"),
-) -> None:
-    """Train model NAME with early stopping; save it with its preprocessing inside."""
-    _run_stage(
-        "train",
-        model_name=name,
-        data_dir=str(data_dir),
-        out_dir=str(out_dir),
-        search_dir=str(search_dir) if search_dir else None,
-        params=str(params),
-    )
-
-
-@app.command()
-def evaluate(
-    name: str = typer.Argument(..., help="The model's name: a key of `models:` in params."),
-    model: Path = typer.Option(...),
-    data_dir: Path = typer.Option(...),
-    out_dir: Path = typer.Option(...),
-    run: Path | None = typer.Option(None, help="train's run.json: the MLflow run to add to."),
-    params: Params = Path("params.yaml"),
-) -> None:
-    """Test metrics beside the baselines (majority class; persistence and seasonal-naive for a
-    forecast), the test predictions, and a confusion matrix or a forecast plot."""
-    _run_stage(
-        "evaluate",
-        model_name=name,
-        model=str(model),
-        data_dir=str(data_dir),
-        out_dir=str(out_dir),
-        run=str(run) if run else None,
-        params=str(params),
-    )
-
-
-@app.command()
-def register(
-    name: str = typer.Argument(..., help="The model's name: a key of `models:` in params."),
-    model_dir: Path = typer.Option(...),
-    eval_dir: Path = typer.Option(...),
-    data_dir: Path = typer.Option(...),
-    raw_data: Path = typer.Option(...),
-    docs_dir: Path = typer.Option(...),
-    out: Path = typer.Option(...),
-    params: Params = Path("params.yaml"),
-) -> None:
-    """Log the run, register a new version, promote it to `@champion` if every check passes."""
+def _already_registered(model_name: str, model_dir: Path, out: Path, **_: Any) -> bool:
+    """register's quick path: the model file is already a version that needs no verdict (its
+    account is written to OUT); anything amiss is left to the full stage to report."""
     from pipelines.model.training import MODEL_FILE
     from pipelines.registry.registration import account_of_known_file
 
     try:
-        if account_of_known_file(name, model_dir / MODEL_FILE, out):
-            return  # already registered, nothing to decide: no flow to run
-    except Exception:  # the full stage below reports what is wrong
-        pass
-    _run_stage(
-        "register",
-        model_name=name,
-        model_dir=str(model_dir),
-        eval_dir=str(eval_dir),
-        data_dir=str(data_dir),
-        raw_data=str(raw_data),
-        docs_dir=str(docs_dir),
-        out=str(out),
-        params=str(params),
-    )
+        return account_of_known_file(model_name, model_dir / MODEL_FILE, out) is not None
+    except Exception:  # the full stage reports what is wrong
+        return False
+
+
+# One command per stage, in pipeline order (`dvc.yaml` calls them).
+for _name in ("ingest", "validate", "split", "tune", "train", "evaluate"):
+    app.command(_name)(_stage_command(_name))
+app.command("register")(_stage_command("register", skip=_already_registered))
 
 
 @app.command("check-params")

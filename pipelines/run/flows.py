@@ -56,7 +56,7 @@ def _flow_of(stage: Stage) -> Any:
     def run(*args: Any, **kwargs: Any) -> Any:
         return body(*args, **kwargs, step=as_task)
 
-    signature = inspect.signature(body)
+    signature = inspect.signature(body, eval_str=True)
     run.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[p for p in signature.parameters.values() if p.name != "step"]
     )

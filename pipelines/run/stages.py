@@ -1,5 +1,10 @@
 """The pipeline's stages as plain functions of the CLI's arguments (strings and paths).
 
+Each function is its stage's interface, written once: the CLI command (`pipelines.cli`) and
+the Prefect flow (`pipelines.run.flows`) are built from its signature, and a parameter's
+`Annotated` text is its help. The first parameter is what the stage loops over (a dataset or
+a model's name), a positional argument on the command line; the others are options.
+
 Each stage parses the params file once and calls the step functions that do the work. `step`
 decides how a step runs: directly (the default, and what `PIPELINES_PREFECT=off` uses, without
 importing Prefect) or as a Prefect task (`pipelines.run.flows` passes its tasks in).
@@ -11,7 +16,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pipelines.config import PipelineConfig, load_config
 
@@ -25,7 +30,16 @@ def direct(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def ingest(dataset: str, out: str, params: str = "params.yaml", step: Step = direct) -> str:
+MODEL_NAME = "The model's name: a key of `models:` in params."
+
+
+def ingest(
+    dataset: str,
+    out: Annotated[str, "Parquet file to write."],
+    params: str = "params.yaml",
+    step: Step = direct,
+) -> str:
+    """Materialize DATASET (built-in source or CSV/Parquet path from params) as Parquet."""
     from pipelines.data.datasets import ingest as write
 
     cfg = load_config(params)
@@ -95,10 +109,12 @@ def validate(
     dataset: str,
     data: str,
     suite: str,
-    report_dir: str,
+    report_dir: Annotated[str, "Where the Data Docs go."],
     params: str = "params.yaml",
     step: Step = direct,
 ) -> dict:
+    """Check DATA against its Great Expectations suite, the series policy and drift from the
+    champion's training data; exit 1 naming each failure."""
     cfg = load_config(params)
     report = validate_dataset(cfg, dataset, Path(data), Path(suite), Path(report_dir), step)
     return asdict(report)
@@ -107,6 +123,8 @@ def validate(
 def split(
     dataset: str, data: str, out_dir: str, params: str = "params.yaml", step: Step = direct
 ) -> dict:
+    """Split by a salted hash of each row (series: by time); fit the preprocessing statistics
+    on the training split only."""
     from pipelines.data.preprocessing import split_and_fit
 
     cfg = load_config(params)
@@ -117,9 +135,14 @@ def split(
 
 
 def tune(
-    model_name: str, data_dir: str, out_dir: str, params: str = "params.yaml", step: Step = direct
+    model_name: Annotated[str, "A model with a `search:` section in params."],
+    data_dir: str,
+    out_dir: Annotated[str, "Where search.json and trials.csv go."],
+    params: str = "params.yaml",
+    step: Step = direct,
 ) -> dict:
-    """Model `model_name`'s hyperparameter search (`search.<name>` in params)."""
+    """Search model NAME's hyperparameters with Optuna: every trial in one process (or on Dask
+    workers), a parent MLflow run with a nested run per trial, the best params for train."""
     from pipelines.run.tuning import tune as search
 
     cfg = load_config(params)
@@ -128,15 +151,17 @@ def tune(
 
 
 def train(
-    model_name: str,
+    model_name: Annotated[str, MODEL_NAME],
     data_dir: str,
     out_dir: str,
-    search_dir: str | None = None,
+    search_dir: Annotated[
+        str | None, "tune's output folder: a searched model trains on its best params."
+    ] = None,
     params: str = "params.yaml",
     step: Step = direct,
 ) -> dict:
-    """Train model `model_name`: on params.yaml, overridden by its search's best params when it
-    has a `search:` section (tune's `search_dir/search.json`)."""
+    """Train model NAME with early stopping; save it with its preprocessing inside. A model
+    with a `search:` section trains on its search's best params (SEARCH_DIR/search.json)."""
     from pipelines.model.training import train_model
     from pipelines.registry.runs import live_training_run, load_search, search_record, tuned
 
@@ -157,15 +182,16 @@ def train(
 
 
 def evaluate(
-    model_name: str,
+    model_name: Annotated[str, MODEL_NAME],
     model: str,
     data_dir: str,
     out_dir: str,
-    run: str | None = None,
+    run: Annotated[str | None, "train's run.json: the MLflow run to add to."] = None,
     params: str = "params.yaml",
     step: Step = direct,
 ) -> dict:
-    """Test metrics and plot, added to the training run that `run` (train's run.json) names."""
+    """Test metrics beside the baselines (majority class; persistence and seasonal-naive for a
+    forecast), the test predictions, and a confusion matrix or a forecast plot."""
     from pipelines.model.evaluation import PLOT_FILE, evaluate_model
     from pipelines.registry.runs import add_evaluation
 
@@ -178,7 +204,7 @@ def evaluate(
 
 
 def register(
-    model_name: str,
+    model_name: Annotated[str, MODEL_NAME],
     model_dir: str,
     eval_dir: str,
     data_dir: str,
@@ -188,6 +214,7 @@ def register(
     params: str = "params.yaml",
     step: Step = direct,
 ) -> dict:
+    """Log the run, register a new version, promote it to `@champion` if every check passes."""
     from pipelines.registry.registration import register_model
 
     cfg = load_config(params)
