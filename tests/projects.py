@@ -11,9 +11,14 @@ from pathlib import Path
 from pipelines.environment import env_with_venv
 from pipelines.run.local_server import free_port
 
+# A whole pipeline's first `dvc repro` trains every model: on 2 busy cores that is 15 to 20 min.
+REPRO_TIMEOUT_S = 2400
 
-def sh(args: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+def sh(
+    args: list[str], cwd: Path, env: dict, check: bool = True, timeout: int = 900
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} failed ({proc.returncode}):\n"

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from pipelines.run.local_server import free_port, wait_until_answers
-from tests.projects import commit_all, copy_project, sh
+from tests.projects import REPRO_TIMEOUT_S, commit_all, copy_project, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +45,9 @@ class Project:
         self.root, self.env = root, env
 
     def repro(self, *extra: str, check: bool = True) -> str:
-        proc = sh(["dvc", "repro", *extra], self.root, self.env, check=check)
+        proc = sh(
+            ["dvc", "repro", *extra], self.root, self.env, check=check, timeout=REPRO_TIMEOUT_S
+        )
         return proc.stdout + proc.stderr
 
     def metrics(self, name: str = TASK) -> dict:
