@@ -333,10 +333,14 @@ def test_a_text_transformer_reads_every_window_of_a_long_text(examples):
         assert (np.abs(first - second).max() > 1e-6) == differ, windows
 
 
-def test_a_text_transformer_fitted_on_its_first_windows_is_saved_reading_them_all(examples):
+def test_a_text_transformer_fitted_on_its_first_windows_is_saved_reading_them_all(
+    examples, tmp_path
+):
     """`train_windows: 1` of `windows: 4`: the fitted model reads 16 tokens, the saved one
     (`as_saved`: the same weights and vocabulary) 64. A text within the first window gets the
     same answer from both; words in the fourth window change only the saved model's answer."""
+    import keras
+
     from pipelines.families import TextTransformerParams
     from pipelines.model.builders import as_saved
 
@@ -359,6 +363,26 @@ def test_a_text_transformer_fitted_on_its_first_windows_is_saved_reading_them_al
     assert np.abs(first - second).max() < 1e-6  # cut after 16 tokens
     first, second = saved.predict(_in(tails), verbose=0)
     assert np.abs(first - second).max() > 1e-6  # read to the 64th
+
+    # The saved form encodes only the windows that hold a token. The same weights over every
+    # window (the model as if fitted on all 4) answer the same, a batch of empty texts too, and
+    # so does the saved form reloaded from its `.keras` file in safe mode.
+    every = build_model(
+        "text-transformer",
+        params.model_copy(update={"train_windows": None}),
+        prep,
+        cfg,
+        vocabulary=saved.get_layer("tokenize").get_vocabulary(),
+    )
+    for layer in every.layers:
+        if layer.weights and layer.name != "tokenize":
+            layer.set_weights(saved.get_layer(layer.name).get_weights())
+    saved.save(tmp_path / "saved.keras")
+    reloaded = keras.saving.load_model(tmp_path / "saved.keras", safe_mode=True)
+    for texts in (np.concatenate([short, tails, x[3:9]]), np.array(["", " "])):
+        expected = every.predict(_in(texts), verbose=0)
+        np.testing.assert_allclose(saved.predict(_in(texts), verbose=0), expected, atol=1e-5)
+        np.testing.assert_allclose(reloaded.predict(_in(texts), verbose=0), expected, atol=1e-5)
 
 
 def test_train_windows_cannot_exceed_windows():

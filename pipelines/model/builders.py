@@ -148,7 +148,15 @@ def _text_transformer_body(x: keras.KerasTensor, p: TextTransformerParams) -> ke
     depend on how much padding follows it; a long one is read over all its windows."""
     import keras
 
+    documents = keras.ops.cumsum(keras.ops.ones_like(x[:, 0]), axis=0) - 1  # 0, 1, ...
     ids = keras.ops.reshape(x, (-1, p.sequence_length))  # (documents x windows, tokens)
+    # The saved form of a model fitted on fewer windows (`as_saved`) is never trained, so it
+    # encodes only the windows that hold a token: a headline costs one window, not `windows`.
+    filled_only = p.for_training() != p
+    if filled_only:
+        has_tokens = keras.ops.any(keras.ops.not_equal(ids, 0), axis=1)
+        filled = keras.ops.reshape(keras.ops.nonzero(has_tokens)[0], (-1,))
+        ids = keras.ops.take(ids, filled, axis=0)
     padding = keras.ops.not_equal(ids, 0)
     tokens = keras.layers.Embedding(p.max_tokens, p.d_model, name="tokens")(ids)
     positions = keras.ops.cumsum(keras.ops.ones_like(ids, dtype="int32"), axis=1) - 1
@@ -158,9 +166,16 @@ def _text_transformer_body(x: keras.KerasTensor, p: TextTransformerParams) -> ke
     for i in range(p.blocks):
         x = _encoder_block(x, p, i, padding)
     weights = keras.ops.expand_dims(keras.ops.cast(padding, x.dtype), -1)
-    summed = keras.ops.reshape(keras.ops.sum(x * weights, axis=1), (-1, p.windows, p.d_model))
-    counts = keras.ops.reshape(keras.ops.sum(weights, axis=1), (-1, p.windows, 1))
-    return keras.ops.sum(summed, axis=1) / keras.ops.maximum(keras.ops.sum(counts, axis=1), 1.0)
+    summed, counts = keras.ops.sum(x * weights, axis=1), keras.ops.sum(weights, axis=1)
+    if filled_only:  # each window's sums to its document's (one that is all padding: 0)
+        owner = keras.ops.floor_divide(filled, p.windows)
+        owns = keras.ops.equal(keras.ops.expand_dims(documents, 1), keras.ops.expand_dims(owner, 0))
+        owns = keras.ops.cast(owns, summed.dtype)  # (documents, filled windows)
+        summed, counts = keras.ops.matmul(owns, summed), keras.ops.matmul(owns, counts)
+    else:
+        summed = keras.ops.sum(keras.ops.reshape(summed, (-1, p.windows, p.d_model)), axis=1)
+        counts = keras.ops.sum(keras.ops.reshape(counts, (-1, p.windows, 1)), axis=1)
+    return summed / keras.ops.maximum(counts, 1.0)
 
 
 # Each family's body, keyed by its name in `pipelines.families.FAMILIES`.
