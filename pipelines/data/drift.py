@@ -107,7 +107,8 @@ def drift_features(
 
 def _finite(series: pd.Series) -> np.ndarray:
     values = pd.to_numeric(series, errors="coerce").to_numpy("float64")
-    return values[np.isfinite(values)]
+    finite: np.ndarray = values[np.isfinite(values)]
+    return finite
 
 
 def _shares(values: np.ndarray, edges: list[float]) -> np.ndarray:
@@ -117,7 +118,10 @@ def _shares(values: np.ndarray, edges: list[float]) -> np.ndarray:
 
 def _cdf(values: np.ndarray, edges: list[float]) -> list[float]:
     ordered = np.sort(values)
-    return (np.searchsorted(ordered, edges, side="right") / max(len(values), 1)).tolist()
+    shares: list[float] = (
+        np.searchsorted(ordered, edges, side="right") / max(len(values), 1)
+    ).tolist()
+    return shares
 
 
 def reference_profile(

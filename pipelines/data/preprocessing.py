@@ -19,7 +19,7 @@ import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -107,7 +107,7 @@ def _hash_identity(salt: str, split: SplitConfig, hashes: dict[str, np.ndarray])
     }
 
 
-def splits_under(identity: dict, table: pd.DataFrame, prep: Preprocessing) -> np.ndarray:
+def splits_under(identity: dict[str, Any], table: pd.DataFrame, prep: Preprocessing) -> np.ndarray:
     """For each row of `table` (a processed split file: raw feature columns, label, and key or
     time column), the split ("train" / "validation" / "test") it falls into under the split
     `identity` (a `Preprocessing.split` dict, maybe of another version). The rows are hashed as
@@ -457,7 +457,8 @@ def encode_labels(values: np.ndarray, prep: Preprocessing) -> np.ndarray:
     if prep.task_type == "regression":
         return np.asarray(values, dtype="float64")
     index = {c: i for i, c in enumerate(prep.classes)}
-    return pd.Series(values).map(index).to_numpy(dtype="int64")
+    labels: np.ndarray = pd.Series(values).map(index).to_numpy(dtype="int64")
+    return labels
 
 
 def split_shards_of(data_dir: Path, name: str) -> list[Path]:
@@ -474,8 +475,8 @@ def raw_inputs(
     as every registered model takes them (its metadata names `features` and `input_shape`); for
     text (an empty input shape), the one text column as an array of strings."""
     if not len(input_shape):
-        return table[features[0]].to_numpy(dtype=str)
-    return table[list(features)].to_numpy(dtype="float64").reshape(-1, *input_shape)
+        return cast(np.ndarray, table[features[0]].to_numpy(dtype=str))
+    return cast(np.ndarray, table[list(features)].to_numpy(dtype="float64").reshape(-1, *input_shape))
 
 
 def load_split(data_dir: Path, name: str, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:

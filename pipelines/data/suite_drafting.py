@@ -16,7 +16,7 @@ import pandas as pd
 ROW_COUNT = "expect_table_row_count_to_be_between"
 
 
-def propose_from_shards(shards: list[Path], dataset: str, label: str, source: str) -> dict:
+def propose_from_shards(shards: list[Path], dataset: str, label: str, source: str) -> dict[str, Any]:
     """Draft a suite for a sharded dataset in two streaming passes: types, nulls, duplicates
     and the label set from a seeded sample; ranges and row-count bounds from every row."""
     from pipelines.data.streaming import SAMPLE_ROWS, column_ranges, row_count, sample_rows

@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pandas as pd
@@ -64,7 +65,7 @@ class ValidationReport:
         (report_dir / VALIDATION_SUMMARY_FILE).write_text(json.dumps(asdict(self), indent=2, default=str))
 
 
-def _gx():
+def _gx() -> ModuleType:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 
@@ -78,7 +79,7 @@ def load_suite(path: Path) -> dict[str, Any]:
             f"expectation suite not found: {path} "
             f"(draft one with `pipelines propose-suite`, review it, commit it)"
         )
-    suite = json.loads(path.read_text())
+    suite: dict[str, Any] = json.loads(path.read_text())
     if not isinstance(suite.get("expectations"), list) or not suite["expectations"]:
         raise ValueError(f"{path}: not an expectation suite (no 'expectations' list)")
     return suite

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ PREDICTIONS_FILE = "test_predictions.npy"
 PLOT_FILE = "test_plot.png"  # confusion matrix or forecast
 
 
-def load_keras_model(path: Path):
+def load_keras_model(path: Path) -> Any:
     """Load a `.keras` file in safe mode (no code from the file is ever run)."""
     import keras
 
@@ -39,7 +40,7 @@ def load_keras_model(path: Path):
 
 
 def plot_confusion_matrix(
-    y_true: np.ndarray, y_pred: np.ndarray, classes: list, title: str, out: Path
+    y_true: np.ndarray, y_pred: np.ndarray, classes: list[Any], title: str, out: Path
 ) -> np.ndarray:
     """Write a labelled confusion-matrix PNG and return the matrix."""
     import matplotlib
@@ -48,7 +49,7 @@ def plot_confusion_matrix(
     import matplotlib.pyplot as plt
     from sklearn.metrics import confusion_matrix
 
-    cm = confusion_matrix(y_true, y_pred, labels=np.arange(len(classes)))
+    cm: np.ndarray = confusion_matrix(y_true, y_pred, labels=np.arange(len(classes)))
     fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(classes), 1.0 + 0.6 * len(classes)))
     ax.imshow(cm, cmap="Blues")
     ticks = np.arange(len(classes))
@@ -123,7 +124,7 @@ def _train_class_counts(data_dir: Path, prep: Preprocessing) -> np.ndarray:
     return np.bincount(y_train, minlength=len(prep.classes))
 
 
-def predict_inputs(model, x: np.ndarray) -> np.ndarray:
+def predict_inputs(model: Any, x: np.ndarray) -> np.ndarray:
     """The model's outputs (float64) on raw inputs held in memory. Strings go in batches of
     32, as `predict` would batch numbers (and as the served model scores a small request)."""
     if x.dtype.kind in "USO":
@@ -132,7 +133,7 @@ def predict_inputs(model, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict(x, verbose=0), dtype="float64")
 
 
-def predict_test(model, data_dir: Path, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+def predict_test(model: Any, data_dir: Path, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     """(model outputs float64, targets) on the test split: in one call, or batch by batch
     from the shards of a sharded dataset."""
     if prep.sharded:
@@ -160,7 +161,9 @@ def _short_forms(x: np.ndarray) -> dict[str, np.ndarray]:
     return {form: np.array([short_form(t, form) for t in x]) for form in SHORT_FORMS}
 
 
-def _at_every_length(score, y: np.ndarray, forms: dict[str, np.ndarray]) -> dict[str, float]:
+def _at_every_length(
+    score: Callable[[np.ndarray], np.ndarray], y: np.ndarray, forms: dict[str, np.ndarray]
+) -> dict[str, float]:
     """Accuracy and F1 of `score` (texts -> probabilities) on each short form, named
     `<metric>_<form>`."""
     found = {}
@@ -170,7 +173,9 @@ def _at_every_length(score, y: np.ndarray, forms: dict[str, np.ndarray]) -> dict
     return found
 
 
-def _tfidf_logreg(data_dir: Path, prep: Preprocessing, y_test: np.ndarray, forms: dict) -> dict:
+def _tfidf_logreg(
+    data_dir: Path, prep: Preprocessing, y_test: np.ndarray, forms: dict[str, np.ndarray]
+) -> dict[str, float]:
     """TF-IDF (words and bigrams) with logistic regression, fitted on the training split,
     scored on the full test texts and on their short forms."""
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -191,8 +196,8 @@ def _tfidf_logreg(data_dir: Path, prep: Preprocessing, y_test: np.ndarray, forms
 
 
 def _evaluate_classifier(
-    model_name: str, model, data_dir: Path, prep: Preprocessing, out_dir: Path
-) -> tuple[dict, np.ndarray]:
+    model_name: str, model: Any, data_dir: Path, prep: Preprocessing, out_dir: Path
+) -> tuple[dict[str, Any], np.ndarray]:
     proba, y_test = predict_test(model, data_dir, prep)
     majority = majority_baseline(_train_class_counts(data_dir, prep), len(y_test))
     metrics: dict[str, Any] = {
@@ -219,8 +224,8 @@ def _evaluate_classifier(
 
 
 def _evaluate_forecaster(
-    model_name: str, model, data_dir: Path, prep: Preprocessing, out_dir: Path
-) -> tuple[dict, np.ndarray]:
+    model_name: str, model: Any, data_dir: Path, prep: Preprocessing, out_dir: Path
+) -> tuple[dict[str, Any], np.ndarray]:
     # The windows themselves feed the baselines, so the split is read here (a series is never
     # sharded) rather than through `predict_test`.
     x_test, y_test = load_split(data_dir, "test", prep)
@@ -252,7 +257,9 @@ def _evaluate_forecaster(
 _EVALUATORS = {"classification": _evaluate_classifier, "regression": _evaluate_forecaster}
 
 
-def evaluate_model(model_name: str, model_path: Path, data_dir: Path, out_dir: Path) -> dict:
+def evaluate_model(
+    model_name: str, model_path: Path, data_dir: Path, out_dir: Path
+) -> dict[str, Any]:
     """Write test metrics and the trivial baselines' to `metrics.json`, the model's raw-input
     test predictions and a picture (confusion matrix or forecast) to `out_dir`."""
     prep = Preprocessing.load(data_dir / SPEC_FILE)

@@ -7,6 +7,8 @@ so the gate compares exactly the numbers the reports show.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from pipelines.metric_names import METRIC_DIRECTIONS
@@ -37,14 +39,14 @@ def row_terms(metric: str, y: np.ndarray, outputs: np.ndarray) -> np.ndarray:
     y = np.asarray(y)
     outputs = np.asarray(outputs, dtype="float64")
     if metric == "accuracy":
-        return (outputs.argmax(axis=1) == y).astype("float64")
+        return cast(np.ndarray, (outputs.argmax(axis=1) == y).astype("float64"))
     if metric == "log_loss":
         clipped = np.clip(outputs, PROBABILITY_FLOOR, 1.0)
         clipped = clipped / clipped.sum(axis=1, keepdims=True)
-        return -np.log(clipped[np.arange(len(y)), y.astype(int)])
-    error = outputs.ravel() - y.astype("float64").ravel()
+        return cast(np.ndarray, -np.log(clipped[np.arange(len(y)), y.astype(int)]))
+    error: np.ndarray = outputs.ravel() - y.astype("float64").ravel()
     if metric == "mae":
-        return np.abs(error)
+        return cast(np.ndarray, np.abs(error))
     if metric == "rmse":
         return error**2
     if metric == "mape":
@@ -59,7 +61,7 @@ def aggregate(metric: str, terms: np.ndarray, axis: int | None = None) -> np.nda
     for RMSE its square root."""
     with np.errstate(invalid="ignore"):
         means = np.nanmean(terms, axis=axis) if np.isnan(terms).any() else terms.mean(axis=axis)
-    return np.sqrt(means) if metric == "rmse" else means
+    return cast(np.ndarray, np.sqrt(means) if metric == "rmse" else means)
 
 
 def row_metric(metric: str, y: np.ndarray, outputs: np.ndarray) -> float:

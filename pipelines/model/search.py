@@ -145,14 +145,14 @@ class TrialResult:
     error: str = ""
 
 
-def _pruning_callback(trial: optuna.Trial, metric: str):
+def _pruning_callback(trial: optuna.Trial, metric: str) -> Any:
     """Report each epoch's `metric` to the trial; stop training when the pruner says so."""
     import keras
 
-    class Pruning(keras.callbacks.Callback):
+    class Pruning(keras.callbacks.Callback):  # type: ignore[misc]  # keras ships no types
         pruned_at: int | None = None
 
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             value = (logs or {}).get(metric)
             if value is None:
                 return

@@ -37,7 +37,7 @@ class TrainingSummary:
     best_epoch: int
     stopped_epoch: int
     best_val_loss: float
-    search: dict | None = None  # the search whose best params it was trained on
+    search: dict[str, Any] | None = None  # the search whose best params it was trained on
 
 
 def seed_everything(seed: int) -> None:
@@ -65,7 +65,7 @@ def seed_everything(seed: int) -> None:
     seed_generator.python_random = random.Random(seed)
 
 
-def distribution_strategy(name: str):
+def distribution_strategy(name: str) -> Any:
     """The `tf.distribute` strategy named in `train.distribute`: `none` is TensorFlow's default
     (one device); `mirrored` replicates the model on every GPU of this node (or the CPU)."""
     import tensorflow as tf
@@ -83,7 +83,7 @@ def _streamed(
     prep: Preprocessing,
     batch_rows: int = 65_536,
     seed: int | None = None,
-):
+) -> Any:
     """A split of a sharded dataset as a `tf.data` pipeline of (raw features, targets)."""
     from pipelines.data.streaming import shard_dataset
 
@@ -119,7 +119,7 @@ def _strings(
     batch_size: int,
     seed: int | None = None,
     short_texts: float = 0.0,
-):
+) -> Any:
     """Raw strings and targets as a `tf.data` pipeline, reshuffled every epoch when seeded.
     With `short_texts` (training only), that share of the documents is cut to a short form
     each epoch (`_cut_short`), drawn from the seed: the model learns from headlines and
@@ -260,7 +260,7 @@ def train_model(
     data_dir: Path,
     out_dir: Path,
     callbacks: Sequence[object] = (),
-    search: dict | None = None,
+    search: dict[str, Any] | None = None,
 ) -> TrainingSummary:
     """Build the model from params, fit it with early stopping on validation loss
     (best weights restored) and save model, per-epoch history and a summary to `out_dir`.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,7 @@ _OUTPUTS = {
 }
 
 
-def model_metadata(name: str, problem: str, prep: Preprocessing) -> dict:
+def model_metadata(name: str, problem: str, prep: Preprocessing) -> dict[str, Any]:
     """What a caller needs to use the model: it travels with every registered version."""
     return {
         "model_name": name,
@@ -73,8 +74,8 @@ def comparison_rows(
 class Evidence:
     """What a registration decides on, read from the train, evaluate and split outputs."""
 
-    metrics: dict
-    summary: dict
+    metrics: dict[str, Any]
+    summary: dict[str, Any]
     history: pd.DataFrame
     prep: Preprocessing
     positions: np.ndarray | None  # the compared test rows (None: all of them)

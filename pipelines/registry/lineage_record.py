@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from pipelines.config import PipelineConfig
 from pipelines.registry.evidence import Evidence
@@ -22,8 +23,8 @@ def write_lineage(
     run_id: str,
     record: Registration,
     passed: bool,
-    tags: dict,
-    params: dict,
+    tags: dict[str, str],
+    params: dict[str, Any],
     ev: Evidence,
 ) -> None:
     """`lineage.json` on the run: code, data, params, library versions and the verdict."""
@@ -59,7 +60,7 @@ def write_lineage(
     )
 
 
-def add_lineage_event(run_id: str, event: dict) -> None:
+def add_lineage_event(run_id: str, event: dict[str, Any]) -> None:
     """Append `event` to the `events` of the run's `lineage.json` (a decision taken after
     registration, such as a promotion without the champion comparison)."""
     with tempfile.TemporaryDirectory() as tmp:

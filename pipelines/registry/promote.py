@@ -32,7 +32,9 @@ from pipelines.registry.tracking import aliases, model_versions, run_logging
 from pipelines.registry.verdicts import record_verdict, refresh_registration_file
 
 
-def _metrics_of_run(values: dict[str, float]) -> tuple[dict, dict]:
+def _metrics_of_run(
+    values: dict[str, float],
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """(test metrics, baselines) back from a training run's logged metrics."""
     test = {k.removeprefix("test_"): v for k, v in values.items() if k.startswith("test_")}
     baselines: dict[str, dict[str, float]] = {}

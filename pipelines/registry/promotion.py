@@ -62,7 +62,7 @@ class Candidate:
     baselines: dict[str, dict[str, float]]
     golden_inputs: Path
     golden_predictions: np.ndarray
-    split: dict  # the split rule it trained on (`Preprocessing.split`)
+    split: dict[str, Any]  # the split rule it trained on (`Preprocessing.split`)
     # Its predictions on every row of the comparison table, when the pipeline has them (the
     # register stage); None: the fresh process scores it (`pipelines promote`).
     predictions: np.ndarray | None = None
@@ -162,14 +162,14 @@ def fresh_process_parity(model_uri: str, inputs: Path, expected: Path, tolerance
     return parity_check(model_uri, got, np.load(expected), tolerance)
 
 
-def split_rule(split: dict) -> dict:
+def split_rule(split: dict[str, Any]) -> dict[str, Any]:
     """What decides which rows a model trained on: the split's method and its settings,
     without the digests of one particular data set."""
     keep = ("method", "salt", "key", "validation", "test")
     return {k: split.get(k) for k in keep} if split.get("method") != "temporal" else {}
 
 
-def split_mismatch(candidate: dict, current: dict) -> str | None:
+def split_mismatch(candidate: dict[str, Any], current: dict[str, Any]) -> str | None:
     """Why rows the candidate trained on may be among the current test rows (its split rule is
     not the current one), or None. A temporal split needs no match: rows are told apart by
     their time."""
@@ -190,7 +190,7 @@ def split_mismatch(candidate: dict, current: dict) -> str | None:
     return None
 
 
-def _schema_change(champion: dict, prep: Preprocessing) -> str | None:
+def _schema_change(champion: dict[str, Any], prep: Preprocessing) -> str | None:
     """What differs between the champion's inputs and outputs and the current data's: other
     features or other classes (matched by name, in any order), or another modality."""
     changes = []

@@ -158,7 +158,7 @@ CHUNK_ROWS = 4096
 
 
 # mlflow.pyfunc is loaded by `import mlflow`; its stubs do not say so.
-class RawInputModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
+class RawInputModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined,misc]
     """The Keras model (preprocessing inside) behind request checks."""
 
     # No type-hint validation: `check_request` validates every request and names the problem
@@ -175,7 +175,7 @@ class RawInputModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
 
     # No type hints on purpose: MLflow would derive a schema from them and check requests
     # itself, before (and less clearly than) `check_request`.
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         """The answers, as an array; with `params={"labels": true}`, a classifier's answers
         as a table: the predicted class, then one probability column per class."""
         batch = check_request(model_input, self.config)

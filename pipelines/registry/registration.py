@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,9 @@ from pipelines.registry.verdicts import (
 )
 
 
-def run_record(cfg: PipelineConfig, name: str, raw_data: Path, ev: Evidence) -> tuple:
+def run_record(
+    cfg: PipelineConfig, name: str, raw_data: Path, ev: Evidence
+) -> tuple[dict[str, str], dict[str, Any], dict[str, float]]:
     """The MLflow run's (tags, params, metrics) for model `name`."""
     entry = cfg.entry(name)
     search = ev.summary.get("search")

@@ -51,7 +51,7 @@ class Experiment:
 
 
 def run_name(
-    name: str, params: dict, experiment: Experiment | None, data: str | None = None
+    name: str, params: dict[str, Any], experiment: Experiment | None, data: str | None = None
 ) -> str:
     """What tells runs apart in the MLflow runs list: the DVC experiment's name, or the
     model's name, a short hash of its params and, after `-d`, `data` (`data_digest`): the
@@ -116,7 +116,7 @@ def split_inputs(dataset: str, data_dir: Path) -> dict[str, tuple[str, Path, str
     return inputs
 
 
-def load_search(cfg: PipelineConfig, name: str, search_dir: Path | None) -> dict | None:
+def load_search(cfg: PipelineConfig, name: str, search_dir: Path | None) -> dict[str, Any] | None:
     """What `tune@<name>` found (`search_dir/search.json`), for a model with a `search:`
     section; None for a model without one."""
     if name not in cfg.search:
@@ -127,16 +127,17 @@ def load_search(cfg: PipelineConfig, name: str, search_dir: Path | None) -> dict
             f"search.{name}: {found} not found; the tune@{name} stage writes it "
             "(`dvc repro` runs it before train)"
         )
-    return json.loads(found.read_text())
+    search: dict[str, Any] = json.loads(found.read_text())
+    return search
 
 
-def tuned(cfg: PipelineConfig, name: str, search: dict | None) -> PipelineConfig:
+def tuned(cfg: PipelineConfig, name: str, search: dict[str, Any] | None) -> PipelineConfig:
     """The config model `name` is trained with: params.yaml, overridden by the best params
     of its search, if it has one."""
     return cfg.with_overrides(name, search["best_params"]) if search else cfg
 
 
-def search_record(search: dict) -> dict[str, Any]:
+def search_record(search: dict[str, Any]) -> dict[str, Any]:
     """What a trained model keeps of its search (in training.json, on its run, in lineage)."""
     keys = (
         "parent_run_id",
@@ -151,14 +152,14 @@ def search_record(search: dict) -> dict[str, Any]:
     return {k: search[k] for k in keys}
 
 
-def search_params(search: dict | None) -> dict[str, Any]:
+def search_params(search: dict[str, Any] | None) -> dict[str, Any]:
     """The overrides a search made, as run params (`search.best.train.learning_rate`)."""
     if not search:
         return {}
     return {"search": {"best": search["best_params"], "trials": search["trials"]}}
 
 
-def search_tags(search: dict | None) -> dict[str, str]:
+def search_tags(search: dict[str, Any] | None) -> dict[str, str]:
     if not search:
         return {}
     return {"search_run_id": search["parent_run_id"], "search_metric": search["metric"]}
@@ -166,7 +167,11 @@ def search_tags(search: dict | None) -> dict[str, str]:
 
 @contextmanager
 def live_training_run(
-    cfg: PipelineConfig, name: str, data_dir: Path, out_dir: Path, search: dict | None = None
+    cfg: PipelineConfig,
+    name: str,
+    data_dir: Path,
+    out_dir: Path,
+    search: dict[str, Any] | None = None,
 ) -> Iterator[Any]:
     """Open model `name`'s MLflow run as training starts and yield the Keras callback that
     logs each epoch to it. On success, `out_dir/run.json` names the run for evaluate and

@@ -6,6 +6,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -168,7 +169,7 @@ def score_file(ref: str, input_path: Path, chunk_rows: int = 10_000) -> Path:
     return path
 
 
-def _answers(predictions: np.ndarray, classes: list | None) -> pd.DataFrame:
+def _answers(predictions: np.ndarray, classes: list[Any] | None) -> pd.DataFrame:
     if classes:
         out = pd.DataFrame(predictions, columns=[f"probability_{c}" for c in classes])
         out.insert(0, "predicted", np.asarray(classes)[predictions.argmax(axis=1)])

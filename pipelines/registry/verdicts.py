@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from pipelines.config import PipelineConfig
 from pipelines.registry.promotion import (
@@ -34,7 +35,7 @@ class Registration:
     promoted: bool  # this version is @champion
     champion: str | None
     previous_champion: str | None
-    checks: list[dict]
+    checks: list[dict[str, Any]]
     gate_failures: list[str]
     compared_with: str | None  # the champion the last verdict compared it with
     not_promoted_because: str | None  # a passing version that is not champion: why
@@ -100,7 +101,7 @@ def record_verdict(
     verdict: Verdict,
     compared_with: str | None,
     promote: bool,
-    extra_tags: dict | None = None,
+    extra_tags: dict[str, Any] | None = None,
 ) -> bool:
     """Tag the version with the gate's verdict and, if it passed and `promote`, move
     `@champion` to it, only if `@champion` is still `compared_with` (compare-and-set).

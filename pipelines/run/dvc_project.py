@@ -13,7 +13,7 @@ from pipelines.environment import executable
 REMOTE_ENV = "PIPELINES_DVC_REMOTE"
 
 
-def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [executable("dvc"), *args], cwd=root, capture_output=True, text=True, check=False
     )

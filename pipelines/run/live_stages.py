@@ -9,20 +9,20 @@ from __future__ import annotations
 import subprocess
 import threading
 
-_LIVE: set[subprocess.Popen] = set()
+_LIVE: set[subprocess.Popen[str]] = set()
 _LOCK = threading.Lock()
 
 
-def track(proc: subprocess.Popen) -> None:
+def track(proc: subprocess.Popen[str]) -> None:
     with _LOCK:
         _LIVE.add(proc)
 
 
-def untrack(proc: subprocess.Popen) -> None:
+def untrack(proc: subprocess.Popen[str]) -> None:
     with _LOCK:
         _LIVE.discard(proc)
 
 
-def running() -> list[subprocess.Popen]:
+def running() -> list[subprocess.Popen[str]]:
     with _LOCK:
         return [proc for proc in _LIVE if proc.poll() is None]

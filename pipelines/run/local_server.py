@@ -19,20 +19,22 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def answers(url: str, timeout: float = 1.0) -> bool:
     """True when a GET of `url` returns 200."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status == 200
+            status: int = response.status
+            return status == 200
     except OSError:
         return False
 
 
 def wait_until_answers(
-    url: str, proc: subprocess.Popen, wait_s: float, log_path: Path | None = None
+    url: str, proc: subprocess.Popen[Any], wait_s: float, log_path: Path | None = None
 ) -> None:
     """Poll `url` until it answers; stop early, with the log's tail, if `proc` exits."""
     deadline = time.monotonic() + wait_s

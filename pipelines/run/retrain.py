@@ -75,7 +75,7 @@ def task_runner(kind: str, workers: int) -> Any:
     or the cluster at `PIPELINES_DASK_ADDRESS` (tcp://host:8786), whose workers must see this
     project at the same path."""
     if kind == "dask":
-        from prefect_dask import DaskTaskRunner
+        from prefect_dask.task_runners import DaskTaskRunner
 
         address = os.environ.get("PIPELINES_DASK_ADDRESS")
         if address:
@@ -94,7 +94,7 @@ def task_runner(kind: str, workers: int) -> Any:
 @flow(name="train-models", log_prints=True)
 def train_models(
     plan: dict[str, list[str]], commands: dict[str, str], root: str, orch: OrchestrationConfig
-) -> dict:
+) -> dict[str, dict[str, Any]]:
     """Each model's chain of stages; chains run side by side as the task runner allows.
     Returns, per model, the stages that succeeded (in order) and the first error, if any.
 
@@ -110,7 +110,7 @@ def train_models(
 
 def _run_chains(
     plan: dict[str, list[str]], commands: dict[str, str], root: str, orch: OrchestrationConfig
-) -> dict:
+) -> dict[str, dict[str, Any]]:
     futures: dict[str, list[tuple[str, Any]]] = {name: [] for name in plan}
     # Level by level (every train, then every evaluate...), so that with a thread pool the
     # stages waiting on a training never hold the threads another training could use.
@@ -166,7 +166,7 @@ def train_changed(
     orch: OrchestrationConfig,
     runner: str | None,
     searched: Collection[str] = (),
-) -> tuple[dict[str, list[str]], dict]:
+) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
     """Run each model's chain from its first changed stage on the task runner, and record in
     `dvc.lock` every stage that finished. Returns the plan (model -> stages) and
     `train_models`' outcome per model."""
@@ -193,7 +193,7 @@ def retrain(
     runner: str | None = None,
     push: bool = True,
     params: str = "params.yaml",
-) -> dict:
+) -> dict[str, Any]:
     """Retrain `models` (default: every model in params.yaml), optionally on new data files
     (`sources`: dataset -> path), through the DVC stages; then push data and summarize."""
     root = project_root()
@@ -227,7 +227,7 @@ def _retrain(
     previous: dict[str, str],
     runner: str | None,
     push: bool,
-) -> dict:
+) -> dict[str, Any]:
     """The flow's work: data stages (putting refused sources back), the models' chains on
     the task runner, push, summary."""
     try:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pipelines.config import PipelineConfig
 
 
-def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome: dict) -> str:
+def summary_markdown(
+    root: Path, cfg: PipelineConfig, names: list[str], outcome: dict[str, dict[str, Any]]
+) -> str:
     """A table of each model's test metrics and gate verdict, what this run did, and the
     registry's live `@champion` beside it. For a model this run did not retrain, the verdict
     is the last registration's (its `registration.json`, the registry's account of it), and
@@ -50,7 +53,7 @@ def summary_markdown(root: Path, cfg: PipelineConfig, names: list[str], outcome:
     return "\n".join(rows) + ("\n\n## Failures\n\n" + "\n\n".join(errors) if errors else "")
 
 
-def _gate_summary(reg: dict, live: str) -> str:
+def _gate_summary(reg: dict[str, Any], live: str) -> str:
     """One cell: the gate's verdict on the version and where it stands in the registry now."""
     if not reg:
         return "-"

@@ -45,7 +45,7 @@ class StageFailed(RuntimeError):
         how = "timed out" if code == -1 else f"exited with {code}"
         super().__init__(f"stage {stage} {how} ({kind}):\n{tail}")
 
-    def __reduce__(self) -> tuple:  # travels between Dask processes
+    def __reduce__(self) -> tuple[Any, ...]:  # travels between Dask processes
         return (StageFailed, (self.stage, self.code, self.tail, self.retries))
 
 
@@ -119,7 +119,7 @@ def stop_stages() -> int:
     return len(running)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen[str]) -> None:
     """Terminate a stage's process group if it is still running (timeout, cancellation)."""
     if proc.poll() is not None:
         return

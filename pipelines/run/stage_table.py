@@ -23,7 +23,8 @@ class Stage:
 
     def step_function(self) -> Callable[..., Any]:
         module, _, function = self.step.partition(":")
-        return getattr(importlib.import_module(module), function)
+        fn: Callable[..., Any] = getattr(importlib.import_module(module), function)
+        return fn
 
 
 STAGES: tuple[Stage, ...] = (

@@ -73,7 +73,9 @@ def validate_dataset(
             ) from err
         store_error, reference = err, None
         print(f"WARNING drift not checked: {err}")
-    report = step(check_dataset)(cfg, name, data_path, suite_path, report_dir, reference)
+    report: ValidationReport = step(check_dataset)(
+        cfg, name, data_path, suite_path, report_dir, reference
+    )
     if store_error is not None:
         print(f"WARNING the validation of {data_path} is not recorded in MLflow: {store_error}")
         if not report.success:
@@ -112,7 +114,7 @@ def validate(
     report_dir: Annotated[str, "Where the Data Docs go."],
     params: str = "params.yaml",
     step: Step = direct,
-) -> dict:
+) -> dict[str, Any]:
     """Check DATA against its Great Expectations suite, the series policy and drift from the
     champion's training data; exit 1 naming each failure."""
     cfg = load_config(params)
@@ -122,7 +124,7 @@ def validate(
 
 def split(
     dataset: str, data: str, out_dir: str, params: str = "params.yaml", step: Step = direct
-) -> dict:
+) -> dict[str, Any]:
     """Split by a salted hash of each row (series: by time); fit the preprocessing statistics
     on the training split only."""
     from pipelines.data.preprocessing import split_and_fit
@@ -140,14 +142,15 @@ def tune(
     out_dir: Annotated[str, "Where search.json and trials.csv go."],
     params: str = "params.yaml",
     step: Step = direct,
-) -> dict:
+) -> dict[str, Any]:
     """Search model NAME's hyperparameters with Optuna: every trial in one process (or on Dask
     workers), a parent MLflow run with a nested run per trial, the best params for train."""
     from pipelines.run.tuning import tune as search
 
     cfg = load_config(params)
     cfg.search_of(model_name)  # a model without a search section fails here, naming it
-    return step(search)(cfg, model_name, Path(data_dir), Path(out_dir))
+    result: dict[str, Any] = step(search)(cfg, model_name, Path(data_dir), Path(out_dir))
+    return result
 
 
 def train(
@@ -159,7 +162,7 @@ def train(
     ] = None,
     params: str = "params.yaml",
     step: Step = direct,
-) -> dict:
+) -> dict[str, Any]:
     """Train model NAME with early stopping; save it with its preprocessing inside. A model
     with a `search:` section trains on its search's best params (SEARCH_DIR/search.json)."""
     from pipelines.model.training import train_model
@@ -189,13 +192,15 @@ def evaluate(
     run: Annotated[str | None, "train's run.json: the MLflow run to add to."] = None,
     params: str = "params.yaml",
     step: Step = direct,
-) -> dict:
+) -> dict[str, Any]:
     """Test metrics beside the baselines (majority class; persistence and seasonal-naive for a
     forecast), the test predictions, and a confusion matrix or a forecast plot."""
     from pipelines.model.evaluation import PLOT_FILE, evaluate_model
     from pipelines.registry.runs import add_evaluation
 
-    metrics = step(evaluate_model)(model_name, Path(model), Path(data_dir), Path(out_dir))
+    metrics: dict[str, Any] = step(evaluate_model)(
+        model_name, Path(model), Path(data_dir), Path(out_dir)
+    )
     if run is not None:
         test = {f"test_{k}": float(v) for k, v in metrics["test"].items()}
         experiment = load_config(params).base.experiment
@@ -213,7 +218,7 @@ def register(
     out: str,
     params: str = "params.yaml",
     step: Step = direct,
-) -> dict:
+) -> dict[str, Any]:
     """Log the run, register a new version, promote it to `@champion` if every check passes."""
     from pipelines.registry.registration import register_model
 

@@ -266,7 +266,7 @@ def _states(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def tune(cfg: PipelineConfig, name: str, data_dir: Path, out_dir: Path) -> dict:
+def tune(cfg: PipelineConfig, name: str, data_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Search model `name`'s space, log it to MLflow (parent run, nested trials, study plots)
     and write `out_dir/search.json` (the best params, for train) and `trials.csv`."""
     search = cfg.search_of(name)

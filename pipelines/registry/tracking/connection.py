@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from types import ModuleType
 
 from pipelines.environment import project_root
 
@@ -13,7 +14,7 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
-def connect():
+def connect() -> ModuleType:
     # Downloads here are small; MLflow's progress bars would only clutter stage logs.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
@@ -42,7 +43,8 @@ def use_experiment(name: str) -> str:
     key, value = EXPERIMENT_KIND
     if experiment.tags.get(key) != value:
         mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
-    return experiment.experiment_id
+    experiment_id: str = experiment.experiment_id
+    return experiment_id
 
 
 def data_experiment(experiment: str) -> str:

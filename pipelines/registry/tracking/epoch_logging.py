@@ -4,13 +4,14 @@ model trains."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
 from pipelines.registry.tracking.connection import connect
 
 
-def epoch_logger(run_id: str, every_s: float = 1.0):
+def epoch_logger(run_id: str, every_s: float = 1.0) -> Any:
     """A Keras callback that logs each epoch's finite metrics to run `run_id` as it trains
     (step = epoch, from 1), written at most every `every_s` seconds and at the end, so the
     curves grow in the MLflow UI while the model trains."""
@@ -19,7 +20,7 @@ def epoch_logger(run_id: str, every_s: float = 1.0):
 
     client = connect().MlflowClient()
 
-    class EpochLogger(keras.callbacks.Callback):
+    class EpochLogger(keras.callbacks.Callback):  # type: ignore[misc]  # keras ships no types
         def __init__(self) -> None:
             super().__init__()
             self.pending: list[Metric] = []
@@ -30,7 +31,7 @@ def epoch_logger(run_id: str, every_s: float = 1.0):
                 client.log_batch(run_id, metrics=self.pending[start : start + 900])
             self.pending, self.flushed = [], time.monotonic()
 
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             now = int(time.time() * 1000)
             self.pending += [
                 Metric(key=key, value=float(value), timestamp=now, step=epoch + 1)
@@ -40,7 +41,7 @@ def epoch_logger(run_id: str, every_s: float = 1.0):
             if time.monotonic() - self.flushed >= every_s:
                 self.flush()
 
-        def on_train_end(self, logs: dict | None = None) -> None:
+        def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
             self.flush()
 
     return EpochLogger()

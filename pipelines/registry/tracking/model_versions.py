@@ -6,11 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipelines.registry.tracking.connection import connect
+
+if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
 
 RAW_MODEL_CODE = Path(__file__).parent.parent / "raw_model.py"
 
@@ -27,7 +30,7 @@ def _requirements() -> list[str]:
     return [f"{name}=={version}" for name, version in installed_versions().items()]
 
 
-def raw_signature(metadata: Mapping[str, Any]):
+def raw_signature(metadata: Mapping[str, Any]) -> ModelSignature:
     """The version's MLflow signature, for the registry's schema view: a float64 tensor of raw
     inputs, shape (-1, *input_shape), and a float32 tensor of answers, one column per class
     (or the one forecast value); a classifier also takes the param `labels`.
@@ -148,7 +151,7 @@ def model_metadata(model_uri: str) -> dict[str, Any]:
     return dict(connect().models.get_model_info(model_uri).metadata or {})
 
 
-def load_pyfunc(model_uri: str):
+def load_pyfunc(model_uri: str) -> Any:
     """Load a logged or registered model as a generic pyfunc model."""
     return connect().pyfunc.load_model(model_uri)
 
@@ -173,7 +176,8 @@ def _run_status(client: Any, run_id: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_run(run_id).info.status
+        status: str = client.get_run(run_id).info.status
+        return status
     except MlflowException as err:
         if err.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise

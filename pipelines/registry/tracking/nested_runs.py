@@ -32,7 +32,8 @@ def start_child_run(
     )
     flat = flatten("", params, {})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:500]) for k, v in flat.items()])
-    return run.info.run_id
+    run_id: str = run.info.run_id
+    return run_id
 
 
 def end_child_run(
@@ -55,9 +56,10 @@ def child_runs(parent_run_id: str) -> list[Any]:
     """The runs nested under `parent_run_id`, oldest first."""
     client = connect().MlflowClient()
     experiment_id = client.get_run(parent_run_id).info.experiment_id
-    return client.search_runs(
+    runs: list[Any] = client.search_runs(
         [experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
         order_by=["attributes.start_time ASC"],
         max_results=5000,
     )
+    return runs

@@ -232,4 +232,5 @@ def log_validation_run(
         status = "FINISHED" if success else "FAILED"
     finally:
         mlflow.end_run(status=status)
-    return run.info.run_id
+    run_id: str = run.info.run_id
+    return run_id
