@@ -17,6 +17,8 @@ from typing import Annotated, Any, get_args, get_origin
 
 import typer
 
+from pipelines.console import show_messages
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Raw data to a validated, registered model."
 )
@@ -33,6 +35,7 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 def _setup() -> None:
     # TensorFlow's C++ start-up chatter hides the pipeline's own output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    show_messages()
 
 
 Params = Annotated[Path, typer.Option("--params", help="Params file.")]

@@ -4,6 +4,7 @@ share."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -11,6 +12,8 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -63,7 +66,7 @@ def file_lock(path: Path, wait_s: float, what: str) -> Iterator[None]:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{what} has held {path} for over {wait_s:.0f} s") from None
                 if not told:
-                    print(f"waiting for {what} to finish", flush=True)
+                    log.info(f"waiting for {what} to finish")
                     told = True
                 time.sleep(0.2)
         try:

@@ -15,6 +15,14 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _messages_shown() -> None:
+    """The library's messages on standard output, as the CLI shows them."""
+    from pipelines.console import show_messages
+
+    show_messages()
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

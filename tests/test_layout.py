@@ -95,3 +95,30 @@ def test_each_stage_has_a_flow_with_its_functions_parameters():
         ]
         assert list(built.parameters.properties) == wanted, stage.name
     assert flows.stage_flow("split").name == "split-normalize"
+
+
+def test_library_code_logs_and_only_the_entry_points_print(repo_root):
+    """`print` only in the CLI, in `console` (which shows the log) and in the fresh-process
+    scoring script (its output is the answer); every other module logs."""
+    import ast
+
+    allowed = {"cli.py", "console.py", "registry/tracking/fresh_process.py"}
+    printing = []
+    for path in sorted((repo_root / "pipelines").rglob("*.py")):
+        rel = path.relative_to(repo_root / "pipelines").as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            is_print = isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"
+            if is_print and rel not in allowed:
+                printing.append(f"{rel}:{node.lineno}")
+    assert not printing, f"print() in library code (log instead): {printing}"
+
+
+def test_a_logged_message_shows_as_the_line_print_gave(capsys):
+    import logging
+
+    logging.getLogger("pipelines.data.datasets").info("ingested x: 3 rows")
+    logging.getLogger("pipelines.run.stages").warning("drift not checked: no reference")
+    logging.getLogger("pipelines.run.stages").debug("not shown")
+    assert capsys.readouterr().out == (
+        "ingested x: 3 rows\nWARNING drift not checked: no reference\n"
+    )

@@ -6,6 +6,7 @@ the network. Any other source is a path to a CSV or Parquet file.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from collections import Counter
@@ -17,6 +18,8 @@ import pandas as pd
 
 from pipelines.config import DatasetConfig
 from pipelines.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 def _snake(name: str) -> str:
@@ -162,7 +165,7 @@ def read_text_folder(path: Path) -> pd.DataFrame:
     if not rows:
         raise DataError(f"{path}: no texts found (expected <folder>/<class>/<document>.txt)")
     decoded = ", ".join(f"{count} {encoding}" for encoding, count in encodings.most_common())
-    print(
+    log.info(
         f"read {len(rows)} texts from {path}: decoded {decoded}; "
         f"skipped {skipped} hidden or system entr{'y' if skipped == 1 else 'ies'}"
     )
@@ -299,7 +302,7 @@ def ingest_shards(name: str, dataset: DatasetConfig, out: Path) -> Path:
         )
     assert dataset.shards is not None
     rows, count = copy_shards(source, out, dataset.shards.rows)
-    print(f"ingested {name}: {rows:,} rows in {count} shard(s) from {source} -> {out}/")
+    log.info(f"ingested {name}: {rows:,} rows in {count} shard(s) from {source} -> {out}/")
     return out
 
 
@@ -315,5 +318,5 @@ def ingest(name: str, dataset: DatasetConfig, out: Path) -> Path:
     if out.is_dir():  # the dataset used to be sharded
         shutil.rmtree(out)
     shutil.move(tmp, out)  # never leave a half-written file under the final name
-    print(f"ingested {name}: {len(df)} rows x {df.shape[1]} columns from {dataset.source} -> {out}")
+    log.info(f"ingested {name}: {len(df)} rows x {df.shape[1]} columns from {dataset.source} -> {out}")
     return out

@@ -14,6 +14,7 @@ reordered, as long as the salt and the shares stay the same. A series is split i
 
 from __future__ import annotations
 
+import logging
 import json
 import math
 import shutil
@@ -43,6 +44,8 @@ from pipelines.data.row_hashing import (
 )
 from pipelines.data.series import fill_gaps, window_columns
 from pipelines.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 SPEC_FILE = "preprocessing.json"
@@ -286,7 +289,7 @@ def _text(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits, 
     table = df[kept].reset_index(drop=True)
     duplicated = table[column].astype(str).str.strip().duplicated()
     if duplicated.any():
-        print(f"dropped {int(duplicated.sum())} exact duplicate text(s) before the split")
+        log.info(f"dropped {int(duplicated.sum())} exact duplicate text(s) before the split")
     table = table[~duplicated.to_numpy()].reset_index(drop=True)
     splits, identity = _hash_split(table, [column], dataset.split, seed, text=True)
     prep = Preprocessing(
@@ -375,11 +378,11 @@ def split_shards(
         pd.concat(sample)[[*features, dataset.label]], "tabular", dataset.label
     )
     save_reference(reference_profile(reference), out_dir / REFERENCE_FILE)
-    print(
+    log.info(
         f"split {len(shards)} shard(s) of {data_path.name}: {rows}; "
         "preprocessing fitted on train only, streamed"
     )
-    print(_method_line(prep.split))
+    log.info(_method_line(prep.split))
     return prep
 
 
@@ -423,8 +426,8 @@ def split_and_fit(
     time_end = str(splits.train[prep.time_column].max()) if prep.time_column else None
     save_reference(reference_profile(reference, time_end, vocabulary), out_dir / REFERENCE_FILE)
     sizes = {part: len(getattr(splits, part)) for part in SPLITS}
-    print(f"split {data_path.name}: {sizes}; preprocessing fitted on train only")
-    print(_method_line(prep.split))
+    log.info(f"split {data_path.name}: {sizes}; preprocessing fitted on train only")
+    log.info(_method_line(prep.split))
     return prep
 
 

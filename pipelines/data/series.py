@@ -3,10 +3,13 @@ gaps filled up to `max_gap`, and the columns of a supervised window."""
 
 from __future__ import annotations
 
+import logging
 import numpy as np
 import pandas as pd
 
 from pipelines.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 def _longest_gap(values: pd.Series) -> tuple[int, int]:
@@ -85,7 +88,7 @@ def fill_gaps(df: pd.DataFrame, time_column: str, value: str, max_gap: int) -> p
     filled = df[[time_column, value]].reset_index(drop=True)
     filled[value] = filled[value].interpolate(method="linear", limit_area="inside")
     filled = filled.dropna(subset=[value]).reset_index(drop=True)
-    print(
+    log.info(
         f"filled {int(missing.sum())} missing values by interpolation "
         f"(longest gap {longest} steps, max_gap {max_gap})"
     )

@@ -23,6 +23,7 @@ digests).
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +34,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines.errors import DataError
+
+log = logging.getLogger(__name__)
 
 READ_ROWS = 65_536
 FLUSH_ROWS = 16_384  # rows an output shard buffers before it spills them (and its row groups)
@@ -479,5 +482,5 @@ def synthesize_shards(
         tmp = path.with_suffix(".tmp")
         part.to_parquet(tmp, index=False, row_group_size=100_000)
         tmp.rename(path)
-        print(f"wrote {path} ({rows_per_shard:,} rows)", flush=True)
+        log.info(f"wrote {path} ({rows_per_shard:,} rows)")
     return paths

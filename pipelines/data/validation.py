@@ -13,6 +13,7 @@ reference it is given (`pipelines.data.drift`). It writes Data Docs, `summary.js
 
 from __future__ import annotations
 
+import logging
 import json
 import os
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from pipelines.config import PipelineConfig
 from pipelines.data.datasets import read_table
 from pipelines.data.suite_drafting import ROW_COUNT
 from pipelines.errors import ValidationFailed
+
+log = logging.getLogger(__name__)
 
 VALIDATION_SUMMARY_FILE = "summary.json"
 
@@ -271,7 +274,7 @@ def validate_frames(
                 failure = Failure(failure.expectation, failure.column, f"{part}: {failure.detail}")
             failures.append(failure)
         if part is not None:
-            print(f"  {part}: {len(df):,} rows, {len(results)} expectations", flush=True)
+            log.info(f"  {part}: {len(df):,} rows, {len(results)} expectations")
         del df, outcome, results  # one frame in memory: free it before the next is read
     return ValidationReport(
         dataset, not failures, evaluated, failures, str(report_dir / "index.html")
@@ -330,7 +333,7 @@ def check_dataset(
     dataset = cfg.dataset(name)
     if streaming.is_sharded(data_path):
         shards = streaming.shard_paths(data_path)
-        print(f"validating {len(shards)} shard(s) of {data_path}, one at a time", flush=True)
+        log.info(f"validating {len(shards)} shard(s) of {data_path}, one at a time")
         suite_report = validate_shards(shards, name, suite_path, report_dir)
         rows = streaming.row_count(shards)
         # Drift is a property of distributions: a seeded sample measures it.
@@ -357,7 +360,7 @@ def check_dataset(
     )
     report.save(report_dir.resolve())
     for note in notes:
-        print(note)
+        log.info(note)
     for warning in warnings:
-        print(f"WARNING {warning}")
+        log.warning(f"{warning}")
     return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from pipelines.model.metrics import (
     regression_metrics,
     seasonal_naive_forecast,
 )
+
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "test_predictions.npy"
@@ -269,7 +272,7 @@ def evaluate_model(
     np.save(out_dir / PREDICTIONS_FILE, predictions)
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
-    print(f"{model_name} test: {shown}")
+    log.info(f"{model_name} test: {shown}")
     for name, values in metrics["baselines"].items():
-        print(f"  baseline {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        log.info(f"  baseline {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     return metrics

@@ -9,6 +9,7 @@ nested MLflow run per trial and runs trials in this process or on Dask workers.
 from __future__ import annotations
 
 import gc
+import logging
 import time
 import warnings
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from pipelines.errors import TrainingDiverged, failure_summary
 from pipelines.metric_names import SEARCH_METRICS
 from pipelines.model.training import TrainingData, best_epoch, fit_model
 from pipelines.search_config import SearchConfig, SearchRange, searched_value
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import optuna
@@ -227,7 +230,7 @@ def study_plots(study: optuna.Study) -> dict[str, Any]:
             try:
                 axes = make(study)
             except (ValueError, RuntimeError) as err:  # e.g. importances of a constant space
-                print(f"no {plot} plot: {err}")
+                log.info(f"no {plot} plot: {err}")
                 continue
         figure = getattr(axes, "figure", None) or axes.flat[0].figure
         figure.set_size_inches(9, 5.5)

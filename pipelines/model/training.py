@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from pipelines.data.preprocessing import (
 )
 from pipelines.errors import TrainingDiverged
 from pipelines.model.builders import as_saved, build_model
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
@@ -72,7 +75,7 @@ def distribution_strategy(name: str) -> Any:
 
     if name == "mirrored":
         strategy = tf.distribute.MirroredStrategy()
-        print(f"MirroredStrategy over {strategy.num_replicas_in_sync} replica(s)")
+        log.info(f"MirroredStrategy over {strategy.num_replicas_in_sync} replica(s)")
         return strategy
     return tf.distribute.get_strategy()
 
@@ -269,7 +272,7 @@ def train_model(
     entry = cfg.entry(model_name)
     data = TrainingData.load(data_dir)
     train_rows, val_rows = data.rows
-    print(
+    log.info(
         f"training {model_name} ({entry.family}) on {train_rows:,} rows, "
         f"validating on {val_rows:,}, up to {entry.train.max_epochs} epochs"
         + (" (streamed from shards)" if data.prep.sharded else "")
@@ -291,7 +294,7 @@ def train_model(
     tmp.replace(out_dir / MODEL_FILE)
     curves.to_csv(out_dir / HISTORY_FILE, index=False)
     (out_dir / TRAINING_FILE).write_text(json.dumps(asdict(summary), indent=2) + "\n")
-    print(
+    log.info(
         f"best epoch {summary.best_epoch} of {summary.stopped_epoch}, "
         f"val_loss {summary.best_val_loss:.4f} -> {out_dir / MODEL_FILE}"
     )

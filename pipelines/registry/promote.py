@@ -4,6 +4,7 @@ only if it passes."""
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +31,8 @@ from pipelines.registry.promotion import (
 )
 from pipelines.registry.tracking import aliases, model_versions, run_logging
 from pipelines.registry.verdicts import record_verdict, refresh_registration_file
+
+log = logging.getLogger(__name__)
 
 
 def _metrics_of_run(
@@ -76,7 +79,7 @@ def _promote(
     info = model_versions.version_info(name, version)
     champion = aliases.alias_version(name)
     if champion == info.version:
-        print(f"{name} version {info.version} is already @{aliases.CHAMPION}")
+        log.info(f"{name} version {info.version} is already @{aliases.CHAMPION}")
         return None
     prep = Preprocessing.load(data_dir / SPEC_FILE)
     split = json.loads(info.tags.get(SPLIT_TAG) or "{}")
@@ -138,7 +141,7 @@ def _promote(
                 "checks": [asdict(c) for c in verdict.checks],
             },
         )
-    print(
+    log.info(
         f"{name} version {info.version} is @{aliases.CHAMPION}"
         + (f"; version {previous} is @{aliases.PREVIOUS_CHAMPION}" if previous else "")
     )

@@ -9,6 +9,7 @@ registry (`registration_record`), so whatever path led to it, it says what the r
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ from pipelines.registry.verdicts import (
     registration_record,
     write_registration,
 )
+
+log = logging.getLogger(__name__)
 
 
 def run_record(
@@ -160,7 +163,7 @@ def _register_with(
     ev = collect_evidence(model_dir, eval_dir, data_dir, cfg.base.seed)
     cfg = tuned(cfg, name, ev.summary.get("search"))  # the params it was trained with
     for version in model_versions.mark_incomplete_versions(name):
-        print(f"{name} version {version} never got a gate verdict: tagged incomplete")
+        log.info(f"{name} version {version} never got a gate verdict: tagged incomplete")
     experiment = Experiment.current()
     md5 = file_md5(model_dir / MODEL_FILE)
     existing = _version_of_file(name, md5)
@@ -205,10 +208,10 @@ def _nothing_to_judge(
     it is the champion, or this is a DVC experiment, which moves no alias."""
     same = f"{name}: the model file is already registered as version {existing.version}"
     if champion == existing.version:
-        print(f"{same}, which is @{aliases.CHAMPION}: nothing to register or promote")
+        log.info(f"{same}, which is @{aliases.CHAMPION}: nothing to register or promote")
         return True
     if experiment is not None:
-        print(
+        log.info(
             f"{same} (gate: {existing.tags.get('gate', 'none')}); an experiment moves no "
             f"alias: @{aliases.CHAMPION} stays {champion}"
         )
@@ -347,7 +350,7 @@ def _judge_again(
     champion_before = aliases.alias_version(name)
     if _nothing_to_judge(name, existing, champion_before, experiment):
         return version
-    print(
+    log.info(
         f"{name}: the model file is already registered as version {version}; judging it "
         f"against @{aliases.CHAMPION} ({champion_before or 'none'})"
     )
@@ -384,14 +387,14 @@ def _say(
 ) -> None:
     name, version = record.model_name, record.version
     if experiment is not None:
-        print(
+        log.info(
             f"{name} version {version} registered as a candidate of experiment "
             f"{experiment.name} (it {'passes' if verdict.passed else 'fails'} the gate); "
             f"@{aliases.CHAMPION} stays {champion_before}. Promote it with: "
             f"pipelines promote {name} {version}"
         )
     elif record.promoted:
-        print(
+        log.info(
             f"{name} version {version} is @{aliases.CHAMPION}"
             + (
                 f"; version {champion_before} is @{aliases.PREVIOUS_CHAMPION}"
@@ -400,13 +403,13 @@ def _say(
             )
         )
     elif verdict.passed:
-        print(
+        log.info(
             f"{name} version {version} passed the gate but was NOT promoted: @{aliases.CHAMPION}"
             f" moved from {champion_before} during the comparison. Compare it with the new "
             f"champion: pipelines promote {name} {version}"
         )
     else:
-        print(
+        log.info(
             f"{name} version {version} registered but NOT promoted; @{aliases.CHAMPION} "
             f"stays {champion_before}. Failed: " + " | ".join(verdict.failures)
         )

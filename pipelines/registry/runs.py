@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,8 @@ from pipelines.data.preprocessing import SPEC_FILE, Preprocessing
 from pipelines.errors import ConfigError, failure_summary
 from pipelines.registry.lineage import dvc_lock_hashes, git_state, lock_key
 from pipelines.registry.tracking import epoch_logging, nested_runs, run_lifecycle, run_logging
+
+log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"  # an output of train: the MLflow run the later stages add to
 SEARCH_FILE = "search.json"  # an output of tune (in models/<name>/search/): the best params
@@ -188,7 +191,7 @@ def live_training_run(
     ) as run_id:
         run_logging.log_params({**params, **search_params(search)})
         run_logging.log_inputs(split_inputs(cfg.entry(name).dataset, data_dir))
-        print(f"MLflow run {title} ({run_id}) open; epochs are logged as they end")
+        log.info(f"MLflow run {title} ({run_id}) open; epochs are logged as they end")
         yield epoch_logging.epoch_logger(run_id)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / RUN_FILE).write_text(
@@ -203,7 +206,9 @@ def _training_run(run_file: Path | None) -> tuple[str, dict[str, str]] | None:
     run_id = json.loads(Path(run_file).read_text()).get("run_id", "")
     state = run_lifecycle.run_state(run_id) if run_id else None
     if state is None:
-        print(f"the training run {run_id or '?'} named in {run_file} is not in this MLflow store")
+        log.info(
+            f"the training run {run_id or '?'} named in {run_file} is not in this MLflow store"
+        )
         return None
     return run_id, state[1]
 

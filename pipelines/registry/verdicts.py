@@ -6,6 +6,7 @@ the registry says whichever path wrote it."""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from pipelines.registry.promotion import (
     Verdict,
 )
 from pipelines.registry.tracking import aliases, model_versions
+
+log = logging.getLogger(__name__)
 
 REGISTRATION_FILE = "registration.json"
 MODEL_MD5_TAG = "model_md5"  # a version's tag: the MD5 of its model file, as dvc.lock has it
@@ -107,7 +110,7 @@ def record_verdict(
     `@champion` to it, only if `@champion` is still `compared_with` (compare-and-set).
     Returns whether it was promoted."""
     for check in verdict.checks:
-        print(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
+        log.info(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
     model_versions.tag_version(
         name,
         version,

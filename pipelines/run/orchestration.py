@@ -24,6 +24,8 @@ from pipelines.environment import executable, file_lock
 from pipelines.errors import KnownFailure, OrchestrationError
 from pipelines.run.local_server import ServerDidNotStart, answers, wait_until_answers
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PORT = 4200
 
 
@@ -66,11 +68,11 @@ def start_local_server(api_url: str, wait_s: float = 90.0) -> int:
     home = _prefect_home()
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "pipelines-server.log"
-    print(f"starting a local Prefect server on {api_url} (log: {log_path})", flush=True)
-    with open(log_path, "ab") as log:
+    log.info(f"starting a local Prefect server on {api_url} (log: {log_path})")
+    with open(log_path, "ab") as server_log:
         proc = subprocess.Popen(
             command,
-            stdout=log,
+            stdout=server_log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -129,7 +131,7 @@ def stop_local_server() -> bool:
     pid_file.unlink()
     if not is_prefect_server(pid):
         # A stale file (a reboot, a server that died): the pid may now be anyone's process.
-        print(f"{pid_file}: process {pid} is not a Prefect server; nothing stopped")
+        log.info(f"{pid_file}: process {pid} is not a Prefect server; nothing stopped")
         return False
     try:
         os.killpg(pid, signal.SIGTERM)

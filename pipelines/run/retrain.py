@@ -19,6 +19,7 @@ unreachable server); every stage has a timeout.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Collection
 from pathlib import Path
@@ -29,6 +30,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipelines.config import OrchestrationConfig, PipelineConfig, load_config
+from pipelines.console import show_messages
 from pipelines.environment import executable, project_root
 from pipelines.run.dvc_project import (
     changed_stages,
@@ -40,6 +42,8 @@ from pipelines.run.dvc_project import (
 from pipelines.run.retrain_summary import summary_markdown
 from pipelines.run.stage_process import stage_retries, stage_task, stop_stages
 from pipelines.run.stage_table import stages_over
+
+log = logging.getLogger(__name__)
 
 DATA_STAGES = stages_over("datasets")  # ingest, validate, split
 MODEL_STAGES = stages_over("models")  # train, evaluate, register
@@ -171,13 +175,15 @@ def train_changed(
     `dvc.lock` every stage that finished. Returns the plan (model -> stages) and
     `train_models`' outcome per model."""
     plan = models_to_run(changed_stages(root), names, searched)
-    print(f"stages to run: {plan or 'none, every model is up to date'}")
+    log.info(f"stages to run: {plan or 'none, every model is up to date'}")
     if not plan:
         return plan, {}
     commands = stage_commands(root, [s for chain in plan.values() for s in chain])
     kind = runner or orch.task_runner
     chosen = task_runner(kind, orch.workers)
-    print(f"{len(plan)} model chain(s) on {type(chosen).__name__} ({kind}, {orch.workers} at once)")
+    log.info(
+        f"{len(plan)} model chain(s) on {type(chosen).__name__} ({kind}, {orch.workers} at once)"
+    )
     outcome = train_models.with_options(task_runner=chosen)(plan, commands, str(root), orch)
     # Record what finished, even of a chain that failed later (no retraining next time).
     done = [step for result in outcome.values() for step in result["done"]]
@@ -196,6 +202,7 @@ def retrain(
 ) -> dict[str, Any]:
     """Retrain `models` (default: every model in params.yaml), optionally on new data files
     (`sources`: dataset -> path), through the DVC stages; then push data and summarize."""
+    show_messages()  # a deployment's run starts here, in a Prefect worker's process
     root = project_root()
     params_path = root / params
     cfg = load_config(params_path)
@@ -214,7 +221,7 @@ def retrain(
         # Cancelled (Prefect sends SIGTERM), interrupted or failed: no stage outlives the flow.
         stopped = stop_stages()
         if stopped:
-            print(f"stopped {stopped} stage process(es) still running")
+            log.info(f"stopped {stopped} stage process(es) still running")
         raise
 
 
@@ -249,7 +256,7 @@ def _retrain(
     chains = {stage for name in names for stage in model_chain(name, set(cfg.search))}
     left = sorted(changed_stages(root) & chains)
     pushed = push_data(root) if push else "push skipped"
-    print(pushed)
+    log.info(pushed)
     create_markdown_artifact(
         key="retrain-summary",
         markdown="# Retraining summary\n\n" + summary_markdown(root, cfg, names, outcome),

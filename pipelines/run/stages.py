@@ -12,6 +12,7 @@ importing Prefect) or as a Prefect task (`pipelines.run.flows` passes its tasks 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pipelines.config import PipelineConfig, load_config
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pipelines.data.validation import ValidationReport
@@ -72,12 +75,12 @@ def validate_dataset(
                 "(with validation.drift.on_drift: warn, it passes with a warning)"
             ) from err
         store_error, reference = err, None
-        print(f"WARNING drift not checked: {err}")
+        log.warning(f"drift not checked: {err}")
     report: ValidationReport = step(check_dataset)(
         cfg, name, data_path, suite_path, report_dir, reference
     )
     if store_error is not None:
-        print(f"WARNING the validation of {data_path} is not recorded in MLflow: {store_error}")
+        log.warning(f"the validation of {data_path} is not recorded in MLflow: {store_error}")
         if not report.success:
             raise report.error(data_path, suite_path)
         return report
@@ -103,7 +106,7 @@ def validate_dataset(
     )
     if not report.success:
         raise report.error(data_path, suite_path)
-    print(f"validated {data_path}: {report.evaluated} checks passed; Data Docs: {report.docs}")
+    log.info(f"validated {data_path}: {report.evaluated} checks passed; Data Docs: {report.docs}")
     return report
 
 
@@ -171,7 +174,7 @@ def train(
     cfg = load_config(params)
     search = load_search(cfg, model_name, Path(search_dir) if search_dir else None)
     if search:
-        print(
+        log.info(
             f"training on the best params of search run {search['parent_run_name']}: "
             f"{search['best_params']}"
         )

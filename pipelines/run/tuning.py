@@ -11,6 +11,7 @@ or the one at `PIPELINES_DASK_ADDRESS` (the retraining flow's cluster setting).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import warnings
@@ -19,11 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.config import PipelineConfig
+from pipelines.console import show_messages
 from pipelines.errors import KnownFailure
 from pipelines.model import search as optimizer
 from pipelines.model.training import TrainingData
 from pipelines.registry import runs
 from pipelines.registry.tracking import connection, run_logging
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import optuna
@@ -154,8 +158,8 @@ def _in_process(cfg: PipelineConfig, name: str, data_dir: Path, parent_run_id: s
     total = cfg.search_of(name).trials
     study = optimizer.create_study(cfg, name)
     _start_point(cfg, name, study)
-    printer = (lambda s, t: print(progress_line(t, total, s), flush=True),)
-    _optimize(cfg, name, data_dir, parent_run_id, study, total, printer)
+    progress = (lambda s, t: log.info(progress_line(t, total, s)),)
+    _optimize(cfg, name, data_dir, parent_run_id, study, total, progress)
     return study
 
 
@@ -173,6 +177,7 @@ def _worker_trials(
     """On a Dask worker: run `trials` trials of the shared study, drawing from the sampler's
     `stream` (the worker's number), so that no two workers propose the same points."""
     warnings.filterwarnings("ignore", message=DASK_STORAGE_NOTE)
+    show_messages()
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     study = optimizer.create_study(cfg, name, storage, study_name, stream=stream)
@@ -198,7 +203,7 @@ def _on_dask(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
         )
     where = address or f"a local cluster of {workers} worker processes"
-    print(f"running {search.trials} trials {workers} at a time on Dask ({where})")
+    log.info(f"running {search.trials} trials {workers} at a time on Dask ({where})")
     try:
         with Client(address or cluster) as client:
             storage = DaskStorage(client=client)
@@ -231,7 +236,7 @@ def _on_dask(
                 for trial in study.get_trials(deepcopy=False):
                     if _state_name(trial) and trial.number not in shown:
                         shown.add(trial.number)
-                        print(progress_line(trial, search.trials, study), flush=True)
+                        log.info(progress_line(trial, search.trials, study))
                 if done:
                     break
                 time.sleep(1.0)
@@ -273,7 +278,7 @@ def tune(cfg: PipelineConfig, name: str, data_dir: Path, out_dir: Path) -> dict[
     workers = search.workers
     started = time.perf_counter()
     with runs.search_run(cfg, name, data_dir) as (parent_run_id, title):
-        print(
+        log.info(
             f"searching {name}: {search.trials} trials"
             + (f" (at most {search.timeout_s:.0f} s)" if search.timeout_s else "")
             + f", {optimizer.direction(cfg, name)} {search.metric}, pruner {search.pruner};"
@@ -320,7 +325,7 @@ def tune(cfg: PipelineConfig, name: str, data_dir: Path, out_dir: Path) -> dict[
         run_logging.log_artifacts({"search": out_dir / TRIALS_FILE})
         result = asdict(summary)
         (out_dir / runs.SEARCH_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    print(
+    log.info(
         f"best: trial {best.number} of {summary.trials}, {search.metric} "
         f"{summary.best_value:.4f} with {_short(best.params)} ({states['complete']} complete, "
         f"{states['pruned']} pruned, {states['failed']} failed; {summary.seconds:.0f} s) "

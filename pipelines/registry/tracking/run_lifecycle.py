@@ -5,6 +5,7 @@ closing it (its process gone on this host, or its lease expired on any host)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -26,6 +27,8 @@ from pipelines.registry.tracking.run_logging import (
     log_params,
     log_params_and_curves,
 )
+
+log = logging.getLogger(__name__)
 
 _PID_TAG, _HOST_TAG = "pipelines.pid", "pipelines.host"
 # A RUNNING run's lease: until when (Unix seconds) its owner vouches for it. The owner renews it
@@ -122,7 +125,7 @@ def close_abandoned_runs(experiment: str) -> list[str]:
             f"registration {reason}",
         )
         closed.append(run.info.run_id)
-        print(f"closed abandoned MLflow run {run.info.run_id}: {reason}")
+        log.info(f"closed abandoned MLflow run {run.info.run_id}: {reason}")
     return closed
 
 
