@@ -40,7 +40,7 @@ section, _, param = key.split(".", 2)[2].partition(".")
 cfg = cfg.with_overrides(name, {f"{section}.{param}": type(getattr(getattr(cfg.entry(name),
     section), param))(value)})
 data_dir = Path(cfg.paths.processed) / cfg.entry(name).dataset
-model, curves = fit_model(cfg, name, TrainingData.load(data_dir), verbose=0)
+model, curves = fit_model(cfg, cfg.model(name), TrainingData.load(data_dir), verbose=0)
 out = Path("/tmp/bare-experiment") / name
 out.mkdir(parents=True, exist_ok=True)
 model.save(out / "model.keras")

@@ -70,7 +70,7 @@ def main() -> None:
         data_dir = Path(cfg.paths.processed) / entry.dataset
         data = TrainingData.load(data_dir)
         tuned, trials = searched(cfg, name, data)
-        model, curves = fit_model(tuned, name, data, verbose=0)
+        model, curves = fit_model(tuned, tuned.model(name), data, verbose=0)
         out = Path("/tmp/plain-script") / name
         out.mkdir(parents=True, exist_ok=True)
         model.save(out / "model.keras")

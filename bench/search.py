@@ -80,7 +80,8 @@ def run_search(params_path: Path, out: Path) -> tuple[dict, float, list[float]]:
     tuning.progress_line = reading
     try:
         started = time.perf_counter()
-        result = tuning.tune(cfg, NAME, Path(cfg.paths.processed) / cfg.entry(NAME).dataset, out)
+        model = cfg.model(NAME)
+        result = tuning.tune(cfg, model, Path(cfg.paths.processed) / model.dataset, out)
         return result, time.perf_counter() - started, readings
     finally:
         tuning.progress_line = original
@@ -101,7 +102,8 @@ def run_loop(params_path: Path, points: list[dict], epochs: int) -> float:
     data = TrainingData.load(Path(cfg.paths.processed) / cfg.entry(NAME).dataset)
     for point in points:
         changes = {**overrides(cfg, NAME, point), "train.max_epochs": epochs}
-        fit_model(cfg.with_overrides(NAME, changes), NAME, data, verbose=0)
+        tuned = cfg.with_overrides(NAME, changes)
+        fit_model(tuned, tuned.model(NAME), data, verbose=0)
         keras.backend.clear_session()
         gc.collect()
     return time.perf_counter() - started

@@ -300,8 +300,9 @@ def promote(
 
     try:
         cfg = load_config(params)
-        folder = data_dir or Path(cfg.paths.processed) / cfg.entry(name).dataset
-        promote_version(cfg, name, version, folder, without_comparison)
+        model = cfg.model(name)
+        folder = data_dir or Path(cfg.paths.processed) / model.dataset
+        promote_version(cfg, model, version, folder, without_comparison)
     except (KnownFailure, FileNotFoundError, LookupError) as err:
         _fail(str(err))
 

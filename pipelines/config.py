@@ -6,6 +6,8 @@ so a typo in the params file is found without reading a traceback.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -279,6 +281,44 @@ class ModelEntry(_Strict):
         return self
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """Model `models.<name>`, resolved once where a stage (or a command) starts and handed down
+    the call chain instead of its name: the name (the registered model's), its entry and, from
+    the entry, the family's validated hyperparameters. A config tuned by a search resolves to
+    another `ModelRef` (`tuned_cfg.model(name)`), which holds the searched params."""
+
+    name: str
+    entry: ModelEntry
+
+    @property
+    def problem(self) -> str:
+        return self.entry.problem
+
+    @property
+    def dataset(self) -> str:
+        """The name of the dataset it trains on (`datasets.<dataset>`)."""
+        return self.entry.dataset
+
+    @property
+    def family(self) -> str:
+        return self.entry.family
+
+    @cached_property
+    def params(self) -> FamilyParams:
+        """The family hyperparameters (`models.<name>.model`), validated against the family's
+        schema."""
+        return family_spec(self.entry.family).params.model_validate(self.entry.model)
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.entry.train
+
+    @property
+    def gate(self) -> GateConfig:
+        return self.entry.gate
+
+
 class PipelineConfig(_Strict):
     base: BaseConfig = BaseConfig()
     paths: PathsConfig = PathsConfig()
@@ -301,11 +341,15 @@ class PipelineConfig(_Strict):
         """Registered model names trained on `dataset`, in params order."""
         return [name for name, entry in self.models.items() if entry.dataset == dataset]
 
-    def entry(self, name: str) -> ModelEntry:
-        """The entry `models.<name>`; its key is the registered model's name."""
+    def model(self, name: str) -> ModelRef:
+        """Model `models.<name>` resolved: its name, entry and family params (`ModelRef`)."""
         if name not in self.models:
             raise ConfigError(f"models.{name}: no such model (known: {', '.join(self.models)})")
-        return self.models[name]
+        return ModelRef(name, self.models[name])
+
+    def entry(self, name: str) -> ModelEntry:
+        """The entry `models.<name>`; its key is the registered model's name."""
+        return self.model(name).entry
 
     def search_of(self, name: str) -> SearchConfig:
         if name not in self.search:
@@ -326,7 +370,7 @@ class PipelineConfig(_Strict):
 
     def model_params(self, name: str) -> FamilyParams:
         """The family hyperparameters of model `name`, validated against its family's schema."""
-        return family_spec(self.entry(name).family).params.model_validate(self.entry(name).model)
+        return self.model(name).params
 
 
 def task_type_of(modality: str) -> str:
@@ -370,8 +414,8 @@ def _check_cross_references(cfg: PipelineConfig) -> None:
 
 def searchable(cfg: PipelineConfig, name: str) -> dict[str, dict[str, Any]]:
     """Per section, the current settings of model `name` that a search may vary."""
-    entry = cfg.entry(name)
-    return {"model": cfg.model_params(name).model_dump(), "train": entry.train.model_dump()}
+    model = cfg.model(name)
+    return {"model": model.params.model_dump(), "train": model.train.model_dump()}
 
 
 def _check_search(cfg: PipelineConfig, name: str, search: SearchConfig) -> None:
@@ -467,6 +511,7 @@ __all__ = [
     "DriftConfig",
     "GateConfig",
     "ModelEntry",
+    "ModelRef",
     "PipelineConfig",
     "SearchConfig",
     "SearchRange",

@@ -51,11 +51,11 @@ def registered_project(tmp_path_factory, raw_params: dict, repo_root: Path) -> I
         )
         assert first.success and "drift not checked" in first.notes[0]
         split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, root / "data")
-        train_model(cfg, NAME, root / "data", root / "model")
+        train_model(cfg, cfg.model(NAME), root / "data", root / "model")
         evaluate_model(NAME, root / "model" / "model.keras", root / "data", root / "eval")
         registration = register_model(
             cfg,
-            NAME,
+            cfg.model(NAME),
             model_dir=root / "model",
             eval_dir=root / "eval",
             data_dir=root / "data",

@@ -84,6 +84,23 @@ def test_lookup_of_unknown_task_lists_known(repo_root):
     cfg = load_config(repo_root / "params.yaml")
     with pytest.raises(ConfigError, match="known: tabular"):
         cfg.entry("images")
+    with pytest.raises(ConfigError, match=r"models\.images: no such model \(known: tabular"):
+        cfg.model("images")
+
+
+def test_a_resolved_model_holds_its_entry_and_params(repo_root):
+    """`cfg.model(name)` resolves a model once; a tuned config resolves to the tuned params."""
+    cfg = load_config(repo_root / "params.yaml")
+    model = cfg.model("tabular-dnn")
+    entry = cfg.entry("tabular-dnn")
+    assert (model.name, model.entry) == ("tabular-dnn", entry)
+    assert (model.dataset, model.family, model.problem) == (entry.dataset, "dnn", entry.problem)
+    assert model.train == entry.train and model.gate == entry.gate
+    assert model.params == cfg.model_params("tabular-dnn")
+    tuned = cfg.with_overrides("tabular-dnn", {"model.units": [8], "train.learning_rate": 0.02})
+    again = tuned.model("tabular-dnn")
+    assert again.params.units == [8] and again.train.learning_rate == 0.02
+    assert model.params.units == [32]  # the first one is untouched
 
 
 def test_family_must_fit_the_dataset_modality(raw_params):

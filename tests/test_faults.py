@@ -264,7 +264,8 @@ def test_the_mirrored_strategy_trains_on_cpu(store, raw_params):
 
     params = copy.deepcopy(raw_params)
     params["models"][NAME]["train"].update(distribute="mirrored", max_epochs=3)
-    summary = train_model(parse_config(params), NAME, store / "data", store / "mirrored")
+    cfg = parse_config(params)
+    summary = train_model(cfg, cfg.model(NAME), store / "data", store / "mirrored")
     assert summary.stopped_epoch == 3
     model = load_keras_model(store / "mirrored" / "model.keras")
     assert model.output_shape == (None, 2)

@@ -60,11 +60,11 @@ def trained(store, _breast_cancer, raw_params):
     params["models"][NAME]["train"].update(max_epochs=25, learning_rate=0.01)
     cfg = parse_config(params)
     split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, store / "data")
-    train_model(cfg, NAME, store / "data", store / "good")
+    train_model(cfg, cfg.model(NAME), store / "data", store / "good")
     evaluate_model(NAME, store / "good" / MODEL_FILE, store / "data", store / "good-eval")
 
     prep = Preprocessing.load(store / "data" / SPEC_FILE)
-    bad = build_model("dnn", {"units": [4]}, prep, cfg.entry(NAME).train)
+    bad = build_model("dnn", {"units": [4]}, prep, cfg.model(NAME).train)
     head = bad.get_layer("probabilities")
     kernel, _ = head.get_weights()
     head.set_weights([np.zeros_like(kernel), np.array([5.0, -5.0], dtype="float32")])
@@ -126,9 +126,10 @@ def _register(
     params = copy.deepcopy(params)
     if gate is not None:
         params["models"][NAME]["gate"] = gate
+    cfg = parse_config(params)
     return register_model(
-        parse_config(params),
-        NAME,
+        cfg,
+        cfg.model(NAME),
         model_dir=store / (model if same_file else _retrained(store, model)),
         eval_dir=store / evaluation,
         data_dir=store / data,
@@ -388,8 +389,9 @@ def test_a_champion_that_cannot_be_scored_fails_closed(store, trained, champion)
     files.rename(files.with_name("moved-away"))
     try:
         result = _register(store, trained, {}, model="worse", evaluation="worse-eval")
+        cfg = parse_config(trained)
         with pytest.raises(GateRefused, match=rf"the champion \(v{champion}\) could not be loaded"):
-            promote_version(parse_config(trained), NAME, result.version, store / "data")
+            promote_version(cfg, cfg.model(NAME), result.version, store / "data")
     finally:  # the other tests share this champion
         files.with_name("moved-away").rename(files)
     assert not result.promoted and aliases.alias_version(NAME) == champion
@@ -503,9 +505,11 @@ def test_promote_refuses_a_candidate_trained_on_another_split(
     other = _register(store, trained, LENIENT, evaluation="seed7-eval", data="seed7")
     monkeypatch.delenv("DVC_EXP_NAME")
     with pytest.raises(GateRefused, match=r"salt 'seed-7' \(current: 'seed-42'\)"):
-        promote_version(cfg, NAME, other.version, store / "data")
+        promote_version(cfg, cfg.model(NAME), other.version, store / "data")
     assert aliases.alias_version(NAME) == champion
-    assert promote_version(cfg, NAME, other.version, store / "data", without_comparison=True)
+    assert promote_version(
+        cfg, cfg.model(NAME), other.version, store / "data", without_comparison=True
+    )
     info = model_versions.version_info(NAME, other.version)
     assert info.tags["gate.champion_comparison"].startswith("skipped")
     saved_lineage = run_logging.download_run_artifacts(info.run_id, "lineage.json", store / "lin")
@@ -583,9 +587,9 @@ def test_an_experiment_registers_a_candidate_and_promote_reruns_the_gate(
 
     cfg = parse_config(trained)
     with pytest.raises(GateRefused, match=r"champion: not shown to be within the margin"):
-        promote_version(cfg, NAME, worse.version, store / "data")
+        promote_version(cfg, cfg.model(NAME), worse.version, store / "data")
     assert aliases.alias_version(NAME) == champion
-    assert promote_version(cfg, NAME, good.version, store / "data") == champion
+    assert promote_version(cfg, cfg.model(NAME), good.version, store / "data") == champion
     assert aliases.alias_version(NAME) == good.version
     aliases.rollback(NAME)  # the other tests share this champion
     assert aliases.alias_version(NAME) == champion

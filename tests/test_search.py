@@ -256,7 +256,7 @@ def test_a_pruned_trial_is_recorded_as_pruned(store, raw_params):
     )
     study.enqueue_trial({"train.learning_rate": 0.03, "model.units": 16})
     study.enqueue_trial({"train.learning_rate": 1e-6, "model.units": 16})
-    with runs.search_run(cfg, NAME, store / "data") as (parent, _):
+    with runs.search_run(cfg, cfg.model(NAME), store / "data") as (parent, _):
         study.optimize(objective(cfg, NAME, data, parent), n_trials=2)
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED], states

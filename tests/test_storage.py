@@ -84,11 +84,11 @@ def test_registration_against_an_mlflow_server(server, tmp_path, _breast_cancer,
         mp.chdir(tmp_path)
         mp.setenv("MLFLOW_TRACKING_URI", url)  # the only change: an environment variable
         split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, tmp_path / "data")
-        train_model(cfg, NAME, tmp_path / "data", tmp_path / "model")
+        train_model(cfg, cfg.model(NAME), tmp_path / "data", tmp_path / "model")
         evaluate_model(NAME, tmp_path / "model" / "model.keras", tmp_path / "data", tmp_path / "ev")
         result = register_model(
             cfg,
-            NAME,
+            cfg.model(NAME),
             model_dir=tmp_path / "model",
             eval_dir=tmp_path / "ev",
             data_dir=tmp_path / "data",

@@ -190,7 +190,7 @@ def run_trial(
     pruning = _pruning_callback(trial, search.metric)
     try:
         tuned = cfg.with_overrides(name, changes)
-        _, curves = fit_model(tuned, name, data, [pruning, *callbacks], verbose=0)
+        _, curves = fit_model(tuned, tuned.model(name), data, [pruning, *callbacks], verbose=0)
     except (TrainingDiverged, ValueError, RuntimeError) as err:  # a bad point, not a bad search
         seconds = time.perf_counter() - started
         reason = failure_summary(err, 500)

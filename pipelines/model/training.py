@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import PipelineConfig
+from pipelines.config import ModelRef, PipelineConfig
 from pipelines.data.preprocessing import (
     SPEC_FILE,
     Preprocessing,
@@ -204,26 +204,25 @@ class TrainingData:
 
 def fit_model(
     cfg: PipelineConfig,
-    model_name: str,
+    model: ModelRef,
     data: TrainingData,
     callbacks: Sequence[object] = (),
     verbose: int = 2,
 ) -> tuple[Any, pd.DataFrame]:
-    """Build model `model_name` from params and fit it with early stopping on validation loss (best
-    weights restored). Returns the model to save (`builders.as_saved`: a text transformer
-    fitted on `train_windows` reads all its `windows`) and its per-epoch curves; raises
-    `TrainingDiverged` when the loss stops being finite."""
+    """Build `model` from its params and fit it with early stopping on validation loss (best
+    weights restored). Returns the Keras model to save (`builders.as_saved`: a text
+    transformer fitted on `train_windows` reads all its `windows`) and its per-epoch curves;
+    raises `TrainingDiverged` when the loss stops being finite. `cfg`: the seed."""
     import keras
 
-    entry = cfg.entry(model_name)
-    train_cfg = entry.train
+    train_cfg = model.train
     seed_everything(cfg.base.seed)
     fit_data = data.fit_inputs(train_cfg.batch_size, cfg.base.seed, train_cfg.short_texts)
     strategy = distribution_strategy(train_cfg.distribute)
-    params = cfg.model_params(model_name)
+    params = model.params
     with strategy.scope():
         texts = None if data.prep.sharded or data.prep.modality != "text" else data.x_train
-        model = build_model(entry.family, params.for_training(), data.prep, train_cfg, texts)
+        net = build_model(model.family, params.for_training(), data.prep, train_cfg, texts)
     callbacks = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=train_cfg.patience, restore_best_weights=True
@@ -231,9 +230,7 @@ def fit_model(
         keras.callbacks.TerminateOnNaN(),
         *callbacks,
     ]
-    history = model.fit(
-        **fit_data, epochs=train_cfg.max_epochs, callbacks=callbacks, verbose=verbose
-    )
+    history = net.fit(**fit_data, epochs=train_cfg.max_epochs, callbacks=callbacks, verbose=verbose)
     curves = pd.DataFrame(history.history)
     curves.insert(0, "epoch", range(1, len(curves) + 1))
     bad = curves[~np.isfinite(curves[["loss", "val_loss"]]).all(axis=1)]
@@ -241,15 +238,15 @@ def fit_model(
         epoch = int(bad["epoch"].iloc[0]) if len(bad) else 1
         loss = bad["loss"].iloc[0] if len(bad) else float("nan")
         raise TrainingDiverged(
-            f"{model_name}: loss became {loss} at epoch {epoch} "
+            f"{model.name}: loss became {loss} at epoch {epoch} "
             f"(learning_rate={train_cfg.learning_rate}); training stopped (TerminateOnNaN), "
             "nothing was saved or registered; its MLflow run ends FAILED",
             reason=f"loss became {loss} at epoch {epoch}",
             curves=curves,
         )
     with strategy.scope():
-        model = as_saved(model, entry.family, params, data.prep, train_cfg)
-    return model, curves
+        net = as_saved(net, model.family, params, data.prep, train_cfg)
+    return net, curves
 
 
 def best_epoch(curves: pd.DataFrame) -> int:
@@ -259,29 +256,28 @@ def best_epoch(curves: pd.DataFrame) -> int:
 
 def train_model(
     cfg: PipelineConfig,
-    model_name: str,
+    model: ModelRef,
     data_dir: Path,
     out_dir: Path,
     callbacks: Sequence[object] = (),
     search: dict[str, Any] | None = None,
 ) -> TrainingSummary:
-    """Build the model from params, fit it with early stopping on validation loss
+    """Build `model` from its params, fit it with early stopping on validation loss
     (best weights restored) and save model, per-epoch history and a summary to `out_dir`.
     `callbacks`: more Keras callbacks (the run wing passes one that logs each epoch);
-    `search`: the search `cfg` was tuned by, kept in the summary."""
-    entry = cfg.entry(model_name)
+    `search`: the search `cfg` and `model` were tuned by, kept in the summary."""
     data = TrainingData.load(data_dir)
     train_rows, val_rows = data.rows
     log.info(
-        f"training {model_name} ({entry.family}) on {train_rows:,} rows, "
-        f"validating on {val_rows:,}, up to {entry.train.max_epochs} epochs"
+        f"training {model.name} ({model.family}) on {train_rows:,} rows, "
+        f"validating on {val_rows:,}, up to {model.train.max_epochs} epochs"
         + (" (streamed from shards)" if data.prep.sharded else "")
     )
-    model, curves = fit_model(cfg, model_name, data, callbacks)
+    net, curves = fit_model(cfg, model, data, callbacks)
     best = best_epoch(curves)
     summary = TrainingSummary(
-        model=model_name,
-        family=entry.family,
+        model=model.name,
+        family=model.family,
         seed=cfg.base.seed,
         best_epoch=best,
         stopped_epoch=len(curves),
@@ -290,7 +286,7 @@ def train_model(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{MODEL_FILE}.tmp.keras"
-    model.save(tmp)
+    net.save(tmp)
     tmp.replace(out_dir / MODEL_FILE)
     curves.to_csv(out_dir / HISTORY_FILE, index=False)
     (out_dir / TRAINING_FILE).write_text(json.dumps(asdict(summary), indent=2) + "\n")

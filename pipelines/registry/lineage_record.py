@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import PipelineConfig
+from pipelines.config import ModelRef, PipelineConfig
 from pipelines.registry.evidence import Evidence
 from pipelines.registry.lineage import dvc_lock_hashes, library_versions
 from pipelines.registry.tracking import run_logging
@@ -19,7 +19,7 @@ LINEAGE_FILE = "lineage.json"
 
 def write_lineage(
     cfg: PipelineConfig,
-    name: str,
+    model: ModelRef,
     run_id: str,
     record: Registration,
     passed: bool,
@@ -28,12 +28,12 @@ def write_lineage(
     ev: Evidence,
 ) -> None:
     """`lineage.json` on the run: code, data, params, library versions and the verdict."""
-    dataset = cfg.entry(name).dataset
+    dataset = model.dataset
     run_logging.log_dict(
         run_id,
         {
             "model": {
-                "name": name,
+                "name": model.name,
                 "version": record.version,
                 "md5": record.model_md5,
                 "promoted": record.promoted,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.config import PipelineConfig
+from pipelines.config import ModelRef, PipelineConfig
 from pipelines.data.preprocessing import (
     SPEC_FILE,
     Preprocessing,
@@ -53,7 +53,7 @@ def _metrics_of_run(
 
 def promote_version(
     cfg: PipelineConfig,
-    name: str,
+    model: ModelRef,
     version: str,
     data_dir: Path,
     without_comparison: bool = False,
@@ -66,16 +66,16 @@ def promote_version(
     `without_comparison` leaves out the champion comparison (for a deliberate schema change)
     and records that on the version and in its lineage. Raises `GateRefused` naming what
     failed. Returns the previous champion."""
-    with aliases.model_lock(name):
-        previous = _promote(cfg, name, version, data_dir, without_comparison)
-    refresh_registration_file(cfg, name)
+    with aliases.model_lock(model.name):
+        previous = _promote(cfg, model, version, data_dir, without_comparison)
+    refresh_registration_file(cfg, model.name)
     return previous
 
 
 def _promote(
-    cfg: PipelineConfig, name: str, version: str, data_dir: Path, without_comparison: bool
+    cfg: PipelineConfig, model: ModelRef, version: str, data_dir: Path, without_comparison: bool
 ) -> str | None:
-    gate = cfg.entry(name).gate
+    name, gate = model.name, model.gate
     info = model_versions.version_info(name, version)
     champion = aliases.alias_version(name)
     if champion == info.version:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.config import PipelineConfig
+from pipelines.config import ModelRef, PipelineConfig
 from pipelines.data.drift import REFERENCE_FILE
 from pipelines.data.preprocessing import (
     SPEC_FILE,
@@ -70,20 +70,19 @@ log = logging.getLogger(__name__)
 
 
 def run_record(
-    cfg: PipelineConfig, name: str, raw_data: Path, ev: Evidence
+    cfg: PipelineConfig, model: ModelRef, raw_data: Path, ev: Evidence
 ) -> tuple[dict[str, str], dict[str, Any], dict[str, float]]:
-    """The MLflow run's (tags, params, metrics) for model `name`."""
-    entry = cfg.entry(name)
+    """The MLflow run's (tags, params, metrics) for `model`."""
     search = ev.summary.get("search")
     tags = {
-        **run_tags(cfg, name, ev.prep.modality),
+        **run_tags(cfg, model, ev.prep.modality),
         **search_tags(search),
-        "data_md5": data_md5(raw_data, entry.dataset),
+        "data_md5": data_md5(raw_data, model.dataset),
     }
     params = {
-        **training_params(cfg, name),
+        **training_params(cfg, model),
         **search_params(search),
-        "gate": entry.gate.model_dump(),
+        "gate": model.gate.model_dump(),
     }
     metrics = {
         **{f"test_{k}": v for k, v in ev.metrics["test"].items()},
@@ -105,7 +104,7 @@ def run_record(
 
 def register_model(
     cfg: PipelineConfig,
-    model_name: str,
+    model: ModelRef,
     *,
     model_dir: Path,
     eval_dir: Path,
@@ -128,30 +127,14 @@ def register_model(
 
     It holds the model's registration lock throughout, so two registrations of one model
     never compare against a champion that the other is about to replace."""
-    with aliases.model_lock(model_name):
-        return _register(cfg, model_name, model_dir, eval_dir, data_dir, raw_data, docs_dir, out)
+    # The fresh process that scores the new version imports MLflow and Keras meanwhile.
+    with aliases.model_lock(model.name), fresh_process.started_scorer() as scorer:
+        return _register(cfg, model, model_dir, eval_dir, data_dir, raw_data, docs_dir, out, scorer)
 
 
 def _register(
     cfg: PipelineConfig,
-    name: str,
-    model_dir: Path,
-    eval_dir: Path,
-    data_dir: Path,
-    raw_data: Path,
-    docs_dir: Path,
-    out: Path,
-) -> Registration:
-    # The fresh process that scores the new version imports MLflow and Keras meanwhile.
-    with fresh_process.started_scorer() as scorer:
-        return _register_with(
-            cfg, name, model_dir, eval_dir, data_dir, raw_data, docs_dir, out, scorer
-        )
-
-
-def _register_with(
-    cfg: PipelineConfig,
-    name: str,
+    model: ModelRef,
     model_dir: Path,
     eval_dir: Path,
     data_dir: Path,
@@ -161,7 +144,9 @@ def _register_with(
     scorer: fresh_process.FreshScorer,
 ) -> Registration:
     ev = collect_evidence(model_dir, eval_dir, data_dir, cfg.base.seed)
+    name = model.name
     cfg = tuned(cfg, name, ev.summary.get("search"))  # the params it was trained with
+    model = cfg.model(name)  # resolved again: the tuned params travel on
     for version in model_versions.mark_incomplete_versions(name):
         log.info(f"{name} version {version} never got a gate verdict: tagged incomplete")
     experiment = Experiment.current()
@@ -170,7 +155,7 @@ def _register_with(
     if existing is None:
         version = _register_new(
             cfg,
-            name,
+            model,
             ev,
             md5,
             model_dir,
@@ -182,7 +167,7 @@ def _register_with(
             scorer,
         )
     else:
-        version = _judge_again(cfg, name, existing, ev, experiment, scorer)
+        version = _judge_again(cfg, model, existing, ev, experiment, scorer)
     record = registration_record(name, version)
     write_registration(record, out)
     return record
@@ -257,7 +242,7 @@ def _candidate(name: str, version: str, ev: Evidence, golden: Path) -> Candidate
 
 def _register_new(
     cfg: PipelineConfig,
-    name: str,
+    model: ModelRef,
     ev: Evidence,
     md5: str,
     model_dir: Path,
@@ -270,9 +255,9 @@ def _register_new(
 ) -> str:
     """Log the run, register the model file as a new version, judge it and record the
     verdict; returns the version."""
-    entry = cfg.entry(name)
+    name = model.name
     champion_before = aliases.alias_version(name)
-    tags, params, run_metrics = run_record(cfg, name, raw_data, ev)
+    tags, params, run_metrics = run_record(cfg, model, raw_data, ev)
     resume, trained_in = run_to_resume(model_dir / RUN_FILE)
     if resume is None and trained_in is not None:
         # DVC reran register alone on a model no version has: a new run, linked to the
@@ -302,7 +287,7 @@ def _register_new(
                 run_logging.REFERENCE_DIR: data_dir / REFERENCE_FILE,
                 run_logging.GOLDEN_DIR: golden,
             },
-            inputs=split_inputs(entry.dataset, data_dir),
+            inputs=split_inputs(model.dataset, data_dir),
             resume=resume,
         ) as run_id:
             version = model_versions.register_version(
@@ -315,14 +300,14 @@ def _register_new(
                     SPLIT_TAG: json.dumps(ev.prep.split, sort_keys=True),
                     **(experiment.tags() if experiment else {}),
                 },
-                metadata=model_metadata(name, entry.problem, ev.prep),
+                metadata=model_metadata(name, model.problem, ev.prep),
                 model_artifacts={"reference": data_dir / REFERENCE_FILE},
             )
             run_logging.set_run_tags(run_id, {REGISTERED_TAG: version})
             # The run stays open until the verdict is recorded: a RUNNING run's version is a
             # registration in flight, which `mark_incomplete_versions` leaves alone.
             verdict = judge(
-                entry.gate,
+                model.gate,
                 _candidate(name, version, ev, golden),
                 champion_before,
                 Rows(ev.table, ev.prep),
@@ -331,14 +316,14 @@ def _register_new(
             )
             record_verdict(name, version, verdict, champion_before, experiment is None)
     record = registration_record(name, version)
-    write_lineage(cfg, name, run_id, record, verdict.passed, tags, params, ev)
+    write_lineage(cfg, model, run_id, record, verdict.passed, tags, params, ev)
     _say(record, champion_before, verdict, experiment)
     return version
 
 
 def _judge_again(
     cfg: PipelineConfig,
-    name: str,
+    model: ModelRef,
     existing: model_versions.VersionInfo,
     ev: Evidence,
     experiment: Experiment | None,
@@ -346,6 +331,7 @@ def _judge_again(
 ) -> str:
     """The model file is already version `existing`: judge it on the main line unless it is
     the champion already; under an experiment, leave it as it is."""
+    name = model.name
     version = existing.version
     champion_before = aliases.alias_version(name)
     if _nothing_to_judge(name, existing, champion_before, experiment):
@@ -357,7 +343,7 @@ def _judge_again(
     with tempfile.TemporaryDirectory() as tmp:
         golden = _with_golden(ev, Path(tmp))
         verdict = judge(
-            cfg.entry(name).gate,
+            model.gate,
             _candidate(name, version, ev, golden),
             champion_before,
             Rows(ev.table, ev.prep),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import PipelineConfig
+from pipelines.config import ModelRef, PipelineConfig
 from pipelines.data.preprocessing import SPEC_FILE, Preprocessing
 from pipelines.errors import ConfigError, failure_summary
 from pipelines.registry.lineage import dvc_lock_hashes, git_state, lock_key
@@ -75,27 +75,25 @@ def data_digest(prep: Preprocessing) -> str | None:
     return hashlib.sha1(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:6]
 
 
-def training_params(cfg: PipelineConfig, name: str) -> dict[str, Any]:
+def training_params(cfg: PipelineConfig, model: ModelRef) -> dict[str, Any]:
     """What a training run is trained from (the gate's params come with registration)."""
-    entry = cfg.entry(name)
     return {
-        "dataset": entry.dataset,
-        "family": entry.family,
+        "dataset": model.dataset,
+        "family": model.family,
         "seed": cfg.base.seed,
-        "model": cfg.model_params(name).model_dump(),
-        "train": entry.train.model_dump(),
+        "model": model.params.model_dump(),
+        "train": model.train.model_dump(),
     }
 
 
-def run_tags(cfg: PipelineConfig, name: str, modality: str) -> dict[str, str]:
+def run_tags(cfg: PipelineConfig, model: ModelRef, modality: str) -> dict[str, str]:
     """The tags that find a run: model, family, dataset, seed, git commit, DVC experiment."""
-    entry = cfg.entry(name)
     experiment = Experiment.current()
     return {
-        "problem": entry.problem,
-        "model_name": name,
-        "family": entry.family,
-        "dataset": entry.dataset,
+        "problem": model.problem,
+        "model_name": model.name,
+        "family": model.family,
+        "dataset": model.dataset,
         "modality": modality,
         "seed": str(cfg.base.seed),
         **git_state(),
@@ -171,26 +169,26 @@ def search_tags(search: dict[str, Any] | None) -> dict[str, str]:
 @contextmanager
 def live_training_run(
     cfg: PipelineConfig,
-    name: str,
+    model: ModelRef,
     data_dir: Path,
     out_dir: Path,
     search: dict[str, Any] | None = None,
 ) -> Iterator[Any]:
-    """Open model `name`'s MLflow run as training starts and yield the Keras callback that
+    """Open `model`'s MLflow run as training starts and yield the Keras callback that
     logs each epoch to it. On success, `out_dir/run.json` names the run for evaluate and
-    register; on failure the run ends FAILED (a diverged loss, say) naming why. `cfg` is the
-    tuned config when a search ran: its best params are logged as `search.best.*` params and
-    the run is tagged with the search's parent run."""
+    register; on failure the run ends FAILED (a diverged loss, say) naming why. `cfg` and
+    `model` are the tuned ones when a search ran: its best params are logged as
+    `search.best.*` params and the run is tagged with the search's parent run."""
     prep = Preprocessing.load(data_dir / SPEC_FILE)
-    params = training_params(cfg, name)
-    title = run_name(name, params, Experiment.current(), data_digest(prep))
+    params = training_params(cfg, model)
+    title = run_name(model.name, params, Experiment.current(), data_digest(prep))
     with run_lifecycle.open_run(
         cfg.base.experiment,
         run_name=title,
-        tags={**run_tags(cfg, name, prep.modality), **search_tags(search)},
+        tags={**run_tags(cfg, model, prep.modality), **search_tags(search)},
     ) as run_id:
         run_logging.log_params({**params, **search_params(search)})
-        run_logging.log_inputs(split_inputs(cfg.entry(name).dataset, data_dir))
+        run_logging.log_inputs(split_inputs(model.dataset, data_dir))
         log.info(f"MLflow run {title} ({run_id}) open; epochs are logged as they end")
         yield epoch_logging.epoch_logger(run_id)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -244,33 +242,33 @@ def add_evaluation(
     return run_id
 
 
-def search_run_name(name: str, cfg: PipelineConfig) -> str:
-    """The parent run of model `name`'s search: the DVC experiment's name, or a hash of the
+def search_run_name(model: ModelRef, cfg: PipelineConfig) -> str:
+    """The parent run of `model`'s search: the DVC experiment's name, or a hash of the
     search and training params."""
-    params = {**training_params(cfg, name), "search": cfg.search_of(name).model_dump()}
-    return run_name(f"{name}-search", params, Experiment.current())
+    params = {**training_params(cfg, model), "search": cfg.search_of(model.name).model_dump()}
+    return run_name(f"{model.name}-search", params, Experiment.current())
 
 
 @contextmanager
-def search_run(cfg: PipelineConfig, name: str, data_dir: Path) -> Iterator[tuple[str, str]]:
-    """The parent run of a search, open while its trials run (each one a nested run); yields
-    its id and name."""
+def search_run(cfg: PipelineConfig, model: ModelRef, data_dir: Path) -> Iterator[tuple[str, str]]:
+    """The parent run of `model`'s search, open while its trials run (each one a nested run);
+    yields its id and name."""
     prep = Preprocessing.load(data_dir / SPEC_FILE)
-    search = cfg.search_of(name)
-    inputs = split_inputs(cfg.entry(name).dataset, data_dir)
-    title = search_run_name(name, cfg)
+    search = cfg.search_of(model.name)
+    inputs = split_inputs(model.dataset, data_dir)
+    title = search_run_name(model, cfg)
     with run_lifecycle.open_run(
         cfg.base.experiment,
         run_name=title,
         tags={
-            **run_tags(cfg, name, prep.modality),
+            **run_tags(cfg, model, prep.modality),
             "stage": "tune",
             "search_metric": search.metric,
         },
     ) as run_id:
         run_logging.log_params(
             {
-                **training_params(cfg, name),
+                **training_params(cfg, model),
                 "search": search.model_dump(exclude={"space"}),
                 "space": {k: _range_text(v) for k, v in search.space.items()},
             }

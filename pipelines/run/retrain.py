@@ -29,7 +29,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from pipelines.config import OrchestrationConfig, PipelineConfig, load_config
+from pipelines.config import ModelRef, OrchestrationConfig, PipelineConfig, load_config
 from pipelines.console import show_messages
 from pipelines.environment import executable, project_root
 from pipelines.run.dvc_project import (
@@ -151,11 +151,11 @@ def _run_chains(
     return outcome
 
 
-def refresh_data(root: Path, cfg: PipelineConfig, names: list[str]) -> None:
+def refresh_data(root: Path, cfg: PipelineConfig, models: list[ModelRef]) -> None:
     """Ingest, validate and split each dataset the models train on (each a no-op when DVC
     finds it up to date)."""
     orch = cfg.orchestration
-    for dataset in dict.fromkeys(cfg.entry(n).dataset for n in names):
+    for dataset in dict.fromkeys(model.dataset for model in models):
         for step in DATA_STAGES:
             target = f"{step}@{dataset}"
             command = f"{executable('dvc')} repro --single-item {target}"
@@ -206,9 +206,9 @@ def retrain(
     root = project_root()
     params_path = root / params
     cfg = load_config(params_path)
-    names = list(models or cfg.models)
-    for name in names:
-        cfg.entry(name)  # unknown names fail here, naming the known ones
+    # Unknown names fail here, naming the known ones. A new source changes datasets only, so
+    # these stay the models of the config read again below.
+    chosen = [cfg.model(name) for name in models or cfg.models]
     previous = {}
     original = params_path.read_text()
     if sources:
@@ -216,7 +216,7 @@ def retrain(
         set_sources(params_path, sources)  # recorded like any params edit; see README
         cfg = load_config(params_path)
     try:
-        return _retrain(root, params_path, original, cfg, names, previous, runner, push)
+        return _retrain(root, params_path, original, cfg, chosen, previous, runner, push)
     except BaseException:
         # Cancelled (Prefect sends SIGTERM), interrupted or failed: no stage outlives the flow.
         stopped = stop_stages()
@@ -230,7 +230,7 @@ def _retrain(
     params_path: Path,
     original: str,
     cfg: PipelineConfig,
-    names: list[str],
+    models: list[ModelRef],
     previous: dict[str, str],
     runner: str | None,
     push: bool,
@@ -238,7 +238,7 @@ def _retrain(
     """The flow's work: data stages (putting refused sources back), the models' chains on
     the task runner, push, summary."""
     try:
-        refresh_data(root, cfg, names)
+        refresh_data(root, cfg, models)
     except Exception as err:
         if not previous:
             raise
@@ -246,12 +246,13 @@ def _retrain(
         # and the data stages run again on the old sources (DVC's run cache restores their
         # outputs and their dvc.lock entries).
         params_path.write_text(original)
-        refresh_data(root, load_config(params_path), names)
+        refresh_data(root, load_config(params_path), models)
         restored = ", ".join(f"datasets.{d}.source: {s}" for d, s in previous.items())
         raise SourceRefused(
             f"the new data was refused, so params.yaml is back to {restored} (and the data "
             f"stages to its files); nothing was trained or registered. {err}"
         ) from err
+    names = [model.name for model in models]
     plan, outcome = train_changed(root, names, cfg.orchestration, runner, set(cfg.search))
     chains = {stage for name in names for stage in model_chain(name, set(cfg.search))}
     left = sorted(changed_stages(root) & chains)
@@ -259,7 +260,7 @@ def _retrain(
     log.info(pushed)
     create_markdown_artifact(
         key="retrain-summary",
-        markdown="# Retraining summary\n\n" + summary_markdown(root, cfg, names, outcome),
+        markdown="# Retraining summary\n\n" + summary_markdown(root, cfg, models, outcome),
         description="Test metrics and gate verdict per model",
     )
     failed = {n: o["error"] for n, o in outcome.items() if o["error"]}

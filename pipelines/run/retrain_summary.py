@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import PipelineConfig
+from pipelines.config import ModelRef, PipelineConfig
 
 
 def summary_markdown(
-    root: Path, cfg: PipelineConfig, names: list[str], outcome: dict[str, dict[str, Any]]
+    root: Path, cfg: PipelineConfig, models: list[ModelRef], outcome: dict[str, dict[str, Any]]
 ) -> str:
     """A table of each model's test metrics and gate verdict, what this run did, and the
     registry's live `@champion` beside it. For a model this run did not retrain, the verdict
@@ -24,14 +24,13 @@ def summary_markdown(
         "| model | family | test metrics | version | gate | this run | @champion now |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name in names:
+    for model in models:
+        name = model.name
         result = outcome.get(name)
         live = aliases.alias_version(name) or "none"
         if result and result["error"]:
             failure = result["error"].splitlines()[0].replace("|", "/")
-            rows.append(
-                f"| {name} | {cfg.entry(name).family} | - | - | - | FAILED {failure} | {live} |"
-            )
+            rows.append(f"| {name} | {model.family} | - | - | - | FAILED {failure} | {live} |")
             continue
         metrics_file = root / cfg.paths.reports / name / METRICS_FILE
         registration_file = root / cfg.paths.models / name / REGISTRATION_FILE
@@ -42,7 +41,7 @@ def summary_markdown(
         if not result:
             gate = f"last registration: {gate}"
         rows.append(
-            f"| {name} | {cfg.entry(name).family} | {shown} | {reg.get('version', '-')} | "
+            f"| {name} | {model.family} | {shown} | {reg.get('version', '-')} | "
             f"{gate} | {'retrained' if result else 'up to date'} | {live} |"
         )
     errors = [

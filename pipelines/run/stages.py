@@ -152,7 +152,8 @@ def tune(
 
     cfg = load_config(params)
     cfg.search_of(model_name)  # a model without a search section fails here, naming it
-    result: dict[str, Any] = step(search)(cfg, model_name, Path(data_dir), Path(out_dir))
+    model = cfg.model(model_name)
+    result: dict[str, Any] = step(search)(cfg, model, Path(data_dir), Path(out_dir))
     return result
 
 
@@ -172,17 +173,19 @@ def train(
     from pipelines.registry.runs import live_training_run, load_search, search_record, tuned
 
     cfg = load_config(params)
-    search = load_search(cfg, model_name, Path(search_dir) if search_dir else None)
+    model = cfg.model(model_name)  # an unknown name fails here, naming the known ones
+    search = load_search(cfg, model.name, Path(search_dir) if search_dir else None)
     if search:
         log.info(
             f"training on the best params of search run {search['parent_run_name']}: "
             f"{search['best_params']}"
         )
-    cfg = tuned(cfg, model_name, search)
+    cfg = tuned(cfg, model.name, search)
+    model = cfg.model(model.name)  # resolved again: a search's best params travel on
     record = search_record(search) if search else None
-    with live_training_run(cfg, model_name, Path(data_dir), Path(out_dir), search) as epoch_logger:
+    with live_training_run(cfg, model, Path(data_dir), Path(out_dir), search) as epoch_logger:
         summary = step(train_model)(
-            cfg, model_name, Path(data_dir), Path(out_dir), callbacks=[epoch_logger], search=record
+            cfg, model, Path(data_dir), Path(out_dir), callbacks=[epoch_logger], search=record
         )
     return asdict(summary)
 
@@ -228,7 +231,7 @@ def register(
     cfg = load_config(params)
     result = step(register_model)(
         cfg,
-        model_name,
+        cfg.model(model_name),
         model_dir=Path(model_dir),
         eval_dir=Path(eval_dir),
         data_dir=Path(data_dir),

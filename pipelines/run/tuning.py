@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.config import PipelineConfig
+from pipelines.config import ModelRef, PipelineConfig
 from pipelines.console import show_messages
 from pipelines.errors import KnownFailure
 from pipelines.model import search as optimizer
@@ -271,13 +271,15 @@ def _states(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def tune(cfg: PipelineConfig, name: str, data_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Search model `name`'s space, log it to MLflow (parent run, nested trials, study plots)
-    and write `out_dir/search.json` (the best params, for train) and `trials.csv`."""
+def tune(cfg: PipelineConfig, model: ModelRef, data_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Search `model`'s space, log it to MLflow (parent run, nested trials, study plots)
+    and write `out_dir/search.json` (the best params, for train) and `trials.csv`. Each
+    trial trains on a config tuned to its point (`search.run_trial`)."""
+    name = model.name
     search = cfg.search_of(name)
     workers = search.workers
     started = time.perf_counter()
-    with runs.search_run(cfg, name, data_dir) as (parent_run_id, title):
+    with runs.search_run(cfg, model, data_dir) as (parent_run_id, title):
         log.info(
             f"searching {name}: {search.trials} trials"
             + (f" (at most {search.timeout_s:.0f} s)" if search.timeout_s else "")
