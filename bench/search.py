@@ -187,4 +187,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from pipelines.console import show_messages
+
+    show_messages()  # the library's progress lines, as the CLI shows them
     main()

@@ -6,6 +6,8 @@ test) calls `show_messages()` once, and each message then appears as the one lin
   the run (and the console shows it as Prefect's own lines);
 - elsewhere on standard output, as `print` would put it (a warning starts with `WARNING`).
 
+A run logger that cannot be had (a broken Prefect set-up) falls back to standard output.
+
 Without `show_messages()` (the package used as a library), messages follow the caller's own
 logging set-up.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any
 
 LOGGER = "pipelines"
@@ -37,21 +40,29 @@ class _Console(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
+            try:
+                run_logger = _run_logger()
+            except Exception:  # no usable run logger: the line still shows
+                run_logger = None
+            if run_logger is not None:  # Prefect's line names the level itself
+                run_logger.log(record.levelno, message)
+                return
             if record.levelno >= logging.WARNING:
                 message = f"{record.levelname} {message}"
-            run_logger = _run_logger()
-            if run_logger is not None:
-                run_logger.log(record.levelno, message)
-            else:  # the stream is looked up per line, as `print` does
-                print(message, file=sys.stdout, flush=True)
+            print(message, file=sys.stdout, flush=True)  # the stream is looked up per line
         except Exception:
             self.handleError(record)
 
 
+_ADDING = threading.Lock()
+
+
 def show_messages() -> None:
-    """Show the `pipelines` loggers' messages (INFO and up) as described above; idempotent."""
+    """Show the `pipelines` loggers' messages (INFO and up) as described above; idempotent,
+    also when two threads of one process call it at once."""
     logger = logging.getLogger(LOGGER)
-    if not any(isinstance(h, _Console) for h in logger.handlers):
-        logger.addHandler(_Console())
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    with _ADDING:
+        if not any(isinstance(h, _Console) for h in logger.handlers):
+            logger.addHandler(_Console())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False

@@ -122,3 +122,29 @@ def test_a_logged_message_shows_as_the_line_print_gave(capsys):
     assert capsys.readouterr().out == (
         "ingested x: 3 rows\nWARNING drift not checked: no reference\n"
     )
+
+
+def test_inside_a_prefect_run_a_message_goes_to_the_runs_logger_once(capsys, monkeypatch):
+    """Prefect's line names the level itself, so the text is the message alone; with no usable
+    run logger the line still shows on stdout."""
+    import logging
+
+    from pipelines import console
+
+    sent = []
+
+    class RunLogger:
+        def log(self, level: int, message: str) -> None:
+            sent.append((level, message))
+
+    monkeypatch.setattr(console, "_run_logger", RunLogger)
+    logging.getLogger("pipelines.run.stages").warning("drift not checked: no reference")
+    assert sent == [(logging.WARNING, "drift not checked: no reference")]
+    assert capsys.readouterr().out == ""
+
+    def broken() -> None:
+        raise RuntimeError("no API")
+
+    monkeypatch.setattr(console, "_run_logger", broken)
+    logging.getLogger("pipelines.data.datasets").info("ingested x: 3 rows")
+    assert capsys.readouterr().out == "ingested x: 3 rows\n"

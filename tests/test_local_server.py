@@ -48,7 +48,9 @@ def test_a_server_that_never_answers_times_out():
 RACE_TRIES = int(os.environ.get("PIPELINES_RACE_TRIES", "1"))  # the bench runs 10
 
 _ENSURE = """
+from pipelines.console import show_messages
 from pipelines.run.orchestration import ensure_api
+show_messages()
 print(ensure_api(), flush=True)
 """
 
