@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from pipelines.cli import app
+from tests.chain import split_train_evaluate_register
 
 NAME = "tabular-dnn"
 
@@ -24,10 +25,6 @@ def registered_project(tmp_path_factory, raw_params: dict, repo_root: Path) -> I
     """A project with a registered champion, built by the pipeline's own stage functions; the
     working directory and the MLflow URI point at it until the block ends."""
     from pipelines.config import parse_config
-    from pipelines.data.preprocessing import split_and_fit
-    from pipelines.model.evaluation import evaluate_model
-    from pipelines.model.training import train_model
-    from pipelines.registry.registration import register_model
     from pipelines.run.stages import validate_dataset
 
     root = tmp_path_factory.mktemp("bad-input")
@@ -50,19 +47,7 @@ def registered_project(tmp_path_factory, raw_params: dict, repo_root: Path) -> I
             cfg, "breast_cancer", raw, root / "suites" / "breast_cancer.json", root / "docs"
         )
         assert first.success and "drift not checked" in first.notes[0]
-        split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, root / "data")
-        train_model(cfg, cfg.model(NAME), root / "data", root / "model")
-        evaluate_model(NAME, root / "model" / "model.keras", root / "data", root / "eval")
-        registration = register_model(
-            cfg,
-            cfg.model(NAME),
-            model_dir=root / "model",
-            eval_dir=root / "eval",
-            data_dir=root / "data",
-            raw_data=raw,
-            docs_dir=root / "docs",
-            out=root / "registration.json",
-        )
+        registration = split_train_evaluate_register(cfg, NAME, root, raw, root / "docs")
         assert registration.promoted, registration.gate_failures
         yield root
 

@@ -109,6 +109,17 @@ def test_the_best_params_override_the_model_and_a_number_stands_for_a_one_layer_
     assert cfg.entry(NAME).train.learning_rate == 0.001  # the original is untouched
 
 
+def test_a_model_travels_with_its_searchs_best_params(raw_params):
+    from pipelines.registry.runs import tuned
+
+    cfg = parse_config(_params(raw_params))
+    model = cfg.model(NAME)
+    assert tuned(cfg, model, None) is model  # no search: params.yaml as it is
+    best = tuned(cfg, model, {"best_params": {"train.learning_rate": 0.02, "model.units": [16]}})
+    assert (best.name, best.train.learning_rate, best.params.units) == (NAME, 0.02, [16])
+    assert model.train.learning_rate == 0.001 and model.params.units == [32]
+
+
 def test_check_params_prints_the_bad_key_without_a_traceback(tmp_path, raw_params, repo_root):
     params = _params(
         raw_params, _edit(TINY, "space/train.learning_rate", {"low": 0, "high": 1, "log": True})

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.run.local_server import free_port, wait_until_answers
+from tests.chain import split_train_evaluate_register
 
 NAME = "tabular-dnn"
 
@@ -66,10 +67,6 @@ def test_registration_against_an_mlflow_server(server, tmp_path, _breast_cancer,
     import mlflow
 
     from pipelines.config import parse_config
-    from pipelines.data.preprocessing import split_and_fit
-    from pipelines.model.evaluation import evaluate_model
-    from pipelines.model.training import train_model
-    from pipelines.registry.registration import register_model
 
     url, server_root = server
     params = copy.deepcopy(raw_params)
@@ -83,19 +80,7 @@ def test_registration_against_an_mlflow_server(server, tmp_path, _breast_cancer,
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path)
         mp.setenv("MLFLOW_TRACKING_URI", url)  # the only change: an environment variable
-        split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, tmp_path / "data")
-        train_model(cfg, cfg.model(NAME), tmp_path / "data", tmp_path / "model")
-        evaluate_model(NAME, tmp_path / "model" / "model.keras", tmp_path / "data", tmp_path / "ev")
-        result = register_model(
-            cfg,
-            cfg.model(NAME),
-            model_dir=tmp_path / "model",
-            eval_dir=tmp_path / "ev",
-            data_dir=tmp_path / "data",
-            raw_data=raw,
-            docs_dir=tmp_path / "docs",
-            out=tmp_path / "registration.json",
-        )
+        result = split_train_evaluate_register(cfg, NAME, tmp_path, raw, tmp_path / "docs")
         assert result.promoted, result.gate_failures  # fresh-process parity went via the server
         client = mlflow.MlflowClient(url)
         assert client.get_model_version_by_alias(NAME, "champion").version == result.version

@@ -148,7 +148,6 @@ def _text_transformer_body(x: keras.KerasTensor, p: TextTransformerParams) -> ke
     depend on how much padding follows it; a long one is read over all its windows."""
     import keras
 
-    documents = keras.ops.cumsum(keras.ops.ones_like(x[:, 0]), axis=0) - 1  # 0, 1, ...
     ids = keras.ops.reshape(x, (-1, p.sequence_length))  # (documents x windows, tokens)
     # The saved form of a model fitted on fewer windows (`as_saved`) is never trained, so it
     # encodes only the windows that hold a token: a headline costs one window, not `windows`.
@@ -160,14 +159,15 @@ def _text_transformer_body(x: keras.KerasTensor, p: TextTransformerParams) -> ke
     padding = keras.ops.not_equal(ids, 0)
     tokens = keras.layers.Embedding(p.max_tokens, p.d_model, name="tokens")(ids)
     positions = keras.ops.cumsum(keras.ops.ones_like(ids, dtype="int32"), axis=1) - 1
-    x = keras.layers.Add(name="add_positions")(
+    h = keras.layers.Add(name="add_positions")(
         [tokens, keras.layers.Embedding(p.sequence_length, p.d_model, name="positions")(positions)]
     )
     for i in range(p.blocks):
-        x = _encoder_block(x, p, i, padding)
-    weights = keras.ops.expand_dims(keras.ops.cast(padding, x.dtype), -1)
-    summed, counts = keras.ops.sum(x * weights, axis=1), keras.ops.sum(weights, axis=1)
+        h = _encoder_block(h, p, i, padding)
+    weights = keras.ops.expand_dims(keras.ops.cast(padding, h.dtype), -1)
+    summed, counts = keras.ops.sum(h * weights, axis=1), keras.ops.sum(weights, axis=1)
     if filled_only:  # each window's sums to its document's (one that is all padding: 0)
+        documents = keras.ops.cumsum(keras.ops.ones_like(x[:, 0]), axis=0) - 1  # 0, 1, ...
         owner = keras.ops.floor_divide(filled, p.windows)
         owns = keras.ops.equal(keras.ops.expand_dims(documents, 1), keras.ops.expand_dims(owner, 0))
         owns = keras.ops.cast(owns, summed.dtype)  # (documents, filled windows)

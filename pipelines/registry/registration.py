@@ -145,8 +145,7 @@ def _register(
 ) -> Registration:
     ev = collect_evidence(model_dir, eval_dir, data_dir, cfg.base.seed)
     name = model.name
-    cfg = tuned(cfg, name, ev.summary.get("search"))  # the params it was trained with
-    model = cfg.model(name)  # resolved again: the tuned params travel on
+    model = tuned(cfg, model, ev.summary.get("search"))  # the params it was trained with
     for version in model_versions.mark_incomplete_versions(name):
         log.info(f"{name} version {version} never got a gate verdict: tagged incomplete")
     experiment = Experiment.current()

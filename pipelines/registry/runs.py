@@ -132,10 +132,12 @@ def load_search(cfg: PipelineConfig, name: str, search_dir: Path | None) -> dict
     return search
 
 
-def tuned(cfg: PipelineConfig, name: str, search: dict[str, Any] | None) -> PipelineConfig:
-    """The config model `name` is trained with: params.yaml, overridden by the best params
-    of its search, if it has one."""
-    return cfg.with_overrides(name, search["best_params"]) if search else cfg
+def tuned(cfg: PipelineConfig, model: ModelRef, search: dict[str, Any] | None) -> ModelRef:
+    """`model` as it is trained: its params.yaml entry, overridden by the best params of its
+    search, if it has one."""
+    if not search:
+        return model
+    return cfg.with_overrides(model.name, search["best_params"]).model(model.name)
 
 
 def search_record(search: dict[str, Any]) -> dict[str, Any]:

@@ -180,8 +180,7 @@ def train(
             f"training on the best params of search run {search['parent_run_name']}: "
             f"{search['best_params']}"
         )
-    cfg = tuned(cfg, model.name, search)
-    model = cfg.model(model.name)  # resolved again: a search's best params travel on
+    model = tuned(cfg, model, search)  # a search's best params travel on
     record = search_record(search) if search else None
     with live_training_run(cfg, model, Path(data_dir), Path(out_dir), search) as epoch_logger:
         summary = step(train_model)(
