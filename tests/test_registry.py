@@ -32,6 +32,7 @@ from pipelines.registry.tracking import (
     model_versions,
     run_logging,
 )
+from tests.chain import train_and_evaluate
 
 NAME = "tabular-dnn"
 
@@ -52,7 +53,7 @@ def trained(store, _breast_cancer, raw_params):
     from pipelines.data.preprocessing import SPEC_FILE, Preprocessing, split_and_fit
     from pipelines.model.builders import build_model
     from pipelines.model.evaluation import evaluate_model
-    from pipelines.model.training import HISTORY_FILE, MODEL_FILE, TRAINING_FILE, train_model
+    from pipelines.model.training import HISTORY_FILE, MODEL_FILE, TRAINING_FILE
 
     raw = store / "raw.parquet"
     _breast_cancer.to_parquet(raw, index=False)
@@ -60,8 +61,7 @@ def trained(store, _breast_cancer, raw_params):
     params["models"][NAME]["train"].update(max_epochs=25, learning_rate=0.01)
     cfg = parse_config(params)
     split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, store / "data")
-    train_model(cfg, cfg.model(NAME), store / "data", store / "good")
-    evaluate_model(NAME, store / "good" / MODEL_FILE, store / "data", store / "good-eval")
+    train_and_evaluate(cfg, NAME, store / "data", store / "good", store / "good-eval")
 
     prep = Preprocessing.load(store / "data" / SPEC_FILE)
     bad = build_model("dnn", {"units": [4]}, prep, cfg.model(NAME).train)
@@ -370,6 +370,33 @@ def test_fresh_process_scoring_names_a_model_that_cannot_load(store, trained, ch
     )
     assert good.shape == (2, 2) and np.allclose(good.sum(axis=1), 1)
     assert isinstance(missing, str) and "999" in missing
+
+
+def test_a_scorer_started_ahead_scores_the_registration_or_is_stopped(store, trained, champion):
+    """The register command starts its fresh process before it looks up whether there is
+    anything to register: the registration then scores in that very process; a command with
+    nothing to register stops it."""
+    from pipelines.registry.tracking.fresh_process import (
+        _AHEAD,
+        start_scorer_ahead,
+        started_scorer,
+        stop_scorer_ahead,
+    )
+
+    inputs = store / "ahead-inputs.npy"
+    np.save(inputs, np.zeros((2, 30), dtype="float32"))
+    start_scorer_ahead()
+    (ahead,) = _AHEAD
+    with started_scorer() as scorer:
+        assert scorer is ahead and not _AHEAD
+        (got,) = scorer.score([(f"models:/{NAME}/{champion}", inputs)])
+    assert got.shape == (2, 2) and np.allclose(got.sum(axis=1), 1)
+
+    start_scorer_ahead()
+    (unused,) = _AHEAD
+    process = unused._proc
+    stop_scorer_ahead()
+    assert not _AHEAD and process.poll() is not None  # stopped, not left importing
 
 
 def _champion_files(champion: str):
@@ -702,7 +729,7 @@ def _at_once(n: int, fn) -> list:
     return results
 
 
-def test_the_same_params_on_new_rows_make_a_run_of_another_name(store):
+def test_the_same_params_on_new_rows_make_a_run_of_another_name(store, trained):
     from pipelines.data.preprocessing import Preprocessing
     from pipelines.registry.runs import data_digest, run_name
 

@@ -1,0 +1,57 @@
+"""The command line's process: it ends with Python's own exit status, after every exit handler
+the command registered has run, without waiting for the interpreter's teardown."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from pipelines.cli import _exit_status
+
+# A command that registers an exit handler (as Prefect and MLflow do when a stage imports
+# them) and ends with a status, run through the console script's `main()`.
+_COMMAND = """
+import atexit, sys, typer
+from pipelines import cli
+
+@cli.app.command()
+def demo(status: int, mark: str) -> None:
+    atexit.register(lambda: open(mark, "w").write("flushed"))
+    print("the command's own line")
+    raise typer.Exit(code=status)
+
+sys.argv = ["pipelines", "demo", sys.argv[1], sys.argv[2]]
+cli.main()
+"""
+
+
+def test_exit_status_is_pythons() -> None:
+    assert [_exit_status(code) for code in (None, 0, 3, 143, "message")] == [0, 0, 3, 143, 1]
+
+
+def test_a_command_ends_with_its_status_after_its_exit_handlers(tmp_path: Path) -> None:
+    for status in (0, 3):
+        mark = tmp_path / f"mark-{status}"
+        proc = subprocess.run(
+            [sys.executable, "-c", _COMMAND, str(status), str(mark)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == status, proc.stderr
+        assert proc.stdout.splitlines() == ["the command's own line"]
+        assert mark.read_text() == "flushed"  # the handler ran before the process ended
+
+
+def test_an_escaped_exception_keeps_its_traceback_and_status_1(tmp_path: Path) -> None:
+    script = _COMMAND.replace('print("the command', 'raise RuntimeError("boom")  # ')
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "0", str(tmp_path / "mark")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "RuntimeError: boom" in proc.stderr
+    assert (tmp_path / "mark").read_text() == "flushed"
