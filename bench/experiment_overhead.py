@@ -78,8 +78,14 @@ def main() -> None:
         )
         bare, out = _timed([sys.executable, "-c", _BARE, args.model, key, repeat_value])
         epochs = next(line for line in out.splitlines() if line.startswith("EPOCHS")).split()[1]
-        run = {"value": repeat_value, "experiment_s": experiment, "bare_s": bare}
-        runs.append({**run, "epochs": int(epochs)})
+        runs.append(
+            {
+                "value": repeat_value,
+                "experiment_s": experiment,
+                "bare_s": bare,
+                "epochs": int(epochs),
+            }
+        )
         print(
             f"repeat {i + 1}: dvc exp run {experiment:.1f} s, bare script {bare:.1f} s "
             f"({epochs} epochs), ratio {experiment / bare:.2f}",
