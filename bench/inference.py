@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.environment import env_with_venv, executable
-from pipelines.run.local_server import free_port, wait_until_answers
+from pipelines.orchestration.local_server import free_port, wait_until_answers
 
 MODEL = "tabular-dnn"
 BATCHES = (1, 32, 1024, 65_536)

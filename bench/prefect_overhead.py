@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 EPHEMERAL = (
-    "from pipelines.run import flows; "
+    "from pipelines.orchestration import flows; "
     "flows.stage_flow('ingest')(dataset='breast_cancer', out=sys.argv[1], params='params.yaml')"
 )
 

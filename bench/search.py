@@ -67,7 +67,7 @@ def search_params(raw: dict, trials: int, epochs: int) -> dict:
 def run_search(params_path: Path, out: Path) -> tuple[dict, float, list[float]]:
     """The tune stage's own function, with RSS read after every trial."""
     from pipelines.config import load_config
-    from pipelines.run import tuning
+    from pipelines.orchestration import tuning
 
     cfg = load_config(params_path)
     readings: list[float] = []

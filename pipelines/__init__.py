@@ -1,3 +1,3 @@
 """Raw data to a validated, registered Keras model, driven by DVC, Prefect and MLflow."""
 
-__version__ = "0.2.1"
+__version__ = "0.3.0"

@@ -1,8 +1,9 @@
 """Command line: one command per pipeline stage (called by `dvc.yaml`), built from the stage's
-plain function in `pipelines.run.stages`, plus helpers.
+plain function in `pipelines.orchestration.stages`, plus helpers.
 
 Every stage command runs its Prefect flow against a local server started on demand (see
-`pipelines.run.orchestration`); set PIPELINES_PREFECT=off to run the plain functions instead.
+`pipelines.orchestration.prefect_server`); set PIPELINES_PREFECT=off to run the plain functions
+instead.
 """
 
 from __future__ import annotations
@@ -56,20 +57,20 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=1)
 
 
-def _run_stage(name: str, **kwargs: Any) -> Any:
+def _call_stage(name: str, **kwargs: Any) -> Any:
     """Run a stage as its Prefect flow (or as the plain stage when Prefect is off, without
     importing Prefect), turning the pipeline's own errors into one message and exit code 1."""
     from pipelines.errors import KnownFailure
-    from pipelines.run.orchestration import ensure_api, quiet_known_failures
+    from pipelines.orchestration.prefect_server import ensure_api, quiet_known_failures
 
     expected = (KnownFailure, FileNotFoundError)
     try:
         if ensure_api():
-            from pipelines.run import flows
+            from pipelines.orchestration import flows
 
             quiet_known_failures()
             return flows.stage_flow(name)(**kwargs)
-        from pipelines.run import stages
+        from pipelines.orchestration import stages
 
         return getattr(stages, name)(**kwargs)
     except expected as err:
@@ -77,12 +78,12 @@ def _run_stage(name: str, **kwargs: Any) -> Any:
 
 
 def _stage_command(name: str, skip: Callable[..., bool] | None = None) -> Callable[..., None]:
-    """The command of stage `name`, built from its plain function (`pipelines.run.stages`):
-    the first parameter (a dataset, or a model's NAME) is an argument, the others are options
-    (`--data-dir`), paths given as paths, each with the help its `Annotated` text gives, and
-    the function's docstring is the command's help. `skip(**arguments)`: true when the stage
-    has nothing to do (no flow is started)."""
-    from pipelines.run import stages
+    """The command of stage `name`, built from its plain function
+    (`pipelines.orchestration.stages`): the first parameter (a dataset, or a model's NAME) is
+    an argument, the others are options (`--data-dir`), paths given as paths, each with the
+    help its `Annotated` text gives, and the function's docstring is the command's help.
+    `skip(**arguments)`: true when the stage has nothing to do (no flow is started)."""
+    from pipelines.orchestration import stages
 
     body = getattr(stages, name)
     parameters = []
@@ -113,7 +114,7 @@ def _stage_command(name: str, skip: Callable[..., bool] | None = None) -> Callab
             arguments["model_name"] = arguments.pop("name")
         if skip is not None and skip(**arguments):
             return
-        _run_stage(name, **{k: None if v is None else str(v) for k, v in arguments.items()})
+        _call_stage(name, **{k: None if v is None else str(v) for k, v in arguments.items()})
 
     command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     command.__doc__ = body.__doc__
@@ -152,7 +153,7 @@ def check_params(params: Params = Path("params.yaml")) -> None:
     """Validate the params file (including every section dvc.yaml tracks), create any model's
     missing search folder (its train stage depends on it), and say what the file defines."""
     from pipelines.errors import ConfigError
-    from pipelines.run.project import check_params_file, create_search_folders
+    from pipelines.orchestration.project import check_params_file, create_search_folders
 
     try:
         cfg = check_params_file(params)
@@ -394,14 +395,14 @@ def retrain(
     """Run the retraining flow now: the DVC stages as one Prefect flow, models side by side on
     the configured task runner, dvc.lock committed, data pushed, a summary artifact."""
     from pipelines.errors import ConfigError, OrchestrationError
-    from pipelines.run.orchestration import ensure_api
+    from pipelines.orchestration.prefect_server import ensure_api
 
     if runner not in (None, "sequential", "threads", "dask"):
         _fail(f"--runner: expected sequential, threads or dask, not {runner!r}")
     try:
         if not ensure_api():
             _fail("the retraining flow needs Prefect: unset PIPELINES_PREFECT=off")
-        from pipelines.run.retrain import retrain as flow
+        from pipelines.orchestration.retrain import retrain as flow
 
         result = flow(
             models=model or None,
@@ -425,7 +426,7 @@ def deploy(
     `orchestration`. Start a worker with `prefect worker start --pool <work_pool>`."""
     from pipelines.config import load_config
     from pipelines.errors import ConfigError, OrchestrationError
-    from pipelines.run.orchestration import ensure_api
+    from pipelines.orchestration.prefect_server import ensure_api
 
     try:
         cfg = load_config(params)
@@ -434,7 +435,7 @@ def deploy(
         _fail(str(err))
     if not api:
         _fail("a deployment needs a Prefect server: unset PIPELINES_PREFECT=off")
-    from pipelines.run.project import deploy_retraining
+    from pipelines.orchestration.project import deploy_retraining
 
     deployment_id = deploy_retraining(cfg, name, params)
     orch = cfg.orchestration
@@ -449,7 +450,7 @@ def deploy(
 @server_app.command("start")
 def server_start() -> None:
     """Start the local Prefect server (or reuse a running one) and print its API URL."""
-    from pipelines.run.orchestration import ensure_api
+    from pipelines.orchestration.prefect_server import ensure_api
 
     typer.echo(ensure_api() or "PIPELINES_PREFECT=off: no server needed")
 
@@ -457,7 +458,7 @@ def server_start() -> None:
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the local Prefect server started by this package."""
-    from pipelines.run.orchestration import stop_local_server
+    from pipelines.orchestration.prefect_server import stop_local_server
 
     typer.echo("stopped" if stop_local_server() else "no server started by pipelines")
 

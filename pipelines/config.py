@@ -285,8 +285,8 @@ class ModelEntry(_Strict):
 class ModelRef:
     """Model `models.<name>`, resolved once where a stage (or a command) starts and handed down
     the call chain instead of its name: the name (the registered model's), its entry and, from
-    the entry, the family's validated hyperparameters. A config tuned by a search resolves to
-    another `ModelRef` (`tuned_cfg.model(name)`), which holds the searched params."""
+    the entry, the family's validated hyperparameters. A search's best params make another
+    `ModelRef` (`cfg.tuned(model, best_params)`), which holds the searched params."""
 
     name: str
     entry: ModelEntry
@@ -367,6 +367,13 @@ class PipelineConfig(_Strict):
                 raise ConfigError(f"models.{name}: cannot override {key!r}")
             entry[section][param] = value
         return parse_config(raw, searches=False)
+
+    def tuned(self, model: ModelRef, overrides: dict[str, Any]) -> ModelRef:
+        """`model` changed by `overrides` (`with_overrides`: a search's best params, or one
+        trial's point), validated like the params file; `model` itself without any."""
+        if not overrides:
+            return model
+        return self.with_overrides(model.name, overrides).model(model.name)
 
     def model_params(self, name: str) -> FamilyParams:
         """The family hyperparameters of model `name`, validated against its family's schema."""

@@ -25,7 +25,7 @@ def registered_project(tmp_path_factory, raw_params: dict, repo_root: Path) -> I
     """A project with a registered champion, built by the pipeline's own stage functions; the
     working directory and the MLflow URI point at it until the block ends."""
     from pipelines.config import parse_config
-    from pipelines.run.stages import validate_dataset
+    from pipelines.orchestration.stages import validate_dataset
 
     root = tmp_path_factory.mktemp("bad-input")
     shutil.copytree(repo_root / "gx" / "expectations", root / "suites")

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from pipelines.environment import env_with_venv
-from pipelines.run.local_server import free_port
+from pipelines.orchestration.local_server import free_port
 
 # A whole pipeline's first `dvc repro` trains every model: on 2 busy cores that is 15 to 20 min.
 REPRO_TIMEOUT_S = 2400

@@ -97,10 +97,13 @@ def test_a_resolved_model_holds_its_entry_and_params(repo_root):
     assert (model.dataset, model.family, model.problem) == (entry.dataset, "dnn", entry.problem)
     assert model.train == entry.train and model.gate == entry.gate
     assert model.params == cfg.model_params("tabular-dnn")
-    tuned = cfg.with_overrides("tabular-dnn", {"model.units": [8], "train.learning_rate": 0.02})
-    again = tuned.model("tabular-dnn")
+    changes = {"model.units": [8], "train.learning_rate": 0.02}
+    again = cfg.with_overrides("tabular-dnn", changes).model("tabular-dnn")
     assert again.params.units == [8] and again.train.learning_rate == 0.02
     assert model.params.units == [32]  # the first one is untouched
+    assert cfg.tuned(model, changes) == again and cfg.tuned(model, {}) is model
+    with pytest.raises(ConfigError, match=r"models\.tabular-dnn: cannot override 'gate\.min'"):
+        cfg.tuned(model, {"gate.min": {}})
 
 
 def test_family_must_fit_the_dataset_modality(raw_params):
@@ -162,7 +165,7 @@ def test_check_params_names_the_sections_dvc_needs(tmp_path, raw_params):
 
     import yaml
 
-    from pipelines.run.project import check_params_file
+    from pipelines.orchestration.project import check_params_file
 
     params = copy.deepcopy(raw_params)
     params["models"]["extra-dnn"] = {

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.run.local_server import free_port, wait_until_answers
+from pipelines.orchestration.local_server import free_port, wait_until_answers
 from tests.projects import REPRO_TIMEOUT_S, commit_all, copy_project, sh
 
 pytestmark = pytest.mark.e2e

@@ -67,9 +67,10 @@ def test_each_stage_lists_exactly_the_modules_it_runs(repo_root):
 
 
 def test_the_stage_table_is_dvc_yamls_stages_with_their_loops_and_steps(repo_root):
-    """One list of stages (pipelines/run/stage_table.py): the same names, in the same order, as
-    dvc.yaml, each looping over the params section its foreach reads, each step callable."""
-    from pipelines.run.stage_table import STAGES
+    """One list of stages (pipelines/orchestration/stage_table.py): the same names, in the same
+    order, as dvc.yaml, each looping over the params section its foreach reads, each step
+    callable."""
+    from pipelines.orchestration.stage_table import STAGES
 
     stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
     assert [s.name for s in STAGES] == list(stages)
@@ -84,8 +85,8 @@ def test_each_stage_has_a_flow_with_its_functions_parameters():
     flow per stage, named as the table says, taking the function's parameters but `step`."""
     import inspect
 
-    from pipelines.run import flows, stages
-    from pipelines.run.stage_table import STAGES
+    from pipelines.orchestration import flows, stages
+    from pipelines.orchestration.stage_table import STAGES
 
     for stage in STAGES:
         built = flows.stage_flow(stage.name)
@@ -117,8 +118,8 @@ def test_a_logged_message_shows_as_the_line_print_gave(capsys):
     import logging
 
     logging.getLogger("pipelines.data.datasets").info("ingested x: 3 rows")
-    logging.getLogger("pipelines.run.stages").warning("drift not checked: no reference")
-    logging.getLogger("pipelines.run.stages").debug("not shown")
+    logging.getLogger("pipelines.orchestration.stages").warning("drift not checked: no reference")
+    logging.getLogger("pipelines.orchestration.stages").debug("not shown")
     assert capsys.readouterr().out == (
         "ingested x: 3 rows\nWARNING drift not checked: no reference\n"
     )
@@ -138,7 +139,7 @@ def test_inside_a_prefect_run_a_message_goes_to_the_runs_logger_once(capsys, mon
             sent.append((level, message))
 
     monkeypatch.setattr(console, "_run_logger", RunLogger)
-    logging.getLogger("pipelines.run.stages").warning("drift not checked: no reference")
+    logging.getLogger("pipelines.orchestration.stages").warning("drift not checked: no reference")
     assert sent == [(logging.WARNING, "drift not checked: no reference")]
     assert capsys.readouterr().out == ""
 

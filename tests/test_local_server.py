@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pipelines.run.local_server import ServerDidNotStart, free_port, wait_until_answers
+from pipelines.orchestration.local_server import ServerDidNotStart, free_port, wait_until_answers
 
 
 def test_waits_until_a_real_server_answers(tmp_path):
@@ -49,7 +49,7 @@ RACE_TRIES = int(os.environ.get("PIPELINES_RACE_TRIES", "1"))  # the bench runs 
 
 _ENSURE = """
 from pipelines.console import show_messages
-from pipelines.run.orchestration import ensure_api
+from pipelines.orchestration.prefect_server import ensure_api
 show_messages()
 print(ensure_api(), flush=True)
 """
@@ -58,7 +58,7 @@ print(ensure_api(), flush=True)
 def test_two_stages_starting_the_prefect_server_at_once_start_one(tmp_path):
     """Two processes that find no server at the same moment: one starts it, the other waits
     for the lock and reuses it, and the pid file names the server that runs."""
-    from pipelines.run import orchestration
+    from pipelines.orchestration import prefect_server
 
     for attempt in range(RACE_TRIES):
         home = tmp_path / f"prefect-{attempt}"
@@ -87,18 +87,18 @@ def test_two_stages_starting_the_prefect_server_at_once_start_one(tmp_path):
             assert all(out.strip().endswith(url) for out in outputs), outputs
             pid = int((home / "pipelines-server.pid").read_text())
             os.killpg(pid, 0)  # the pid file names a live process group...
-            assert orchestration.healthy(url)  # ...and a server answers
+            assert prefect_server.healthy(url)  # ...and a server answers
         finally:
             with pytest.MonkeyPatch.context() as mp:
                 mp.setenv("PREFECT_HOME", str(home))
-                assert orchestration.stop_local_server()
-        assert not orchestration.healthy(url, timeout=2)
+                assert prefect_server.stop_local_server()
+        assert not prefect_server.healthy(url, timeout=2)
 
 
 def test_a_stale_pid_file_never_stops_a_stranger(tmp_path, monkeypatch):
     """After a reboot or a crash, the pid in the file may be another program's: stop checks
     that it is a Prefect server before any signal."""
-    from pipelines.run import orchestration
+    from pipelines.orchestration import prefect_server
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     stranger = subprocess.Popen(
@@ -106,7 +106,7 @@ def test_a_stale_pid_file_never_stops_a_stranger(tmp_path, monkeypatch):
     )
     try:
         (tmp_path / "pipelines-server.pid").write_text(str(stranger.pid))
-        assert orchestration.stop_local_server() is False
+        assert prefect_server.stop_local_server() is False
         assert stranger.poll() is None  # still running
         assert not (tmp_path / "pipelines-server.pid").exists()
     finally:
@@ -116,9 +116,9 @@ def test_a_stale_pid_file_never_stops_a_stranger(tmp_path, monkeypatch):
 
 def test_a_failed_server_start_leaves_no_pid_file(tmp_path, monkeypatch):
     from pipelines.errors import OrchestrationError
-    from pipelines.run import orchestration
+    from pipelines.orchestration import prefect_server
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     with pytest.raises(OrchestrationError, match="did not start"):
-        orchestration.start_local_server(f"http://127.0.0.1:{free_port()}/api", wait_s=0.5)
+        prefect_server.start_local_server(f"http://127.0.0.1:{free_port()}/api", wait_s=0.5)
     assert not (tmp_path / "pipelines-server.pid").exists()

@@ -142,7 +142,7 @@ HOOKS = {
     ): _gx_progress_bars,
     Hook(
         "dvc.utils.serialize.modify_yaml",
-        "pipelines/run/dvc_project.py (set_sources)",
+        "pipelines/orchestration/dvc_project.py (set_sources)",
         "edit params.yaml in place with its comments kept",
         "`pipelines retrain --source` cannot point a dataset at a new file",
     ): _dvc_modify_yaml,
@@ -154,13 +154,13 @@ HOOKS = {
     ): _dvc_persist_skips_run_cache,
     Hook(
         "dvc.repo.Repo.stage.collect",
-        "pipelines/run/dvc_project.py (stage_commands)",
+        "pipelines/orchestration/dvc_project.py (stage_commands)",
         "each stage's resolved command, as dvc.yaml defines it",
         "the retrain flow cannot run stages",
     ): _dvc_repo_stage_collect,
     Hook(
         "dvc.config.Config.edit (repo.config.edit('local'))",
-        "pipelines/run/dvc_project.py (_use_remote)",
+        "pipelines/orchestration/dvc_project.py (_use_remote)",
         "the DVC remote from PIPELINES_DVC_REMOTE, written to .dvc/config.local without a "
         "command line that would show its password",
         "the retrain flow cannot set up its remote, and data is not pushed",
@@ -179,7 +179,7 @@ HOOKS = {
     ): _mlflow_dataset_source,
     Hook(
         "prefect.logging.handlers.PrefectConsoleHandler",
-        "pipelines/run/orchestration.py (quiet_known_failures)",
+        "pipelines/orchestration/prefect_server.py (quiet_known_failures)",
         "known failures print one line, without Prefect's traceback after it",
         "a known failure prints a traceback",
     ): _prefect_console_handler,

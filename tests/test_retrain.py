@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.run.dvc_project import set_sources
-from pipelines.run.retrain import models_to_run
-from pipelines.run.stage_process import StageFailed, _retry_stage
+from pipelines.orchestration.dvc_project import set_sources
+from pipelines.orchestration.retrain import models_to_run
+from pipelines.orchestration.stage_process import StageFailed, _retry_stage
 
 
 def test_each_model_runs_from_its_first_changed_stage():
@@ -69,8 +69,10 @@ def test_new_sources_are_written_to_params_keeping_comments(tmp_path, repo_root)
 def test_the_deployment_entrypoint_is_the_retraining_flow(repo_root):
     from prefect.flows import Flow, load_flow_from_entrypoint
 
-    from pipelines.run import retrain
+    from pipelines.orchestration import retrain
 
     assert isinstance(retrain.retrain, Flow) and isinstance(retrain.train_models, Flow)
-    loaded = load_flow_from_entrypoint(str(repo_root / "pipelines/run/retrain.py") + ":retrain")
+    loaded = load_flow_from_entrypoint(
+        str(repo_root / "pipelines/orchestration/retrain.py") + ":retrain"
+    )
     assert loaded.name == "retrain"

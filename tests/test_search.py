@@ -163,7 +163,7 @@ def _write(store: Path, params: dict, name: str) -> str:
 
 
 def _tune(store: Path, params: dict, out: str) -> dict:
-    from pipelines.run import stages
+    from pipelines.orchestration import stages
 
     return stages.tune(NAME, str(store / "data"), str(store / out), _write(store, params, out))
 
@@ -182,7 +182,7 @@ def _trials(parent_run_id: str) -> list:
 
 @pytest.mark.e2e
 def test_a_tiny_search_logs_nested_trials_and_train_uses_the_winner(store, raw_params):
-    from pipelines.run import stages
+    from pipelines.orchestration import stages
 
     params = _params(raw_params, max_epochs=20)
     result = _tune(store, params, "tiny")
@@ -256,8 +256,8 @@ def test_a_pruned_trial_is_recorded_as_pruned(store, raw_params):
     import optuna
 
     from pipelines.model.training import TrainingData
+    from pipelines.orchestration.tuning import objective
     from pipelines.registry import runs
-    from pipelines.run.tuning import objective
 
     search = _edit(_edit(TINY, "max_epochs", 5), "space/train.learning_rate/low", 1e-6)
     cfg = parse_config(_params(raw_params, search))
@@ -299,8 +299,8 @@ def test_trials_run_on_a_local_two_worker_dask_cluster(store, raw_params):
 @pytest.mark.e2e
 def test_a_winner_that_trails_the_champion_is_registered_but_not_promoted(store, raw_params):
     from pipelines.model.evaluation import evaluate_model
+    from pipelines.orchestration import stages
     from pipelines.registry.tracking import aliases
-    from pipelines.run import stages
 
     def chain(params: dict, label: str, search_dir: str | None) -> dict:
         path = _write(store, params, label)
@@ -354,7 +354,7 @@ def test_check_params_creates_a_new_models_search_folder(tmp_path, raw_params, r
 
 
 def test_tune_of_a_model_without_a_search_names_it(raw_params, tmp_path):
-    from pipelines.run import stages
+    from pipelines.orchestration import stages
 
     params = copy.deepcopy(raw_params)
     path = tmp_path / "params.yaml"

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from pipelines import cli
-from pipelines.run import orchestration
+from pipelines.orchestration import prefect_server
 
 
 def test_a_model_with_a_lambda_layer_is_refused(tmp_path):
@@ -44,7 +44,7 @@ def test_the_pipeline_never_unpickles_or_disables_safe_mode(repo_root):
 
 def test_servers_bind_to_localhost_by_default(repo_root, monkeypatch):
     monkeypatch.delenv("PIPELINES_PREFECT_PORT", raising=False)
-    assert orchestration.local_api_url() == "http://127.0.0.1:4200/api"
+    assert prefect_server.local_api_url() == "http://127.0.0.1:4200/api"
     assert inspect.signature(cli.serve).parameters["host"].default == "127.0.0.1"
     # What `make ui` would run (make -n prints it without running it).
     dry = subprocess.run(
@@ -165,7 +165,7 @@ def test_the_fresh_process_scorer_never_shows_the_tracking_uri(monkeypatch, tmp_
 
 def test_the_dvc_remote_url_never_shows_in_a_command_line(monkeypatch, tmp_path):
     from pipelines.environment import env_with_venv, executable
-    from pipelines.run.dvc_project import REMOTE_ENV, push_data
+    from pipelines.orchestration.dvc_project import REMOTE_ENV, push_data
 
     root = tmp_path / "project"
     root.mkdir()

@@ -269,7 +269,7 @@ def test_validate_runs_the_suite_per_shard_and_names_the_bad_one(
     # The stage: the same failure, exit through ValidationFailed, recorded in MLflow.
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    from pipelines.run.stages import validate_dataset
+    from pipelines.orchestration.stages import validate_dataset
 
     with pytest.raises(ValidationFailed, match=r"part-00001\.parquet: 2 of 1000"):
         validate_dataset(cfg, NAME, raw_shards, suite_path, tmp_path / "docs")

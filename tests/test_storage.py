@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.run.local_server import free_port, wait_until_answers
+from pipelines.orchestration.local_server import free_port, wait_until_answers
 from tests.chain import split_train_evaluate_register
 
 NAME = "tabular-dnn"

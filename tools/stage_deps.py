@@ -15,14 +15,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipelines.run.stage_table import STAGES  # noqa: E402
+from pipelines.orchestration.stage_table import STAGES  # noqa: E402
 
 # The modules each DVC stage runs: the stage table's.
 STAGE_ROOTS = {stage.name: list(stage.modules) for stage in STAGES}
 # Files a stage uses without importing them: the raw-input wrapper is stored as code with
 # every version.
 STORED_AS_CODE = {"register": {"pipelines/registry/raw_model.py"}}
-WINGS = ("pipelines.data", "pipelines.model", "pipelines.registry", "pipelines.run")
+WINGS = ("pipelines.data", "pipelines.model", "pipelines.registry", "pipelines.orchestration")
 
 
 def _file(module: str) -> str:

@@ -8,7 +8,7 @@ a person reviews and commits it.
 params (a regular time index, no gap wider than `max_gap`), then drift against the training
 reference it is given (`pipelines.data.drift`). It writes Data Docs, `summary.json` and
 `drift.json` under the report folder and returns the outcome; the stage
-(`pipelines.run.stages`) fetches the champion's reference and records the run in MLflow.
+(`pipelines.orchestration.stages`) fetches the champion's reference and records the run in MLflow.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 a seeded TPE sampler, a pruner fed each epoch's validation value, and one trial = one fit of
 the model through the family registry, on data read once.
 
-MLflow and Dask stay out of this module: `pipelines.run.tuning` wraps `run_trial` with a
+MLflow and Dask stay out of this module: `pipelines.orchestration.tuning` wraps `run_trial` with a
 nested MLflow run per trial and runs trials in this process or on Dask workers.
 """
 
@@ -189,8 +189,8 @@ def run_trial(
     started = time.perf_counter()
     pruning = _pruning_callback(trial, search.metric)
     try:
-        tuned = cfg.with_overrides(name, changes)
-        _, curves = fit_model(tuned, tuned.model(name), data, [pruning, *callbacks], verbose=0)
+        model = cfg.tuned(cfg.model(name), changes)
+        _, curves = fit_model(cfg, model, data, [pruning, *callbacks], verbose=0)
     except (TrainingDiverged, ValueError, RuntimeError) as err:  # a bad point, not a bad search
         seconds = time.perf_counter() - started
         reason = failure_summary(err, 500)

@@ -264,7 +264,7 @@ def train_model(
 ) -> TrainingSummary:
     """Build `model` from its params, fit it with early stopping on validation loss
     (best weights restored) and save model, per-epoch history and a summary to `out_dir`.
-    `callbacks`: more Keras callbacks (the run wing passes one that logs each epoch);
+    `callbacks`: more Keras callbacks (the orchestration wing passes one that logs each epoch);
     `search`: the search `cfg` and `model` were tuned by, kept in the summary."""
     data = TrainingData.load(data_dir)
     train_rows, val_rows = data.rows

@@ -1,3 +1,3 @@
 """Registry: the MLflow adapter, registration, the gate and promotion, lineage, the raw-input
 pyfunc wrapper, and using registered versions (verify, score, serve). Imports the model and
-data wings, never the run wing."""
+data wings, never the orchestration wing."""

@@ -135,9 +135,7 @@ def load_search(cfg: PipelineConfig, name: str, search_dir: Path | None) -> dict
 def tuned(cfg: PipelineConfig, model: ModelRef, search: dict[str, Any] | None) -> ModelRef:
     """`model` as it is trained: its params.yaml entry, overridden by the best params of its
     search, if it has one."""
-    if not search:
-        return model
-    return cfg.with_overrides(model.name, search["best_params"]).model(model.name)
+    return cfg.tuned(model, search["best_params"] if search else {})
 
 
 def search_record(search: dict[str, Any]) -> dict[str, Any]:

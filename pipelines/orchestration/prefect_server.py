@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipelines.environment import executable, file_lock
 from pipelines.errors import KnownFailure, OrchestrationError
-from pipelines.run.local_server import ServerDidNotStart, answers, wait_until_answers
+from pipelines.orchestration.local_server import ServerDidNotStart, answers, wait_until_answers
 
 log = logging.getLogger(__name__)
 

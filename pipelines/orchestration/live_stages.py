@@ -1,6 +1,6 @@
 """The stage processes running now in this process, for `stage_process.stop_stages`.
 
-Apart from `stage_process` on purpose: Prefect ships the `run_stage` task to Dask workers by
+Apart from `stage_process` on purpose: Prefect ships the `supervised_stage` task to Dask workers by
 value, with every global it names, and a lock cannot be serialized; a module it
 names is sent by reference instead."""
 

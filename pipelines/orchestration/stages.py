@@ -1,13 +1,13 @@
 """The pipeline's stages as plain functions of the CLI's arguments (strings and paths).
 
 Each function is its stage's interface, written once: the CLI command (`pipelines.cli`) and
-the Prefect flow (`pipelines.run.flows`) are built from its signature, and a parameter's
+the Prefect flow (`pipelines.orchestration.flows`) are built from its signature, and a parameter's
 `Annotated` text is its help. The first parameter is what the stage loops over (a dataset or
 a model's name), a positional argument on the command line; the others are options.
 
 Each stage parses the params file once and calls the step functions that do the work. `step`
 decides how a step runs: directly (the default, and what `PIPELINES_PREFECT=off` uses, without
-importing Prefect) or as a Prefect task (`pipelines.run.flows` passes its tasks in).
+importing Prefect) or as a Prefect task (`pipelines.orchestration.flows` passes its tasks in).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def tune(
 ) -> dict[str, Any]:
     """Search model NAME's hyperparameters with Optuna: every trial in one process (or on Dask
     workers), a parent MLflow run with a nested run per trial, the best params for train."""
-    from pipelines.run.tuning import tune as search
+    from pipelines.orchestration.tuning import tune as search
 
     cfg = load_config(params)
     cfg.search_of(model_name)  # a model without a search section fails here, naming it

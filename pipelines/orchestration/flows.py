@@ -1,9 +1,9 @@
-"""Thin Prefect flows and tasks over the plain stages (`pipelines.run.stages`).
+"""Thin Prefect flows and tasks over the plain stages (`pipelines.orchestration.stages`).
 
 Each DVC stage runs one of these flows through the CLI. Flows take strings (paths, names) so
 their parameters show up readably in the Prefect UI; the stage body is shared with the
 Prefect-free path, only each step becomes a Prefect task. Import this module only after
-`orchestration.ensure_api()`.
+`prefect_server.ensure_api()`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from pipelines.errors import KnownFailure
-from pipelines.run import stages
-from pipelines.run.stage_table import STAGES, Stage
+from pipelines.orchestration import stages
+from pipelines.orchestration.stage_table import STAGES, Stage
 
 
 def _retry_step(task: Any, task_run: Any, state: Any) -> bool:

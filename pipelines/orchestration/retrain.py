@@ -32,16 +32,16 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pipelines.config import ModelRef, OrchestrationConfig, PipelineConfig, load_config
 from pipelines.console import show_messages
 from pipelines.environment import executable, project_root
-from pipelines.run.dvc_project import (
+from pipelines.orchestration.dvc_project import (
     changed_stages,
     dvc,
     push_data,
     set_sources,
     stage_commands,
 )
-from pipelines.run.retrain_summary import summary_markdown
-from pipelines.run.stage_process import stage_retries, stage_task, stop_stages
-from pipelines.run.stage_table import stages_over
+from pipelines.orchestration.retrain_summary import summary_markdown
+from pipelines.orchestration.stage_process import stage_retries, stage_task, stop_stages
+from pipelines.orchestration.stage_table import stages_over
 
 log = logging.getLogger(__name__)
 

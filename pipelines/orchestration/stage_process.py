@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines.config import OrchestrationConfig
 from pipelines.environment import env_with_venv
-from pipelines.run import live_stages
+from pipelines.orchestration import live_stages
 
 TRANSIENT = (
     "database is locked",
@@ -63,7 +63,7 @@ def _retry_stage(task: Any, task_run: Any, state: Any) -> bool:
 
 
 @task(name="stage", task_run_name="{stage}", cache_policy=NO_CACHE, retry_condition_fn=_retry_stage)
-def run_stage(
+def supervised_stage(
     stage: str, command: str, root: str, timeout_s: float = 3600, retries: int = 0
 ) -> str:
     """Run one stage command in the project, streaming its output to the Prefect log. The
@@ -141,7 +141,7 @@ def stage_retries(orch: OrchestrationConfig, stage: str) -> int:
 
 
 def stage_task(orch: OrchestrationConfig, stage: str) -> Any:
-    return run_stage.with_options(
+    return supervised_stage.with_options(
         retries=stage_retries(orch, stage),
         retry_delay_seconds=[float(s) for s in orch.retry_delay_seconds],
     )

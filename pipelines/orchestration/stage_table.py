@@ -1,8 +1,8 @@
 """Every stage of the pipeline, once: its name in `dvc.yaml`, what it loops over, the step
 function it runs, the modules that step runs (from which `tools/stage_deps.py` writes its
-`dvc.yaml` code deps), and its Prefect task options. The Prefect flows (`run/flows.py`), the
-retraining flow's plan (`run/retrain.py`), `make deps` and the layout test read it; a test
-checks it against `dvc.yaml`."""
+`dvc.yaml` code deps), and its Prefect task options. The Prefect flows
+(`orchestration/flows.py`), the retraining flow's plan (`orchestration/retrain.py`), `make deps`
+and the layout test read it; a test checks it against `dvc.yaml`."""
 
 from __future__ import annotations
 
@@ -51,7 +51,11 @@ STAGES: tuple[Stage, ...] = (
         flow_name="split-normalize",
     ),
     Stage(
-        "tune", "search", "pipelines.run.tuning:tune", ("pipelines.run.tuning",), {"name": "search"}
+        "tune",
+        "search",
+        "pipelines.orchestration.tuning:tune",
+        ("pipelines.orchestration.tuning",),
+        {"name": "search"},
     ),
     Stage(
         "train",

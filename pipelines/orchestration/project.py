@@ -84,7 +84,7 @@ def deploy_retraining(cfg: PipelineConfig, name: str, params: Path) -> str:
 
     return str(
         flow.from_source(
-            source=str(project_root()), entrypoint="pipelines/run/retrain.py:retrain"
+            source=str(project_root()), entrypoint="pipelines/orchestration/retrain.py:retrain"
         ).deploy(  # type: ignore[union-attr]  # from_source is sync here (no event loop)
             name=name,
             work_pool_name=orch.work_pool,
