@@ -11,16 +11,10 @@ import pandas as pd
 import pytest
 
 from pipelines.config import ConfigError, DatasetConfig
-from pipelines.data.preprocessing import (
-    SPEC_FILE,
-    SPLITS,
-    Preprocessing,
-    load_split,
-    split_and_fit,
-    splits_under,
-)
+from pipelines.data.preprocessing import SPEC_FILE, Preprocessing, load_split, split_and_fit
 from pipelines.data.row_hashing import assign_splits, row_hashes
 from pipelines.data.series import fill_gaps
+from pipelines.data.splitting import SPLITS, splits_under
 from pipelines.errors import DataError
 
 LOOSE = {"validation": 0.15, "test": 0.2}
@@ -99,7 +93,7 @@ def test_split_identity_is_recorded_and_reproduced(breast_cancer, tmp_path):
 
 
 def test_rows_keep_their_split_as_data_grows_or_is_reordered(breast_cancer, tmp_path):
-    from pipelines.data.preprocessing import share_allowance
+    from pipelines.data.row_hashing import share_allowance
 
     order = np.random.default_rng(0).permutation(len(breast_cancer))
     first = breast_cancer.iloc[np.sort(order[: int(0.8 * len(breast_cancer))])]
@@ -178,7 +172,7 @@ def test_a_class_off_by_more_than_the_tolerance_is_a_data_error(breast_cancer, t
     """A key column that follows the class puts each class in one split: named, with the
     allowance. Chance alone stays inside it: class 0 (212 rows) has 0.599 of its rows in train
     against 0.65, within 3 standard errors (0.098), so the default split passes."""
-    from pipelines.data.preprocessing import share_allowance
+    from pipelines.data.row_hashing import share_allowance
 
     raw = tmp_path / "raw.parquet"
     breast_cancer.assign(patient=breast_cancer["target"].map({0: "a", 1: "b"})).to_parquet(raw)

@@ -150,10 +150,10 @@ def test_split_streams_a_row_hash_partition_with_train_only_statistics(
         SPEC_FILE,
         Preprocessing,
         fit_normalization,
-        row_hashes,
         split_and_fit,
-        splits_under,
     )
+    from pipelines.data.row_hashing import row_hashes
+    from pipelines.data.splitting import splits_under
 
     prep = split_and_fit(NAME, raw_shards, cfg.dataset(NAME), 42, tmp_path / "a")
     parts = {p: _read_all(tmp_path / "a" / f"{p}.parquet") for p in ("train", "validation", "test")}

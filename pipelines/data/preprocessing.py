@@ -5,17 +5,14 @@ modality. Each split is a table of raw feature columns plus the label (and the `
 column, if one is named): measurements for tabular data, `pixel_<row>_<col>` values for images,
 and for a series one row per forecast with the raw window (`t-52` ... `t-1`) and the target. The
 JSON is the contract with the model builders: features, input shape, label classes in index
-order, the statistics fitted on the training split only, and the split's identity.
-
-A row's split is a function of the row alone (as in TFX ExampleGen): a salted 64-bit hash of its
-content, or of its key, against fixed thresholds. A row keeps its split when rows are added or
-reordered, as long as the salt and the shares stay the same. A series is split in time.
+order, the statistics fitted on the training split only, and the split's identity. Which split
+a row falls into is `pipelines.data.splitting`'s job.
 """
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import math
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -25,7 +22,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from pipelines.config import DatasetConfig, ShardsConfig, SplitConfig
+from pipelines.config import DatasetConfig, ShardsConfig
 from pipelines.data.datasets import PIXEL_PREFIX, image_shape, read_table
 from pipelines.data.drift import (
     REFERENCE_FILE,
@@ -34,23 +31,23 @@ from pipelines.data.drift import (
     save_reference,
     training_vocabulary,
 )
-from pipelines.data.row_hashing import (
-    _digest,
-    _time_digest,
-    assign_splits,
-    row_hashes,
-    share_allowance,
-    split_salt,
-)
+from pipelines.data.row_hashing import _time_digest, assign_splits, row_hashes, split_salt
 from pipelines.data.series import fill_gaps, window_columns
+from pipelines.data.splitting import (
+    SPLITS,
+    TEMPORAL_METHOD,
+    Splits,
+    check_class_shares,
+    check_key,
+    hash_identity,
+    hash_split,
+    method_line,
+)
 from pipelines.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
 SPEC_FILE = "preprocessing.json"
-HASH_METHOD = "row-hash-v1"
-TEMPORAL_METHOD = "temporal"
 
 
 @dataclass(frozen=True)
@@ -77,106 +74,6 @@ class Preprocessing:
         return cls(**json.loads(Path(path).read_text()))
 
 
-@dataclass(frozen=True)
-class Splits:
-    train: pd.DataFrame
-    validation: pd.DataFrame
-    test: pd.DataFrame
-
-
-# splitmix64 (Steele, Lea & Flood 2014): a 64-bit mixer, written out so the split does not
-# depend on a library's internal hashing.
-def _hash_split(
-    table: pd.DataFrame, features: list[str], split: SplitConfig, seed: int, text: bool = False
-) -> tuple[Splits, dict[str, Any]]:
-    """Split `table` by row hash (`row_hashes` of `features`, or of `split.key`), and the
-    split's identity as `Preprocessing.split` records it."""
-    salt = split_salt(split, seed)
-    hashes = row_hashes(table, salt, features, split.key, text)
-    parts = assign_splits(hashes, split.validation, split.test)
-    splits = Splits(*(table[parts == part] for part in SPLITS))
-    return splits, _hash_identity(salt, split, {part: hashes[parts == part] for part in SPLITS})
-
-
-def _hash_identity(salt: str, split: SplitConfig, hashes: dict[str, np.ndarray]) -> dict[str, Any]:
-    """A hash split's identity as `Preprocessing.split` records it, from each part's hashes."""
-    return {
-        "method": HASH_METHOD,
-        "salt": salt,
-        "key": split.key,
-        "validation": split.validation,
-        "test": split.test,
-        "digests": {part: _digest(hashes[part]) for part in SPLITS},
-    }
-
-
-def splits_under(identity: dict[str, Any], table: pd.DataFrame, prep: Preprocessing) -> np.ndarray:
-    """For each row of `table` (a processed split file: raw feature columns, label, and key or
-    time column), the split ("train" / "validation" / "test") it falls into under the split
-    `identity` (a `Preprocessing.split` dict, maybe of another version). The rows are hashed as
-    `prep` describes them (its features, its modality) unless the identity names a key. Raises
-    ValueError naming what is missing when the identity cannot be applied (unknown method, key
-    or time column not in the table, empty identity)."""
-    if not identity:
-        raise ValueError("empty split identity (a preprocessing.json from before split identities)")
-    method = identity.get("method")
-    if method == HASH_METHOD:
-        needed = ("salt", "key", "validation", "test")
-        absent = [name for name in needed if name not in identity]
-        if absent:
-            raise ValueError(f"split identity {method}: no {', '.join(absent)}")
-        key = identity["key"]
-        columns = [key] if key is not None else list(prep.features)
-        missing = [c for c in columns if c not in table.columns]
-        if missing:
-            what = "key column" if key is not None else "feature column(s)"
-            raise ValueError(f"split identity {method}: {what} {missing} not in the table")
-        hashes = row_hashes(table, identity["salt"], prep.features, key, prep.modality == "text")
-        return assign_splits(hashes, identity["validation"], identity["test"])
-    if method == TEMPORAL_METHOD:
-        absent = [n for n in ("validation_start", "test_start") if n not in identity]
-        if absent:
-            raise ValueError(f"split identity {method}: no {', '.join(absent)}")
-        column = prep.time_column
-        if column is None or column not in table.columns:
-            raise ValueError(f"split identity {method}: time column {column!r} not in the table")
-        times = pd.to_datetime(table[column]).to_numpy()
-        test_start = pd.Timestamp(identity["test_start"]).to_datetime64()
-        validation_start = pd.Timestamp(identity["validation_start"]).to_datetime64()
-        return np.where(
-            times >= test_start, "test", np.where(times >= validation_start, "validation", "train")
-        ).astype(object)
-    raise ValueError(f"unknown split method {method!r} (known: {HASH_METHOD}, {TEMPORAL_METHOD})")
-
-
-def _check_class_shares(name: str, splits: Splits, label: str, split: SplitConfig) -> None:
-    """Each class's share of its rows in each split against the configured share: further
-    than `share_allowance` is a `DataError` naming the class."""
-    configured = {"train": 1.0 - split.validation - split.test}
-    configured.update(validation=split.validation, test=split.test)
-    counts = pd.DataFrame({part: getattr(splits, part)[label].value_counts() for part in SPLITS})
-    counts = counts.fillna(0).astype("int64")
-    breaches = []
-    for value, row in counts.iterrows():
-        cls = value.item() if hasattr(value, "item") else value  # 0, not np.int64(0)
-        total = int(row.sum())
-        for part in SPLITS:
-            share = row[part] / total
-            allowed = share_allowance(split.tolerance, configured[part], total)
-            if abs(share - configured[part]) > allowed:
-                breaches.append(
-                    f"class {cls!r} has {share:.3f} of its {total} rows in {part}, "
-                    f"configured {configured[part]:.3f} (allowed: +-{allowed:.3f})"
-                )
-    if breaches:
-        raise DataError(
-            f"datasets.{name}: the split misses the class shares by more than allowed "
-            f"(split.tolerance {split.tolerance}, or 3 standard errors for a small class): "
-            + "; ".join(breaches)
-            + ". Choose another split.salt, or allow a larger split.tolerance"
-        )
-
-
 def fit_normalization(x_train: np.ndarray) -> dict[str, list[float]]:
     """Per-feature mean and population variance of the training features (rows x features),
     the statistics a Keras `Normalization(axis=-1)` layer adapts. The model receives float32
@@ -196,7 +93,7 @@ def _classes(splits: Splits, label: str) -> list[Any]:
 
 def _tabular(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits, Preprocessing]:
     features = [c for c in df.columns if c not in (dataset.label, dataset.split.key)]
-    splits, identity = _hash_split(df, features, dataset.split, seed)
+    splits, identity = hash_split(df, features, dataset.split, seed)
     prep = Preprocessing(
         modality="tabular",
         features=features,
@@ -211,7 +108,7 @@ def _tabular(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Split
 
 def _images(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits, Preprocessing]:
     features = [c for c in df.columns if c.startswith(PIXEL_PREFIX)]
-    splits, identity = _hash_split(df, features, dataset.split, seed)
+    splits, identity = hash_split(df, features, dataset.split, seed)
     brightest = float(splits.train[features].to_numpy().max())
     if brightest <= 0:
         raise DataError("every training pixel is 0: nothing to learn from")
@@ -291,7 +188,7 @@ def _text(df: pd.DataFrame, dataset: DatasetConfig, seed: int) -> tuple[Splits, 
     if duplicated.any():
         log.info(f"dropped {int(duplicated.sum())} exact duplicate text(s) before the split")
     table = table[~duplicated.to_numpy()].reset_index(drop=True)
-    splits, identity = _hash_split(table, [column], dataset.split, seed, text=True)
+    splits, identity = hash_split(table, [column], dataset.split, seed, text=True)
     prep = Preprocessing(
         modality="text",
         features=[column],
@@ -369,7 +266,7 @@ def split_shards(
         stats=moments.result(),
         sharded=True,
         rows=rows,
-        split=_hash_identity(
+        split=hash_identity(
             salt, dataset.split, {part: np.concatenate(hashes[part]) for part in SPLITS}
         ),
     )
@@ -382,7 +279,7 @@ def split_shards(
         f"split {len(shards)} shard(s) of {data_path.name}: {rows}; "
         "preprocessing fitted on train only, streamed"
     )
-    log.info(_method_line(prep.split))
+    log.info(method_line(prep.split))
     return prep
 
 
@@ -395,16 +292,16 @@ def split_and_fit(
     from pipelines.data.streaming import columns_of, is_sharded, shard_paths
 
     if is_sharded(data_path):
-        _check_key(name, dataset, columns_of(shard_paths(data_path)[0]), data_path)
+        check_key(name, dataset, columns_of(shard_paths(data_path)[0]), data_path)
         out_dir.mkdir(parents=True, exist_ok=True)
         return split_shards(name, data_path, dataset, seed, out_dir)
     df = read_table(data_path)
     if dataset.label not in df.columns:
         raise ConfigError(f"datasets.{name}.label: column {dataset.label!r} not in {data_path}")
-    _check_key(name, dataset, list(df.columns), data_path)
+    check_key(name, dataset, list(df.columns), data_path)
     splits, prep = _PREPARERS[dataset.modality](df, dataset, seed)
     if prep.task_type == "classification":
-        _check_class_shares(name, splits, prep.label, dataset.split)
+        check_class_shares(name, splits, prep.label, dataset.split)
     out_dir.mkdir(parents=True, exist_ok=True)
     for part in SPLITS:
         path = out_dir / f"{part}.parquet"
@@ -427,31 +324,8 @@ def split_and_fit(
     save_reference(reference_profile(reference, time_end, vocabulary), out_dir / REFERENCE_FILE)
     sizes = {part: len(getattr(splits, part)) for part in SPLITS}
     log.info(f"split {data_path.name}: {sizes}; preprocessing fitted on train only")
-    log.info(_method_line(prep.split))
+    log.info(method_line(prep.split))
     return prep
-
-
-def _check_key(name: str, dataset: DatasetConfig, columns: list[str], data_path: Path) -> None:
-    key = dataset.split.key
-    if key is None:
-        return
-    where = f"datasets.{name}.split.key"
-    if dataset.modality == "sequence":
-        raise ConfigError(f"{where}: a series is split in time, not by key")
-    if key == dataset.label:
-        raise ConfigError(f"{where}: {key!r} is the label; a key identifies rows")
-    if key not in columns:
-        raise ConfigError(f"{where}: column {key!r} not in {data_path}")
-
-
-def _method_line(identity: dict[str, Any]) -> str:
-    if identity["method"] == TEMPORAL_METHOD:
-        return (
-            f"split method {TEMPORAL_METHOD}: validation from {identity['validation_start']}, "
-            f"test from {identity['test_start']}"
-        )
-    key = f", key {identity['key']!r}" if identity["key"] is not None else ""
-    return f"split method {identity['method']}: salt {identity['salt']!r}{key}"
 
 
 def encode_labels(values: np.ndarray, prep: Preprocessing) -> np.ndarray:
@@ -479,7 +353,9 @@ def raw_inputs(
     text (an empty input shape), the one text column as an array of strings."""
     if not len(input_shape):
         return cast(np.ndarray, table[features[0]].to_numpy(dtype=str))
-    return cast(np.ndarray, table[list(features)].to_numpy(dtype="float64").reshape(-1, *input_shape))
+    return cast(
+        np.ndarray, table[list(features)].to_numpy(dtype="float64").reshape(-1, *input_shape)
+    )
 
 
 def load_split(data_dir: Path, name: str, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import GateConfig
-from pipelines.data.preprocessing import Preprocessing, encode_labels, raw_inputs, splits_under
+from pipelines.data.preprocessing import Preprocessing, encode_labels, raw_inputs
+from pipelines.data.splitting import splits_under
 from pipelines.metric_names import METRIC_DIRECTIONS
 from pipelines.model.metrics import aggregate, row_terms
 from pipelines.registry.gate import apply_gate
