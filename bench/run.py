@@ -36,6 +36,7 @@ SUITE = {
     "search": ["--trials", "12,24", "--dvc", "12"],  # search vs bare loop vs DVC experiments
     "experiment_overhead": ["--repeats", "3"],  # one dvc exp run vs a bare script
     "text_windows": ["3"],  # the saved text-transformer: filled windows only vs every window
+    "preload": ["3"],  # each stage's imports, and what a fork server would save of them
 }
 
 

@@ -1,0 +1,90 @@
+"""What a preloaded parent process (a fork server) would save: the imports each stage pays in
+its fresh interpreter, against a child forked from a parent that already has them.
+
+1. Each stage's imports, as it runs: one stage of each kind from `dvc.lock`, run as DVC runs
+   it, under `python -X importtime`; the sum of its top-level imports.
+2. What a forked child still pays: a fork and exit from a parent that imported the stack, and
+   Keras with TensorFlow imported in the child (a fork server must not load TensorFlow before
+   it forks: its runtime's threads do not survive a fork).
+
+The estimate for `dvc.yaml` takes `register` and `tune` to import what `evaluate` and `train`
+do (the same wings), and leaves out `register`'s fresh scorer, which must stay a clean
+interpreter. Run in a project after `make run` (it reruns the stages it measures):
+    python bench/preload.py [N]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+STAGES = (
+    "ingest@breast_cancer",
+    "validate@breast_cancer",
+    "split@breast_cancer",
+    "train@tabular-dnn",
+    "evaluate@tabular-dnn",
+)
+LIKE = {"register": "evaluate", "tune": "train"}  # kinds not run here: import what these do
+TF_KINDS = {"train", "evaluate", "register", "tune"}
+STACK = (
+    "import pipelines.cli, pandas, pyarrow.parquet, mlflow, "
+    "mlflow.store.tracking.sqlalchemy_store, prefect, great_expectations"
+)
+_LINE = re.compile(r"import time:\s+\d+ \|\s+(\d+) \| (\S.*)")
+
+
+def stage_imports(command: str) -> float:
+    """Seconds of top-level imports of one stage command (`python -m ...`)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    traced = command.replace("python -m", f"{sys.executable} -X importtime -m", 1)
+    done = subprocess.run(traced, shell=True, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{command} failed:\n{done.stderr[-2000:]}")
+    top = [_LINE.match(line) for line in done.stderr.splitlines()]
+    return sum(int(m.group(1)) for m in top if m and not m.group(2).startswith(" ")) / 1e6
+
+
+def _forked(code: str) -> float:
+    """Fork this (preloaded) process; the child runs `code` and exits at once."""
+    start = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        exec(code)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return time.perf_counter() - start
+
+
+def main(runs: int = 3) -> None:
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    lock = yaml.safe_load(Path("dvc.lock").read_text())["stages"]
+    imports = {}
+    for stage in STAGES:
+        times = [stage_imports(lock[stage]["cmd"]) for _ in range(runs)]
+        imports[stage.split("@")[0]] = statistics.median(times)
+        print(f"{stage:24s} imports, median {imports[stage.split('@')[0]]:5.2f} s  {times}")
+    exec(STACK)  # this process becomes the preloaded parent
+    fork = statistics.median(_forked(STACK) for _ in range(runs))
+    fork_tf = statistics.median(_forked("import keras, tensorflow") for _ in range(runs))
+    print(f"a forked child: {fork:.3f} s to fork and exit; {fork_tf:.2f} s to import TensorFlow")
+    kinds = Counter(name.split("@")[0] for name in lock)
+    saved = 0.0
+    for kind, count in sorted(kinds.items()):
+        paid = imports[LIKE.get(kind, kind)]
+        left = fork + (fork_tf if kind in TF_KINDS else 0.0)
+        saved += count * (paid - left)
+        print(f"  {kind:9s} x{count:2d}: {paid:5.2f} s of imports now, {left:5.2f} s forked")
+    print(f"a fork server would save about {saved:.0f} s over the {sum(kinds.values())} stages")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
