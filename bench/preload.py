@@ -6,6 +6,9 @@ its fresh interpreter, against a child forked from a parent that already has the
 2. What a forked child still pays: a fork and exit from a parent that imported the stack, and
    Keras with TensorFlow imported in the child (a fork server must not load TensorFlow before
    it forks: its runtime's threads do not survive a fork).
+3. Whether forking is safe: the threads the preloaded parent has, and whether Prefect sees an
+   API URL set after its import (it reads its settings once, at import; a child would keep
+   the parent's).
 
 The estimate for `dvc.yaml` takes `register` and `tune` to import what `evaluate` and `train`
 do (the same wings), and leaves out `register`'s fresh scorer, which must stay a clean
@@ -64,6 +67,20 @@ def _forked(code: str) -> float:
     return time.perf_counter() - start
 
 
+def _safety() -> None:
+    """What a child forked from the preloaded parent would inherit: threads (none may run at a
+    fork), and Prefect's settings, which Prefect reads once, at import."""
+    import threading
+
+    from prefect.settings import PREFECT_API_URL
+
+    print(f"threads in the preloaded parent: {[t.name for t in threading.enumerate()]}")
+    os.environ["PREFECT_API_URL"] = "http://127.0.0.1:4299/api"  # as a stage's environment
+    seen = PREFECT_API_URL.value()
+    del os.environ["PREFECT_API_URL"]
+    print(f"PREFECT_API_URL set after the import, as Prefect sees it: {seen!r}")
+
+
 def main(runs: int = 3) -> None:
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     lock = yaml.safe_load(Path("dvc.lock").read_text())["stages"]
@@ -72,7 +89,9 @@ def main(runs: int = 3) -> None:
         times = [stage_imports(lock[stage]["cmd"]) for _ in range(runs)]
         imports[stage.split("@")[0]] = statistics.median(times)
         print(f"{stage:24s} imports, median {imports[stage.split('@')[0]]:5.2f} s  {times}")
+    os.environ.pop("PREFECT_API_URL", None)
     exec(STACK)  # this process becomes the preloaded parent
+    _safety()
     fork = statistics.median(_forked(STACK) for _ in range(runs))
     fork_tf = statistics.median(_forked("import keras, tensorflow") for _ in range(runs))
     print(f"a forked child: {fork:.3f} s to fork and exit; {fork_tf:.2f} s to import TensorFlow")
