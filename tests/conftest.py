@@ -1,8 +1,10 @@
-"""Shared fixtures: the real breast-cancer table and the repo's own suite and params."""
+"""Shared fixtures: the real breast-cancer table, the repo's own suite and params, and a temp
+project with its own MLflow store for a test module."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +46,34 @@ def _breast_cancer() -> pd.DataFrame:
 def breast_cancer(_breast_cancer: pd.DataFrame) -> pd.DataFrame:
     """A fresh copy per test, so a test can damage it freely."""
     return _breast_cancer.copy()
+
+
+@pytest.fixture(scope="module")
+def store(
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    _breast_cancer: pd.DataFrame,
+    raw_params: dict,
+) -> Iterator[Path]:
+    """A temp project folder for one test module, its working directory: its own SQLite MLflow
+    store (MLflow keeps artifacts under ./mlruns), and the breast-cancer table (`raw.parquet`)
+    split into `data/` by the default params."""
+    import mlflow
+
+    from pipelines.config import parse_config
+    from pipelines.data.preprocessing import split_and_fit
+
+    root = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    raw = root / "raw.parquet"
+    _breast_cancer.to_parquet(raw, index=False)
+    dataset = parse_config(raw_params).dataset("breast_cancer")
+    split_and_fit("breast_cancer", raw, dataset, 42, root / "data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)  # this module's store, not the one a module before set
+        yield root
 
 
 @pytest.fixture(scope="session")

@@ -14,32 +14,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.registry.tracking import connection, model_versions, run_lifecycle
+from pipelines.registry.tracking import model_versions, run_lifecycle
 
 NAME = "tabular-dnn"
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, _breast_cancer, raw_params):
-    """A split dataset and an empty SQLite MLflow store in a temp folder."""
-    from pipelines.config import parse_config
-    from pipelines.data.preprocessing import split_and_fit
-
-    root = tmp_path_factory.mktemp("faults")
-    raw = root / "raw.parquet"
-    _breast_cancer.to_parquet(raw, index=False)
-    cfg = parse_config(raw_params)
-    split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, root / "data")
+@pytest.fixture(scope="module", autouse=True)
+def _plain_stages(store):
+    """The stage functions as they are, without Prefect, in this module's store (conftest)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         mp.setenv("PIPELINES_PREFECT", "off")
-        import mlflow
-
-        mlflow.set_tracking_uri(
-            connection.tracking_uri()
-        )  # this module's store, not a previous one
-        yield root
+        yield
 
 
 def _params(store: Path, raw_params: dict, name: str, **train) -> Path:

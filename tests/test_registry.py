@@ -38,29 +38,18 @@ NAME = "tabular-dnn"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("registry")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)  # MLflow keeps artifacts under ./mlruns
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        yield root
-
-
-@pytest.fixture(scope="module")
-def trained(store, _breast_cancer, raw_params):
-    """Two real models on the same split: a decent one, and one that always answers the minority
-    class (worse than the champion and than the majority baseline, deterministically)."""
-    from pipelines.data.preprocessing import SPEC_FILE, Preprocessing, split_and_fit
+def trained(store, raw_params):
+    """Two real models on the store's split (conftest): a decent one, and one that always
+    answers the minority class (worse than the champion and than the majority baseline,
+    deterministically)."""
+    from pipelines.data.preprocessing import SPEC_FILE, Preprocessing
     from pipelines.model.builders import build_model
     from pipelines.model.evaluation import evaluate_model
     from pipelines.model.training import HISTORY_FILE, MODEL_FILE, TRAINING_FILE
 
-    raw = store / "raw.parquet"
-    _breast_cancer.to_parquet(raw, index=False)
     params = copy.deepcopy(raw_params)
     params["models"][NAME]["train"].update(max_epochs=25, learning_rate=0.01)
     cfg = parse_config(params)
-    split_and_fit("breast_cancer", raw, cfg.dataset("breast_cancer"), 42, store / "data")
     train_and_evaluate(cfg, NAME, store / "data", store / "good", store / "good-eval")
 
     prep = Preprocessing.load(store / "data" / SPEC_FILE)

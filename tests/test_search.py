@@ -140,22 +140,6 @@ def test_check_params_prints_the_bad_key_without_a_traceback(tmp_path, raw_param
 # --- the tune stage, end to end on real data ----------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, _breast_cancer, raw_params):
-    """A temp project folder with the breast-cancer split and its own MLflow store."""
-    from pipelines.data.preprocessing import split_and_fit
-
-    root = tmp_path_factory.mktemp("search")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)  # MLflow keeps artifacts under ./mlruns
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        raw = root / "raw.parquet"
-        _breast_cancer.to_parquet(raw, index=False)
-        cfg = parse_config(raw_params)
-        split_and_fit(DATASET, raw, cfg.dataset(DATASET), 42, root / "data")
-        yield root
-
-
 def _write(store: Path, params: dict, name: str) -> str:
     path = store / f"{name}.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
