@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 mode, shards = sys.argv[1], [Path(p) for p in sys.argv[2:]]
 from pipelines.model.builders import build_model
-from pipelines.config import TrainConfig
+from pipelines.model_config import TrainConfig
 from pipelines.data.preprocessing import Preprocessing, fit_normalization
 from pipelines.data.streaming import shard_dataset, stream_normalization
 from pipelines.model.training import seed_everything

@@ -6,185 +6,32 @@ so a typo in the params file is found without reading a traceback.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator
 
+from pipelines.dataset_config import (
+    DatasetConfig,
+    PathsConfig,
+    ValidationConfig,
+    task_type_of,
+)
 from pipelines.errors import ConfigError
-from pipelines.families import FAMILIES, MODALITIES, FamilyParams, family_spec
-from pipelines.metric_names import (
-    DEFAULT_PRIMARY,
-    METRIC_DIRECTIONS,
-    PRIMARY_METRICS,
-    SEARCH_METRICS,
-)
-from pipelines.search_config import SEARCHABLE_SECTIONS, SearchConfig, SearchRange, searched_value
+from pipelines.families import FamilyParams, family_spec
+from pipelines.metric_names import PRIMARY_METRICS, SEARCH_METRICS
+from pipelines.model_config import ModelEntry, ModelRef
+from pipelines.search_config import SEARCHABLE_SECTIONS, SearchConfig, searched_value
+from pipelines.strict_model import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
-
-class BaseConfig(_Strict):
+class BaseConfig(StrictModel):
     seed: int = Field(42, ge=0)
     experiment: str = Field("mlops-pipelines", min_length=1)
 
 
-class PathsConfig(_Strict):
-    """Folder layout; `dvc.yaml` templates its paths from this same section."""
-
-    raw: str = "data/raw"
-    processed: str = "data/processed"
-    models: str = "models"
-    reports: str = "reports"
-    suites: str = "gx/expectations"
-
-
-class SplitConfig(_Strict):
-    """Shares of the validation and test splits. Tables, images and text are split by a salted
-    hash of each row (its features, or its `key`), so a row keeps its split as data grows; a
-    series is split in time (the last `test` share is the test span)."""
-
-    validation: float = Field(0.15, gt=0, lt=0.5)
-    test: float = Field(0.2, gt=0, lt=0.5)
-    salt: str | None = Field(
-        None,
-        min_length=1,
-        description="Salt of the row hash; none: 'seed-<base.seed>'. A new salt reshuffles.",
-    )
-    key: str | None = Field(
-        None,
-        min_length=1,
-        description="Column whose value alone decides a row's split (rows sharing it stay "
-        "together); kept in the split files, not a feature. None: the features decide.",
-    )
-    tolerance: float = Field(
-        0.05,
-        gt=0,
-        lt=0.5,
-        description="Largest gap between a class's share in a split and the split's share; "
-        "widened to 3 standard errors for a class too small to meet it by chance.",
-    )
-
-
-class SeriesConfig(_Strict):
-    """How a univariate series becomes supervised windows."""
-
-    time_column: str = Field("date", min_length=1)
-    window: int = Field(52, ge=2, description="Past steps the model sees (N).")
-    season: int = Field(52, ge=1, description="Steps per season, for the seasonal-naive baseline.")
-    max_gap: int = Field(
-        20, ge=0, description="Longest run of missing steps that is filled by interpolation."
-    )
-
-
-class ShardsConfig(_Strict):
-    """A tabular dataset kept as Parquet shards and streamed by every stage, for data larger
-    than memory (pipelines.data.streaming)."""
-
-    rows: int = Field(
-        1_000_000, ge=1000, description="Rows per shard; one shard is in memory at a time."
-    )
-
-
-class DatasetConfig(_Strict):
-    modality: Literal["tabular", "images", "sequence", "text"]
-    source: str = Field(
-        min_length=1,
-        description="A built-in source ('sklearn:breast_cancer') or a file/folder path.",
-    )
-    label: str = Field(
-        "target", min_length=1, description="Label column; for a series, the value column."
-    )
-    split: SplitConfig = SplitConfig()
-    series: SeriesConfig | None = None
-    shards: ShardsConfig | None = Field(
-        None, description="Tabular only: keep the data as Parquet shards and stream it."
-    )
-    text_column: str | None = Field(
-        None, min_length=1, description="Text only: the column of raw documents (default text)."
-    )
-
-    @model_validator(mode="after")
-    def _series_settings(self) -> DatasetConfig:
-        if self.shards is not None and self.modality != "tabular":
-            raise ValueError(f"shards: only for tabular datasets, not {self.modality}")
-        if self.modality == "sequence" and self.series is None:
-            raise ValueError("series: required for a sequence dataset (time_column, window)")
-        if self.modality != "sequence" and self.series is not None:
-            raise ValueError(f"series: only for sequence datasets, not {self.modality}")
-        if self.series and self.series.season > self.series.window:
-            raise ValueError("series.season: must not exceed series.window")
-        if self.text_column is not None and self.modality != "text":
-            raise ValueError(f"text_column: only for text datasets, not {self.modality}")
-        return self
-
-    @property
-    def text(self) -> str:
-        """A text dataset's document column."""
-        return self.text_column or "text"
-
-
-class DriftConfig(_Strict):
-    """Limits on drift of new data from the champion's training reference (pipelines.data.drift)."""
-
-    psi: float = Field(0.25, gt=0, description="Population stability index, per feature.")
-    ks: float = Field(0.2, gt=0, le=1, description="Kolmogorov-Smirnov distance, per feature.")
-    on_drift: Literal["fail", "warn"] = Field(
-        "fail", description="Beyond a limit: fail validation, or warn and go on."
-    )
-
-
-class ValidationConfig(_Strict):
-    drift: DriftConfig = DriftConfig()
-
-
-_DISTRIBUTE = ("none", "mirrored")
-
-
-class TrainConfig(_Strict):
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0, le=10)
-    batch_size: int = Field(32, ge=1)
-    max_epochs: int = Field(200, ge=1)
-    patience: int = Field(10, ge=0)
-    short_texts: float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="Text models: the share of training documents cut short each epoch (the "
-        "headline; the headline and first paragraph; the first 5-60 words), drawn anew every "
-        "epoch from the seed. Training only; the saved model takes the raw text as it comes.",
-    )
-    distribute: str = Field(
-        "none", description="tf.distribute strategy: none (one device), mirrored (GPUs of a node)."
-    )
-
-    @field_validator("distribute")
-    @classmethod
-    def _known_strategy(cls, value: str) -> str:
-        if value in ("multi_worker_mirrored", "multiworkermirrored"):
-            raise ValueError(
-                "multi_worker_mirrored is broken with Keras 3 (keras-team/keras#20585); "
-                "scale out across machines with orchestration.task_runner: dask instead"
-            )
-        if value not in _DISTRIBUTE:
-            raise ValueError(f"unknown strategy {value!r} (known: {', '.join(_DISTRIBUTE)})")
-        return value
-
-
-class OrchestrationConfig(_Strict):
+class OrchestrationConfig(StrictModel):
     """The retraining flow (`pipelines retrain`) and its scheduled deployment."""
 
     schedule: str = Field("0 3 * * 1", description="Cron of the retraining deployment (UTC).")
@@ -193,7 +40,7 @@ class OrchestrationConfig(_Strict):
     task_runner: Literal["sequential", "threads", "dask"] = "sequential"
     workers: int = Field(2, ge=1, description="Threads, or workers of the local Dask cluster.")
     retries: int = Field(2, ge=0, description="Retries of a stage that failed transiently.")
-    retry_delay_seconds: list[int] = [10, 60]
+    retry_delay_seconds: list[int] = Field(default_factory=lambda: [10, 60])
     stage_timeout_s: int = Field(3600, ge=10)
 
     @field_validator("schedule")
@@ -204,122 +51,7 @@ class OrchestrationConfig(_Strict):
         return value
 
 
-class GateConfig(_Strict):
-    """Quality gate. Absolute floors/ceilings on test metrics; metrics that must beat the
-    trivial baselines (always including the primary metric); and non-inferiority to the
-    champion on the same test rows: the one-sided (1 - champion_alpha) upper bound of how much
-    worse the challenger is on the primary metric must stay below champion_margin times the
-    champion's value."""
-
-    min: dict[str, float] = {}
-    max: dict[str, float] = {}
-    beat_baseline: list[str] = []
-    primary_metric: str | None = Field(
-        None, description="Default: accuracy for classifiers, mae for forecasts."
-    )
-    champion_margin: float = Field(
-        0.02,
-        ge=0,
-        lt=1,
-        description="How much worse than the champion a challenger may be, as a share of the "
-        "champion's primary metric.",
-    )
-    champion_alpha: float = Field(
-        0.05, gt=0, lt=0.5, description="One-sided: the bound is the (1 - alpha) quantile."
-    )
-    bootstrap_resamples: int = Field(2000, ge=100)
-    parity_tolerance: float = Field(1e-6, gt=0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _replaced(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "champion_tolerance" in data:
-            raise ValueError(
-                "champion_tolerance: replaced by champion_margin (a share of the champion's "
-                "primary metric; see README: Registration)"
-            )
-        return data
-
-    def primary(self, task_type: str) -> str:
-        """The primary metric for a model of `task_type` (classification, regression)."""
-        return self.primary_metric or DEFAULT_PRIMARY[task_type]
-
-    @model_validator(mode="after")
-    def _known_metrics(self) -> GateConfig:
-        for section in ("min", "max", "beat_baseline"):
-            for name in getattr(self, section):
-                if name not in METRIC_DIRECTIONS:
-                    known = ", ".join(sorted(METRIC_DIRECTIONS))
-                    raise ValueError(f"{section}: unknown metric {name!r} (known: {known})")
-        usable = [m for metrics in PRIMARY_METRICS.values() for m in metrics]
-        if self.primary_metric is not None and self.primary_metric not in usable:
-            raise ValueError(
-                f"primary_metric: {self.primary_metric!r} is not a mean over rows, so it "
-                f"cannot be compared row by row (use one of: {', '.join(usable)})"
-            )
-        return self
-
-
-class ModelEntry(_Strict):
-    """One trained and registered model, `models.<name>`. The key is the registered model's
-    name (`sequence-lstm`); `problem` groups the models that solve the same problem
-    (`sequence`); the family's hyperparameters are `model`."""
-
-    problem: str = Field(min_length=1)
-    dataset: str
-    family: str
-    model: dict[str, Any] = {}
-    train: TrainConfig = TrainConfig()
-    gate: GateConfig = GateConfig()
-
-    @model_validator(mode="after")
-    def _known_family(self) -> ModelEntry:
-        if self.family not in FAMILIES:
-            raise ValueError(
-                f"family: unknown model family {self.family!r} (known: {', '.join(FAMILIES)})"
-            )
-        return self
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """Model `models.<name>`, resolved once where a stage (or a command) starts and handed down
-    the call chain instead of its name: the name (the registered model's), its entry and, from
-    the entry, the family's validated hyperparameters. A search's best params make another
-    `ModelRef` (`cfg.tuned(model, best_params)`), which holds the searched params."""
-
-    name: str
-    entry: ModelEntry
-
-    @property
-    def problem(self) -> str:
-        return self.entry.problem
-
-    @property
-    def dataset(self) -> str:
-        """The name of the dataset it trains on (`datasets.<dataset>`)."""
-        return self.entry.dataset
-
-    @property
-    def family(self) -> str:
-        return self.entry.family
-
-    @cached_property
-    def params(self) -> FamilyParams:
-        """The family hyperparameters (`models.<name>.model`), validated against the family's
-        schema."""
-        return family_spec(self.entry.family).params.model_validate(self.entry.model)
-
-    @property
-    def train(self) -> TrainConfig:
-        return self.entry.train
-
-    @property
-    def gate(self) -> GateConfig:
-        return self.entry.gate
-
-
-class PipelineConfig(_Strict):
+class PipelineConfig(StrictModel):
     base: BaseConfig = BaseConfig()
     paths: PathsConfig = PathsConfig()
     validation: ValidationConfig = ValidationConfig()
@@ -378,11 +110,6 @@ class PipelineConfig(_Strict):
     def model_params(self, name: str) -> FamilyParams:
         """The family hyperparameters of model `name`, validated against its family's schema."""
         return self.model(name).params
-
-
-def task_type_of(modality: str) -> str:
-    """`regression` for a series (a forecast), `classification` for the other modalities."""
-    return "regression" if modality == "sequence" else "classification"
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
@@ -509,21 +236,3 @@ def load_config(path: str | Path = "params.yaml") -> PipelineConfig:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     return parse_config(raw)
-
-
-__all__ = [
-    "MODALITIES",
-    "ConfigError",
-    "DatasetConfig",
-    "DriftConfig",
-    "GateConfig",
-    "ModelEntry",
-    "ModelRef",
-    "PipelineConfig",
-    "SearchConfig",
-    "SearchRange",
-    "ShardsConfig",
-    "TrainConfig",
-    "load_config",
-    "parse_config",
-]

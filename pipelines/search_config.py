@@ -5,17 +5,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
+from pipelines.strict_model import StrictModel
 
 SEARCHABLE_SECTIONS = ("model", "train")
 
 
-class SearchRange(_Strict):
+class SearchRange(StrictModel):
     """One hyperparameter's range: `low`/`high` (ints give whole numbers; `log` samples on a
     log scale; `step` a grid), or `choices`. For a list-valued parameter (`model.units`), a
     sampled number n stands for [n]."""
@@ -64,7 +61,7 @@ class SearchRange(_Strict):
         return list(self.choices) if self.choices is not None else [self.low, self.high]
 
 
-class SearchConfig(_Strict):
+class SearchConfig(StrictModel):
     """A hyperparameter search for one model (`search.<model>`), run by the `tune` stage
     with Optuna before `train`, which then trains on the best params."""
 

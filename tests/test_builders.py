@@ -6,18 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.config import TrainConfig
 from pipelines.data.preprocessing import Preprocessing, fit_normalization
 from pipelines.families import FAMILIES, family_spec
 from pipelines.model.builders import BODIES, build_model
+from pipelines.model_config import TrainConfig
 
 
 def _example(source: str, dataset: dict, rows: int = 128):
     """(preprocessing, first training rows) from the real data, prepared as the split stage
     prepares it."""
-    from pipelines.config import DatasetConfig
     from pipelines.data.datasets import load_dataset
     from pipelines.data.preprocessing import _PREPARERS
+    from pipelines.dataset_config import DatasetConfig
 
     cfg = DatasetConfig(source=source, **dataset)
     splits, prep = _PREPARERS[cfg.modality](load_dataset(cfg), cfg, 42)

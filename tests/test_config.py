@@ -6,7 +6,8 @@ import copy
 
 import pytest
 
-from pipelines.config import ConfigError, load_config, parse_config
+from pipelines.config import load_config, parse_config
+from pipelines.errors import ConfigError
 
 
 def _with(raw: dict, path: str, value, delete: bool = False) -> dict:

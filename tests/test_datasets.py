@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import DatasetConfig
 from pipelines.data.datasets import image_shape, ingest, load_source, read_table
+from pipelines.dataset_config import DatasetConfig
 from pipelines.errors import DataError
 
 
@@ -150,8 +150,8 @@ def test_builtin_bbc_news_is_the_real_corpus():
 
 
 def test_a_folder_of_class_folders_of_text_files(tmp_path):
-    from pipelines.config import DatasetConfig
     from pipelines.data.datasets import load_dataset
+    from pipelines.dataset_config import DatasetConfig
 
     for label, docs in {"sport": ["Goal!", "A late win"], "tech": ["New chip"]}.items():
         (tmp_path / label).mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.config import GateConfig
+from pipelines.model_config import GateConfig
 from pipelines.registry.gate import apply_gate
 from pipelines.registry.promotion import non_inferiority_check
 

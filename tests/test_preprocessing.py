@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import ConfigError, DatasetConfig
 from pipelines.data.preprocessing import SPEC_FILE, Preprocessing, load_split, split_and_fit
 from pipelines.data.row_hashing import assign_splits, row_hashes
 from pipelines.data.series import fill_gaps
 from pipelines.data.splitting import SPLITS, splits_under
-from pipelines.errors import DataError
+from pipelines.dataset_config import DatasetConfig
+from pipelines.errors import ConfigError, DataError
 
 LOOSE = {"validation": 0.15, "test": 0.2}
 

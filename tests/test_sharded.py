@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.config import ConfigError, parse_config
+from pipelines.config import parse_config
 from pipelines.data.streaming import (
     iter_frames,
     read_shard,
@@ -21,7 +21,7 @@ from pipelines.data.streaming import (
     shard_paths,
     synthesize_shards,
 )
-from pipelines.errors import DataError
+from pipelines.errors import ConfigError, DataError
 
 NAME = "cancer_big"
 TASK = "tabular-big"

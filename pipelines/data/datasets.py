@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.config import DatasetConfig
+from pipelines.dataset_config import DatasetConfig
 from pipelines.errors import DataError
 
 log = logging.getLogger(__name__)

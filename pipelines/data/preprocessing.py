@@ -22,7 +22,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from pipelines.config import DatasetConfig, ShardsConfig
+from pipelines.dataset_config import DatasetConfig, ShardsConfig
 from pipelines.data.datasets import PIXEL_PREFIX, image_shape, read_table
 from pipelines.data.drift import (
     REFERENCE_FILE,

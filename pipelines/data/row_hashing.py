@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from pipelines.config import SplitConfig
+from pipelines.dataset_config import SplitConfig
 from pipelines.errors import DataError
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from pipelines.config import DatasetConfig, SplitConfig
+from pipelines.dataset_config import DatasetConfig, SplitConfig
 from pipelines.data.row_hashing import (
     _digest,
     assign_splits,

@@ -35,8 +35,8 @@ from pipelines.families import (
 if TYPE_CHECKING:
     import keras
 
-    from pipelines.config import TrainConfig
     from pipelines.data.preprocessing import Preprocessing
+    from pipelines.model_config import TrainConfig
 
 # --- family bodies -----------------------------------------------------------------------
 

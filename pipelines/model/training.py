@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import ModelRef, PipelineConfig
+from pipelines.config import PipelineConfig
 from pipelines.data.preprocessing import (
     SPEC_FILE,
     Preprocessing,
@@ -24,6 +24,7 @@ from pipelines.data.preprocessing import (
 )
 from pipelines.errors import TrainingDiverged
 from pipelines.model.builders import as_saved, build_model
+from pipelines.model_config import ModelRef
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,10 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from pipelines.config import ModelRef, OrchestrationConfig, PipelineConfig, load_config
+from pipelines.config import OrchestrationConfig, PipelineConfig, load_config
 from pipelines.console import show_messages
 from pipelines.environment import executable, project_root
+from pipelines.model_config import ModelRef
 from pipelines.orchestration.dvc_project import (
     changed_stages,
     dvc,

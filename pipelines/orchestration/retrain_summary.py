@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import ModelRef, PipelineConfig
+from pipelines.config import PipelineConfig
+from pipelines.model_config import ModelRef
 
 
 def summary_markdown(

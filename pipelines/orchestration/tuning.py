@@ -19,11 +19,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.config import ModelRef, PipelineConfig
+from pipelines.config import PipelineConfig
 from pipelines.console import show_messages
 from pipelines.errors import KnownFailure
 from pipelines.model import search as optimizer
 from pipelines.model.training import TrainingData
+from pipelines.model_config import ModelRef
 from pipelines.registry import runs
 from pipelines.registry.tracking import connection, run_logging
 

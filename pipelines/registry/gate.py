@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipelines.config import GateConfig
 from pipelines.model.metrics import better
+from pipelines.model_config import GateConfig
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import ModelRef, PipelineConfig
+from pipelines.config import PipelineConfig
+from pipelines.model_config import ModelRef
 from pipelines.registry.evidence import Evidence
 from pipelines.registry.lineage import dvc_lock_hashes, library_versions
 from pipelines.registry.tracking import run_logging

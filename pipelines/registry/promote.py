@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.config import ModelRef, PipelineConfig
+from pipelines.config import PipelineConfig
 from pipelines.data.preprocessing import (
     SPEC_FILE,
     Preprocessing,
 )
 from pipelines.errors import GateRefused
+from pipelines.model_config import ModelRef
 from pipelines.registry.evidence import comparison_rows
 from pipelines.registry.lineage_record import add_lineage_event
 from pipelines.registry.promotion import (

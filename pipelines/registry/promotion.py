@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import GateConfig
 from pipelines.data.preprocessing import Preprocessing, encode_labels, raw_inputs
 from pipelines.data.splitting import splits_under
 from pipelines.metric_names import METRIC_DIRECTIONS
 from pipelines.model.metrics import aggregate, row_terms
+from pipelines.model_config import GateConfig
 from pipelines.registry.gate import apply_gate
 from pipelines.registry.tracking import fresh_process, model_versions
 

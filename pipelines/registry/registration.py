@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.config import ModelRef, PipelineConfig
+from pipelines.config import PipelineConfig
 from pipelines.data.drift import REFERENCE_FILE
 from pipelines.data.preprocessing import (
     SPEC_FILE,
@@ -24,6 +24,7 @@ from pipelines.data.preprocessing import (
 )
 from pipelines.model.evaluation import PLOT_FILE
 from pipelines.model.training import HISTORY_FILE, MODEL_FILE
+from pipelines.model_config import ModelRef
 from pipelines.registry.evidence import Evidence, collect_evidence, model_metadata
 from pipelines.registry.lineage import data_md5, file_md5
 from pipelines.registry.lineage_record import add_lineage_event, write_lineage

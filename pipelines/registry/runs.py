@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import ModelRef, PipelineConfig
+from pipelines.config import PipelineConfig
 from pipelines.data.preprocessing import SPEC_FILE, Preprocessing
 from pipelines.errors import ConfigError, failure_summary
+from pipelines.model_config import ModelRef
 from pipelines.registry.lineage import dvc_lock_hashes, git_state, lock_key
 from pipelines.registry.tracking import epoch_logging, nested_runs, run_lifecycle, run_logging
 
