@@ -10,7 +10,8 @@ the experiment's version is registered as a candidate):
 `--workspace` runs `dvc exp run` in the workspace instead (DVC's default): the other models'
 `registration.json` is there, so their register stages do not run, where a `--temp` copy runs
 all six (docs/limits.md). After each repeat the workspace is put back (`params.yaml`,
-`dvc.lock`, `dvc checkout`), so every repeat starts from the same project.
+`dvc.lock` and the metrics files from git, the rest with `dvc checkout`), so every repeat
+starts from the same project.
 
 Each repeat sets a value of its own, 1% above the last (0.003, 0.00303, 0.00306), so that
 DVC's run cache never stands in for a run. Writes bench/out/experiment_overhead.json and prints
@@ -84,7 +85,7 @@ def main() -> None:
             [executable("dvc"), "exp", "run", *where, "-S", f"{key}={repeat_value}"]
         )
         if args.workspace:
-            _timed(["git", "checkout", "--", "params.yaml", "dvc.lock"])
+            _timed(["git", "checkout", "--", "params.yaml", "dvc.lock", "reports"])
             _timed([executable("dvc"), "checkout", "--force"])
         bare, out = _timed([sys.executable, "-c", _BARE, args.model, key, repeat_value])
         epochs = next(line for line in out.splitlines() if line.startswith("EPOCHS")).split()[1]
