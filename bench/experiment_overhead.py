@@ -9,9 +9,9 @@ the experiment's version is registered as a candidate):
 
 `--workspace` runs `dvc exp run` in the workspace instead (DVC's default): the other models'
 `registration.json` is there, so their register stages do not run, where a `--temp` copy runs
-all six (docs/limits.md). After each repeat the workspace is put back (`params.yaml`,
-`dvc.lock` and the metrics files from git, the rest with `dvc checkout`), so every repeat
-starts from the same project.
+all six (docs/limits.md). After each repeat the workspace is put back as it was before it
+(`params.yaml`, `dvc.lock` and the metrics files rewritten, the rest with `dvc checkout`), so
+every repeat starts from the same project, committed or not.
 
 Each repeat sets a value of its own, 1% above the last (0.003, 0.00303, 0.00306), so that
 DVC's run cache never stands in for a run. Writes bench/out/experiment_overhead.json and prints
@@ -67,6 +67,11 @@ def _timed(command: list[str]) -> tuple[float, str]:
     return time.perf_counter() - started, proc.stdout + proc.stderr
 
 
+def _workspace_files() -> list[Path]:
+    """params.yaml, dvc.lock and each metrics file: what `dvc checkout` does not put back."""
+    return [Path("params.yaml"), Path("dvc.lock"), *sorted(Path("reports").glob("*/metrics.json"))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tabular-dnn")
@@ -81,11 +86,14 @@ def main() -> None:
         # restore train and evaluate instead of running them.
         repeat_value = f"{float(value) * (1 + 0.01 * i):.6g}"
         where = [] if args.workspace else ["--temp"]
+        # The files a workspace experiment rewrites outside DVC's cache, as they are now.
+        kept = {f: f.read_bytes() for f in _workspace_files()} if args.workspace else {}
         experiment, _ = _timed(
             [executable("dvc"), "exp", "run", *where, "-S", f"{key}={repeat_value}"]
         )
-        if args.workspace:
-            _timed(["git", "checkout", "--", "params.yaml", "dvc.lock", "reports"])
+        if kept:
+            for path, content in kept.items():
+                path.write_bytes(content)
             _timed([executable("dvc"), "checkout", "--force"])
         bare, out = _timed([sys.executable, "-c", _BARE, args.model, key, repeat_value])
         epochs = next(line for line in out.splitlines() if line.startswith("EPOCHS")).split()[1]
