@@ -10,7 +10,8 @@ the experiment's version is registered as a candidate):
 `--workspace` runs `dvc exp run` in the workspace instead (DVC's default): the other models'
 `registration.json` is there, so their register stages do not run, where a `--temp` copy runs
 all six (docs/limits.md). After each repeat the workspace is put back as it was before it
-(`params.yaml`, `dvc.lock` and the metrics files rewritten, the rest with `dvc checkout`), so
+(`params.yaml`, `dvc.lock`, the metrics files and each `registration.json` rewritten, the
+rest with `dvc checkout`), so
 every repeat starts from the same project, committed or not.
 
 Each repeat sets a value of its own, 1% above the last (0.003, 0.00303, 0.00306), so that
@@ -68,8 +69,14 @@ def _timed(command: list[str]) -> tuple[float, str]:
 
 
 def _workspace_files() -> list[Path]:
-    """params.yaml, dvc.lock and each metrics file: what `dvc checkout` does not put back."""
-    return [Path("params.yaml"), Path("dvc.lock"), *sorted(Path("reports").glob("*/metrics.json"))]
+    """params.yaml, dvc.lock, each metrics file and each `registration.json`: what `dvc
+    checkout` does not put back."""
+    return [
+        Path("params.yaml"),
+        Path("dvc.lock"),
+        *sorted(Path("reports").glob("*/metrics.json")),
+        *sorted(Path("models").glob("*/registration.json")),
+    ]
 
 
 def main() -> None:

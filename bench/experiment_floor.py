@@ -1,0 +1,205 @@
+"""The least one `dvc exp run` of a model can cost beyond a bare script while it keeps what the
+product stands for, measured side by side with that script in one run.
+
+A bare script (the one `experiment_overhead.py` times) imports TensorFlow once, trains and
+evaluates. The experiment keeps, by design:
+- DVC: `dvc exp run` finds what changed, runs it and records the experiment (`dvc exp run` with
+  nothing to run, in the workspace right after `dvc repro`);
+- three DVC stages (train, evaluate, register), each its own process that shows in the Prefect
+  UI (a process that imports the CLI and runs an empty Prefect flow against the project's
+  server; timed three times);
+- evaluate reads the saved model, so it imports TensorFlow again (`import keras`);
+- the parity check in a clean interpreter, as `mlflow models serve` would load the model
+  (`import keras, mlflow.pyfunc`);
+- the MLflow record: the live run in train, the evaluation added in evaluate, the registration
+  (a process that opens the project's MLflow store, timed three times, less MLflow's import).
+
+The floor is the sum of these, with no work in any of them. `1.5x` leaves half the bare
+script's time for all of it.
+
+The same parts give the floor of a full `dvc repro --force` (each of `dvc.lock`'s stages a
+process with its Prefect flow; TensorFlow in every train, tune and evaluate and in each
+register's clean interpreter, where the plain script imports it once; Great Expectations in
+each validate; DVC's no-op `dvc repro`), against the plain script's median from
+`bench/out/overhead.json` when `overhead.py` has run.
+
+Both floors hold for any design that gives each stage a fresh interpreter; a preloaded parent
+that forks the stages (`preload.py`) is the one way under the per-process parts. Usage, in a
+project after `make run`, its Prefect server up:
+    .venv/bin/python bench/experiment_floor.py [--model tabular-dnn] [--repeats 3]
+Writes bench/out/experiment_floor.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pipelines.environment import env_with_venv, executable
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from experiment_overhead import _BARE  # noqa: E402  (a bench script beside this one)
+
+_EMPTY_FLOW = (
+    "import pipelines.cli\n"
+    "from pipelines.orchestration.prefect_server import ensure_api\n"
+    "ensure_api()\n"
+    "from prefect import flow\n"
+    "flow(name='floor', log_prints=True)(lambda: None)()\n"
+)
+_STORE = (
+    "import time, mlflow\n"
+    "from pipelines.registry.tracking.connection import tracking_uri\n"
+    "start = time.perf_counter()\n"
+    "mlflow.MlflowClient(tracking_uri()).search_experiments(max_results=1)\n"
+    "print(f'STORE {time.perf_counter() - start:.3f}')\n"
+)
+
+
+DVC = "dvc exp run, nothing to run"
+STAGES = "3 stage processes, an empty Prefect flow each"
+KERAS = "evaluate: TensorFlow imported again"
+PARITY = "parity: a clean interpreter imports Keras and MLflow"
+STORE = "3 processes open the MLflow store"
+
+
+def _seconds(command: list[str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env_with_venv())
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    return time.perf_counter() - started, done.stdout
+
+
+def _python(code: str) -> tuple[float, str]:
+    return _seconds([sys.executable, "-c", code])
+
+
+def _store_open() -> float:
+    """Seconds to open the project's MLflow store in a fresh process, MLflow's import left out
+    (counted in the parity check's import)."""
+    _, out = _python(_STORE)
+    return float(next(line for line in out.splitlines() if line.startswith("STORE")).split()[1])
+
+
+def _parts() -> dict[str, float]:
+    return {
+        DVC: _seconds([executable("dvc"), "exp", "run"])[0],
+        STAGES: sum(_python(_EMPTY_FLOW)[0] for _ in range(3)),
+        KERAS: _python("import keras")[0],
+        PARITY: _python("import keras, mlflow.pyfunc")[0],
+        STORE: sum(_store_open() for _ in range(3)),
+    }
+
+
+def _pipeline_floor(parts: dict[str, float]) -> dict[str, float]:
+    """The least a full `dvc repro --force` costs beyond the plain script, from one repeat's
+    parts and the stage kinds in `dvc.lock`."""
+    import yaml
+
+    kinds = Counter(
+        name.split("@")[0] for name in yaml.safe_load(Path("dvc.lock").read_text())["stages"]
+    )
+    process = parts[STAGES] / 3
+    keras = parts[KERAS]
+    tensorflow = sum(kinds[k] for k in ("train", "tune", "evaluate")) - 1  # the script's one
+    found = {
+        f"{sum(kinds.values())} stage processes, an empty Prefect flow each": process
+        * sum(kinds.values()),
+        f"TensorFlow imported {tensorflow} more times": keras * tensorflow,
+        f"{kinds['register']} parity interpreters": parts[PARITY] * kinds["register"],
+        f"{kinds['validate']} Great Expectations imports": kinds["validate"]
+        * _python("import great_expectations")[0],
+        "dvc repro, nothing to run": _seconds([executable("dvc"), "repro"])[0],
+    }
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="tabular-dnn")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    key = f"models.{args.model}.train.learning_rate"
+    value = str(_learning_rate(args.model))
+    runs: list[dict[str, Any]] = []
+    for i in range(args.repeats):
+        parts = _parts()
+        bare, _ = _python_bare(args.model, key, value)
+        floor = sum(parts.values())
+        runs.append({"parts": parts, "floor_s": floor, "bare_s": bare})
+        shown = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts.items())
+        print(f"repeat {i + 1}: bare script {bare:.1f} s; floor {floor:.1f} s ({shown})")
+    bare = statistics.median(r["bare_s"] for r in runs)
+    floor = statistics.median(r["floor_s"] for r in runs)
+    parts = {name: statistics.median(r["parts"][name] for r in runs) for name in runs[0]["parts"]}
+    result = {
+        "model": args.model,
+        "runs": runs,
+        "median_parts_s": parts,
+        "median_floor_s": floor,
+        "median_bare_s": bare,
+        "budget_at_1.5x_s": bare / 2,
+        "least_ratio": (bare + floor) / bare,
+    }
+    # A preloaded parent forks the stages: no stage process or store opening is paid, but DVC,
+    # the clean interpreter and evaluate's TensorFlow (never preloaded) still are.
+    forked = parts[DVC] + parts[KERAS] + parts[PARITY]
+    result["floor_with_preloaded_parent_s"] = forked
+    pipeline = _pipeline_floor(parts)
+    result["pipeline_floor_parts_s"] = pipeline
+    result["pipeline_floor_s"] = sum(pipeline.values())
+    out_dir = HERE / "out"
+    out_dir.mkdir(exist_ok=True)
+    overhead = out_dir / "overhead.json"
+    plain = (
+        statistics.median(json.loads(overhead.read_text())["plain_s"])
+        if overhead.is_file()
+        else None
+    )
+    result["plain_script_s"] = plain
+    (out_dir / "experiment_floor.json").write_text(json.dumps(result, indent=2) + "\n")
+    for name, seconds in parts.items():
+        print(f"  {name:55s} {seconds:5.2f} s")
+    print(
+        f"median: bare script {bare:.1f} s, so 1.5x leaves {bare / 2:.1f} s; the floor is "
+        f"{floor:.1f} s: no experiment can be under {(bare + floor) / bare:.2f}x"
+    )
+    print(
+        f"with a preloaded parent that forks the stages: {forked:.1f} s, under "
+        f"{(bare + forked) / bare:.2f}x"
+    )
+    print("the whole pipeline, beyond the plain script:")
+    for name, seconds in pipeline.items():
+        print(f"  {name:55s} {seconds:6.1f} s")
+    total = result["pipeline_floor_s"]
+    if plain:
+        print(
+            f"floor {total:.0f} s against the plain script's {plain:.0f} s "
+            f"(bench/out/overhead.json): no full run can be under {(plain + total) / plain:.2f}x"
+        )
+    else:
+        print(f"floor {total:.0f} s (run overhead.py first for the ratio)")
+
+
+def _learning_rate(model: str) -> float:
+    from pipelines.config import load_config
+
+    return float(load_config("params.yaml").model(model).train.learning_rate)
+
+
+def _python_bare(model: str, key: str, value: str) -> tuple[float, str]:
+    return _seconds([sys.executable, "-c", _BARE, model, key, value])
+
+
+if __name__ == "__main__":
+    main()
