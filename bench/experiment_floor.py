@@ -36,19 +36,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipelines.environment import env_with_venv, executable
+from pipelines.environment import executable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from experiment_overhead import _BARE  # noqa: E402  (a bench script beside this one)
+from experiment_overhead import _BARE, _timed  # noqa: E402  (a bench script beside this one)
 
 _EMPTY_FLOW = (
     "import pipelines.cli\n"
@@ -57,7 +55,7 @@ _EMPTY_FLOW = (
     "from prefect import flow\n"
     "flow(name='floor', log_prints=True)(lambda: None)()\n"
 )
-_STORE = (
+_OPEN_STORE = (
     "import time, mlflow\n"
     "from pipelines.registry.tracking.connection import tracking_uri\n"
     "start = time.perf_counter()\n"
@@ -73,30 +71,22 @@ PARITY = "parity: a clean interpreter imports Keras and MLflow"
 STORE = "3 processes open the MLflow store"
 
 
-def _seconds(command: list[str]) -> tuple[float, str]:
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env_with_venv())
-    if done.returncode:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    return time.perf_counter() - started, done.stdout
-
-
-def _python(code: str) -> tuple[float, str]:
-    return _seconds([sys.executable, "-c", code])
+def _python(code: str, *args: str) -> tuple[float, str]:
+    return _timed([sys.executable, "-c", code, *args])
 
 
 def _store_open() -> float:
     """Seconds to open the project's MLflow store in a fresh process, MLflow's import left out
     (counted in the parity check's import)."""
-    _, out = _python(_STORE)
+    _, out = _python(_OPEN_STORE)
     return float(next(line for line in out.splitlines() if line.startswith("STORE")).split()[1])
 
 
 def _idle_experiment() -> float:
     """Seconds of a `dvc exp run` that runs no stage (the project is brought up to date first,
     untimed); fails if DVC ran one anyway."""
-    _seconds([executable("dvc"), "repro"])
-    seconds, out = _seconds([executable("dvc"), "exp", "run"])
+    _timed([executable("dvc"), "repro"])
+    seconds, out = _timed([executable("dvc"), "exp", "run"])
     if "Running stage" in out:
         raise SystemExit(f"`dvc exp run` ran stages after `dvc repro`:\n{out[-2000:]}")
     return seconds
@@ -123,16 +113,15 @@ def _pipeline_floor(parts: dict[str, float]) -> dict[str, float]:
     process = parts[STAGES] / 3
     keras = parts[KERAS]
     tensorflow = sum(kinds[k] for k in ("train", "tune", "evaluate")) - 1  # the script's one
-    found = {
+    return {
         f"{sum(kinds.values())} stage processes, an empty Prefect flow each": process
         * sum(kinds.values()),
         f"TensorFlow imported {tensorflow} more times": keras * tensorflow,
         f"{kinds['register']} parity interpreters": parts[PARITY] * kinds["register"],
         f"{kinds['validate']} Great Expectations imports": kinds["validate"]
         * _python("import great_expectations")[0],
-        "dvc repro, nothing to run": _seconds([executable("dvc"), "repro"])[0],
+        "dvc repro, nothing to run": _timed([executable("dvc"), "repro"])[0],
     }
-    return found
 
 
 def main() -> None:
@@ -146,7 +135,7 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     for i in range(args.repeats):
         parts = _parts()
-        bare, _ = _python_bare(args.model, key, value)
+        bare, _ = _python(_BARE, args.model, key, value)
         floor = sum(parts.values())
         runs.append({"parts": parts, "floor_s": floor, "bare_s": bare})
         shown = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts.items())
@@ -175,7 +164,7 @@ def main() -> None:
     overhead = out_dir / "overhead.json"
     plain, source = None, ""
     if args.plain:
-        plain, source = _seconds([sys.executable, str(HERE / "plain_script.py")])[0], "this run"
+        plain, source = _timed([sys.executable, str(HERE / "plain_script.py")])[0], "this run"
     elif overhead.is_file():
         plain = statistics.median(json.loads(overhead.read_text())["plain_s"])
         source = "bench/out/overhead.json, an earlier run: not side by side"
@@ -209,10 +198,6 @@ def _learning_rate(model: str) -> float:
     from pipelines.config import load_config
 
     return float(load_config("params.yaml").model(model).train.learning_rate)
-
-
-def _python_bare(model: str, key: str, value: str) -> tuple[float, str]:
-    return _seconds([sys.executable, "-c", _BARE, model, key, value])
 
 
 if __name__ == "__main__":

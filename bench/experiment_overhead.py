@@ -11,8 +11,7 @@ the experiment's version is registered as a candidate):
 `registration.json` is there, so their register stages do not run, where a `--temp` copy runs
 all six (docs/limits.md). After each repeat the workspace is put back as it was before it
 (`params.yaml`, `dvc.lock`, the metrics files and each `registration.json` rewritten, the
-rest with `dvc checkout`), so
-every repeat starts from the same project, committed or not.
+rest with `dvc checkout`), so every repeat starts from the same project, committed or not.
 
 Each repeat sets a value of its own, 1% above the last (0.003, 0.00303, 0.00306), so that
 DVC's run cache never stands in for a run. Writes bench/out/experiment_overhead.json and prints

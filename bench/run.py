@@ -35,11 +35,7 @@ SUITE = {
     "scale_pipeline": ["--sizes", "1,4,16"],  # dvc repro on sharded data, once per size
     "search": ["--trials", "12,24", "--dvc", "12"],  # search vs bare loop vs DVC experiments
     "experiment_overhead": ["--repeats", "3"],  # one dvc exp run vs a bare script
-    "experiment_floor": [
-        "--repeats",
-        "3",
-        "--plain",
-    ],  # the least an experiment costs beyond the script
+    "experiment_floor": ["--repeats", "3", "--plain"],  # the least around the training
     "text_windows": ["3"],  # the saved text-transformer: filled windows only vs every window
     "preload": ["3"],  # each stage's imports, and what a fork server would save of them
 }
