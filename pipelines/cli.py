@@ -69,7 +69,7 @@ def _call_stage(name: str, **kwargs: Any) -> Any:
             from pipelines.orchestration import flows
 
             quiet_known_failures()
-            return flows.stage_flow(name)(**kwargs)
+            return flows.run_stage_flow(name, **kwargs)
         from pipelines.orchestration import stages
 
         return getattr(stages, name)(**kwargs)

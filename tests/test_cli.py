@@ -1,8 +1,10 @@
 """The command line's process: it ends with Python's own exit status, after every exit handler
-the command registered has run, without waiting for the interpreter's teardown."""
+the command registered has run, without waiting for the interpreter's teardown; and a stage's
+flow runs without Prefect's heartbeat thread, unless the user asks for one."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +57,27 @@ def test_an_escaped_exception_keeps_its_traceback_and_status_1(tmp_path: Path) -
     assert proc.returncode == 1
     assert "RuntimeError: boom" in proc.stderr
     assert (tmp_path / "mark").read_text() == "flushed"
+
+
+_HEARTBEAT = """
+from prefect.settings import get_current_settings
+from pipelines.orchestration.flows import stage_settings
+
+with stage_settings():
+    print(get_current_settings().flows.heartbeat_frequency)
+print(get_current_settings().flows.heartbeat_frequency)
+"""
+
+
+def test_a_stage_flow_has_no_heartbeat_unless_the_user_sets_one() -> None:
+    """The heartbeat thread sleeps in whole seconds and a flow's end waits for it; inside a
+    stage's settings it is off, and a frequency the user sets still wins."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"}
+    for wanted, expected in ((None, ["None", "180"]), ("60", ["60", "60"])):
+        if wanted:
+            env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = wanted
+        proc = subprocess.run(
+            [sys.executable, "-c", _HEARTBEAT], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == expected
