@@ -53,7 +53,9 @@ _EMPTY_FLOW = (
     "from pipelines.orchestration.prefect_server import ensure_api\n"
     "ensure_api()\n"
     "from prefect import flow\n"
-    "flow(name='floor', log_prints=True)(lambda: None)()\n"
+    "from pipelines.orchestration.flows import stage_settings\n"
+    "with stage_settings():  # as a stage's flow runs\n"
+    "    flow(name='floor', log_prints=True)(lambda: None)()\n"
 )
 _OPEN_STORE = (
     "import time, mlflow\n"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 EPHEMERAL = (
     "from pipelines.orchestration import flows; "
-    "flows.stage_flow('ingest')(dataset='breast_cancer', out=sys.argv[1], params='params.yaml')"
+    "flows.run_stage_flow('ingest', dataset='breast_cancer', out=sys.argv[1], params='params.yaml')"
 )
 
 
