@@ -3,6 +3,11 @@ goes, and whether two full runs with the same seed give the same metrics.
 
 Usage, in a project after `make run` (the local Prefect server up, as `make run` leaves it):
     .venv/bin/python bench/overhead.py [--repeats 3] [--json bench/out/overhead.json]
+        [--models tabular-dnn,images-cnn,sequence-lstm,sequence-transformer]
+
+`--models` compares a subset: the plain script trains only those models (`--only`), and DVC
+runs `dvc repro --force register@<model> ...`, which forces those models' stages and every
+stage upstream of them (their datasets' ingest, validate and split), and nothing else.
 
 Each repeat runs `bench/plain_script.py`, then `dvc repro --force`, back to back. A `python`
 shim put first on PATH times every stage command DVC starts, so DVC's own share is the run's
@@ -142,12 +147,15 @@ def shim_env(stage_log: Path, profile_dir: Path | None, shim_dir: Path) -> dict[
     return env
 
 
-def full_repro(shim_dir: Path, profile_dir: Path | None = None) -> dict:
+def full_repro(
+    shim_dir: Path, profile_dir: Path | None = None, models: list[str] | None = None
+) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as log:
         stage_log = Path(log.name)
+    targets = [f"register@{name}" for name in models or []]
     start = time.perf_counter()
     proc = subprocess.run(
-        [str(BIN / "dvc"), "repro", "--force"],
+        [str(BIN / "dvc"), "repro", "--force", *targets],
         env=shim_env(stage_log, profile_dir, shim_dir),
         capture_output=True,
         text=True,
@@ -160,14 +168,16 @@ def full_repro(shim_dir: Path, profile_dir: Path | None = None) -> dict:
     metrics = {
         path.parent.name: json.loads(path.read_text())["test"]
         for path in sorted(Path("reports").glob("*/metrics.json"))
+        if not models or path.parent.name in models
     }
     return {"wall_s": wall, "stages": stages, "metrics": metrics}
 
 
-def plain_script() -> dict:
+def plain_script(models: list[str] | None = None) -> dict:
     start = time.perf_counter()
+    only = ["--only", ",".join(models)] if models else []
     out = subprocess.run(
-        [sys.executable, str(HERE / "plain_script.py")],
+        [sys.executable, str(HERE / "plain_script.py"), *only],
         capture_output=True,
         text=True,
         check=True,
@@ -192,20 +202,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=Path("bench/out/overhead.json"))
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled run")
+    parser.add_argument(
+        "--models", default="", help="comma-separated model names (default: every model)"
+    )
     args = parser.parse_args()
+    models = [name for name in args.models.split(",") if name]
+    if models:
+        print(f"models: {', '.join(models)} (their stages and those upstream of them)")
 
     shim_dir = install_shim(Path(tempfile.mkdtemp(prefix="bench-shim-")))
     runs, plains = [], []
     for i in range(args.repeats):
-        plains.append(plain_script())
-        runs.append(full_repro(shim_dir))
+        plains.append(plain_script(models))
+        runs.append(full_repro(shim_dir, models=models))
         ratio = runs[-1]["wall_s"] / plains[-1]["wall_s"]
         print(
             f"repeat {i + 1}: plain {plains[-1]['wall_s']:.1f} s, dvc repro --force "
-            f"{runs[-1]['wall_s']:.1f} s, ratio {ratio:.2f}",
+            f"{runs[-1]['wall_s']:.1f} s ({len(runs[-1]['stages'])} stages), ratio {ratio:.2f}",
             flush=True,
         )
-    result: dict = {}
+    result: dict = {"models": models or "all"}
     if runs:
         result.update(summarize(runs, plains))
     if not args.no_profile:
@@ -215,7 +231,7 @@ def main() -> None:
             print("pyinstrument is not installed: no breakdown (pip install pyinstrument)")
         else:
             profiles = Path(tempfile.mkdtemp(prefix="bench-profiles-"))
-            profiled = full_repro(shim_dir, profiles)
+            profiled = full_repro(shim_dir, profiles, models)
             result["profiled_repro_s"] = profiled["wall_s"]
             result["breakdown"] = breakdown(profiles)
             shutil.rmtree(profiles)

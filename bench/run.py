@@ -28,6 +28,10 @@ HERE = Path(__file__).resolve().parent
 SUITE = {
     "repro_times": ["5"],  # no-op (5 runs) and incremental (3 runs) `dvc repro`
     "overhead": ["--repeats", "3"],  # full run vs plain script, breakdown, determinism
+    "overhead_four": [  # the same on the four models from before text and the search
+        *("--repeats", "3", "--no-profile", "--json", "bench/out/overhead_four.json"),
+        *("--models", "tabular-dnn,images-cnn,sequence-lstm,sequence-transformer"),
+    ],
     "inference": ["5"],
     "validation_speed": ["3"],
     "reliability": ["5"],  # concurrency and crash recovery, 5 tries each
@@ -39,6 +43,7 @@ SUITE = {
     "text_windows": ["3"],  # the saved text-transformer: filled windows only vs every window
     "preload": ["3"],  # each stage's imports, and what a fork server would save of them
 }
+SCRIPT = {"overhead_four": "overhead"}  # entries that run another entry's script
 
 
 def machine() -> str:
@@ -95,8 +100,9 @@ def main() -> None:
     ]
     failed = []
     for name in names:
-        command = [sys.executable, str(HERE / f"{name}.py"), *SUITE[name]]
-        shown = f"python bench/{name}.py {' '.join(SUITE[name])}"
+        script = SCRIPT.get(name, name)
+        command = [sys.executable, str(HERE / f"{script}.py"), *SUITE[name]]
+        shown = f"python bench/{script}.py {' '.join(SUITE[name])}"
         print(f"== {shown}", flush=True)
         start = time.perf_counter()
         with open(args.out / f"{name}.txt", "w") as log:
