@@ -42,7 +42,7 @@ test-unit: install ## Unit tests only: no model trained, no server started (abou
 	python -m pytest -m unit -p randomly --randomly-seed=$(TEST_SEED) $(PARALLEL)
 
 BENCH_DIR ?= /tmp/pipelines-bench
-bench: ## Benchmark suite (about 2.5 h on 2 cores) in a scratch clone of HEAD; ONLY=name,... for a subset
+bench: ## Benchmark suite (about 3 h on 2 cores) in a scratch clone of HEAD; ONLY=name,... for a subset
 	rm -rf $(BENCH_DIR) && git clone -q . $(BENCH_DIR)
 	$(MAKE) -C $(BENCH_DIR) run
 	cd $(BENCH_DIR) && .venv/bin/python -m pip install -q -c constraints.txt -e ".[bench]" \
