@@ -1,5 +1,7 @@
-"""What a preloaded parent process (a fork server) would save: the imports each stage pays in
-its fresh interpreter, against a child forked from a parent that already has them.
+"""What a preloaded parent process (the stage server, `pipelines.orchestration.stage_server`)
+saves: the imports each stage pays in a fresh interpreter, against a child forked from a parent
+that already has them. (`python -X importtime` runs a stage in its own interpreter: the server
+stands in only for an interpreter with the same flags as its own.)
 
 1. Each stage's imports, as it runs: one stage of each kind from `dvc.lock`, run as DVC runs
    it, under `python -X importtime`; the sum of its top-level imports.
@@ -7,8 +9,8 @@ its fresh interpreter, against a child forked from a parent that already has the
    Keras with TensorFlow imported in the child (a fork server must not load TensorFlow before
    it forks: its runtime's threads do not survive a fork).
 3. Whether forking is safe: the threads the preloaded parent has, and whether Prefect sees an
-   API URL set after its import (it reads its settings once, at import; a child would keep
-   the parent's).
+   API URL set after its import (it reads its settings once, at import, so a stage forked
+   from the server reads them again: `cli._call_stage`).
 
 The estimate for `dvc.yaml` takes `register` and `tune` to import what `evaluate` and `train`
 do (the same wings), and leaves out `register`'s fresh scorer, which must stay a clean

@@ -29,6 +29,10 @@ app = typer.Typer(
 )
 server_app = typer.Typer(no_args_is_help=True, help="The on-demand local Prefect server.")
 app.add_typer(server_app, name="prefect-server")
+stage_server_app = typer.Typer(
+    no_args_is_help=True, help="The preloaded parent that stage processes are forked from."
+)
+app.add_typer(stage_server_app, name="stage-server")
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
@@ -66,6 +70,12 @@ def _call_stage(name: str, **kwargs: Any) -> Any:
     expected = (KnownFailure, FileNotFoundError)
     try:
         if ensure_api():
+            if "prefect.context" in sys.modules:
+                # Imported before the API URL was set (a stage server's child): Prefect read
+                # its settings at import, so read them again from this environment.
+                from prefect.context import refresh_global_settings_context
+
+                refresh_global_settings_context()
             from pipelines.orchestration import flows
 
             quiet_known_failures()
@@ -143,7 +153,8 @@ def _already_registered(model_name: str, model_dir: Path, out: Path, **_: Any) -
 
 
 # One command per stage, in pipeline order (`dvc.yaml` calls them).
-for _name in ("ingest", "validate", "split", "tune", "train", "evaluate"):
+STAGE_COMMANDS = ("ingest", "validate", "split", "tune", "train", "evaluate", "register")
+for _name in STAGE_COMMANDS[:-1]:
     app.command(_name)(_stage_command(_name))
 app.command("register")(_stage_command("register", skip=_already_registered))
 
@@ -463,6 +474,15 @@ def server_stop() -> None:
     typer.echo("stopped" if stop_local_server() else "no server started by pipelines")
 
 
+@stage_server_app.command("stop")
+def stage_server_stop() -> None:
+    """Stop this environment's stage server (the next stage command starts it again; set
+    PIPELINES_STAGE_SERVER=off to run every stage in a fresh interpreter)."""
+    from pipelines.orchestration.stage_server import stop_server
+
+    typer.echo("stopped" if stop_server() else "no stage server running")
+
+
 def _exit_status(code: object) -> int:
     """The status Python exits with for `SystemExit(code)`."""
     if code is None:
@@ -483,6 +503,14 @@ def _end_without_teardown(status: list[int]) -> None:
 
 
 def main() -> None:  # pragma: no cover
+    if sys.argv[1:2] and sys.argv[1] in STAGE_COMMANDS:
+        # A stage: run in a child of the preloaded stage server when one can stand in for
+        # this interpreter (its imports are paid once, not by each of the 31 stages).
+        from pipelines.orchestration.stage_server import run_in_server
+
+        done = run_in_server("pipelines.cli", sys.argv[1:])
+        if done is not None:
+            raise SystemExit(done)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     status = [1]  # an exception that escapes: its traceback, then status 1, as Python does
     # Registered first, so it runs last of the exit handlers registered from here on.

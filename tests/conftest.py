@@ -94,6 +94,7 @@ INTEGRATION_FILES = {
     "test_registry.py",
     "test_search.py",
     "test_sharded.py",
+    "test_stage_server.py",
     "test_storage.py",
 }
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.orchestration import stage_server
 from pipelines.orchestration.local_server import free_port, wait_until_answers
 from tests.projects import REPRO_TIMEOUT_S, commit_all, copy_project, sh
 
@@ -147,6 +148,16 @@ def test_full_run_registers_a_champion_per_model(project):
     }
     assert expected <= _stages_run(out)
     assert "Flow run" in out, "stages ran as Prefect flows"
+    # ...and each model's stages ran in children of the preloaded stage server (its log names
+    # the folder and the command of each), not in interpreters of their own.
+    log = stage_server.socket_path().with_suffix(".log").read_text()
+    for stage in ("train", "evaluate", "register"):
+        forked = set(
+            re.findall(
+                rf" in {re.escape(str(project.root.resolve()))}: \['{stage}', '([^']+)'", log
+            )
+        )
+        assert forked == set(MODELS), (stage, forked)
     client = project.client()
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())
     params = yaml.safe_load((project.root / "params.yaml").read_text())["models"]

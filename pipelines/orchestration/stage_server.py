@@ -1,0 +1,441 @@
+"""Stage processes forked from a preloaded parent, so that the 31 stage processes of a full
+`dvc repro` pay for importing pandas, MLflow, Prefect and Great Expectations once, not each.
+
+A stage command (`python -m pipelines.cli train ...`) is still its own DVC stage and its own
+process. It connects to this server and hands over its arguments, working folder, environment
+and standard streams. The server forks a child that runs the command with them, as `python -m`
+would, and the command exits with the child's status. The signals the command gets (SIGTERM
+from a stopped `dvc repro`, Ctrl-C) go on to the child, and a command killed outright (SIGKILL)
+takes its child with it.
+
+- The server imports third-party packages only, never this project's code: each child imports
+  `pipelines` afresh from its working folder, so an edit (or an experiment's copy) runs its own
+  code. TensorFlow is not preloaded (its runtime's threads do not survive a fork), and Prefect
+  re-reads its settings in the child (`cli._call_stage`).
+- The command runs in its own fresh interpreter instead (as without a server) when no server
+  answers (one is then started for the commands after it), when the server's packages changed
+  since it started (a `pip install`: it exits), or when the command's interpreter, its flags
+  (`python -X importtime`) or an environment variable read at import time (`PYTHON*`, thread
+  counts, locale) differ from the server's.
+- One server per Python environment, user and version of this module. It exits after IDLE_S
+  seconds without a command; `pipelines stage-server stop` stops it now.
+
+PIPELINES_STAGE_SERVER=off: every stage in a fresh interpreter, and no server is started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MODE_ENV = "PIPELINES_STAGE_SERVER"
+IDLE_S = 600.0
+# What every stage process imports, TensorFlow and this project's code excepted.
+PRELOAD = (
+    "typer",
+    "numpy",
+    "pandas",
+    "pyarrow.parquet",
+    "sklearn.metrics",
+    "yaml",
+    "pydantic",
+    "mlflow",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "prefect",
+    "prefect.flows",
+    "great_expectations",
+    "matplotlib.figure",  # evaluate's plots (the backend is chosen by the child, on first use)
+    "matplotlib.backends.backend_agg",
+)
+# Environment variables that the interpreter or a preloaded package reads once, at start or at
+# import: a command whose values differ runs in its own interpreter.
+READ_AT_IMPORT = (
+    *("PYTHON", "OMP_", "OPENBLAS_", "MKL_", "LC_", "LANG"),
+    *("GX_", "PREFECT_LOGGING_", "MPLBACKEND", "MPLCONFIGDIR"),
+)
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_FORKED = False  # true in a child of the server: its command runs right here
+_MODULE = "pipelines.orchestration.stage_server"  # this module (`__name__` is `__main__` in
+# the server's own process)
+
+
+def enabled() -> bool:
+    return os.environ.get(MODE_ENV, "auto").strip().lower() not in ("off", "0", "false", "no")
+
+
+@cache
+def _version() -> str:
+    """This module's source: a changed protocol is another server."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def socket_path() -> Path | None:
+    """Where this environment's server listens (in a folder only this user can open), or None
+    when that folder is someone else's."""
+    folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    folder = folder / f"pipelines-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        owner = folder.stat()
+    except OSError:
+        return None
+    if owner.st_uid != os.getuid() or owner.st_mode & 0o077:
+        return None
+    key = hashlib.sha256(f"{sys.prefix}\0{_version()}".encode()).hexdigest()[:16]
+    return folder / f"stages-{key}.sock"
+
+
+# --- the wire: a 4-byte length, then JSON --------------------------------------------------
+
+
+def _send(conn: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
+    body = json.dumps(message).encode()
+    head = struct.pack("!I", len(body))
+    if fds:
+        socket.send_fds(conn, [head], fds)
+        conn.sendall(body)
+    else:
+        conn.sendall(head + body)
+
+
+def _exactly(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the other end closed the connection")
+        data += chunk
+    return data
+
+
+def _receive(conn: socket.socket, max_fds: int = 0) -> tuple[dict[str, Any], list[int]]:
+    if max_fds:
+        head, fds, _, _ = socket.recv_fds(conn, 4, max_fds)
+        head += _exactly(conn, 4 - len(head)) if len(head) < 4 else b""
+    else:
+        head, fds = _exactly(conn, 4), []
+    if len(head) != 4:
+        raise ConnectionError("the other end closed the connection")
+    (size,) = struct.unpack("!I", head)
+    return json.loads(_exactly(conn, size)), list(fds)
+
+
+# --- the command's side ----------------------------------------------------------------------
+
+
+def _interpreter() -> dict[str, Any]:
+    """What a command's interpreter must share with the server's for a child to stand in."""
+    return {
+        "executable": sys.executable,
+        "flags": list(sys.flags),
+        "xoptions": {k: str(v) for k, v in sys._xoptions.items()},
+        "warnoptions": list(sys.warnoptions),
+    }
+
+
+def run_in_server(module: str, args: list[str]) -> int | None:
+    """Run `python -m MODULE ARGS...` in a child of this environment's stage server, with this
+    process's working folder, environment and standard streams; the child's exit status. None
+    when the command must run in this process: no server answers (one is started for the next
+    command), or the server cannot run it as this interpreter would."""
+    if _FORKED or not enabled() or sys.gettrace() or sys.getprofile():
+        return None  # a traced or profiled command runs where its tracer is
+    path = socket_path()
+    if path is None:
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(str(path))
+    except OSError:
+        conn.close()
+        start_server(path)
+        return None
+    came: list[int] = []
+    child: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        came.append(signum)
+        for pid in child:
+            _kill(pid, signum)
+
+    handlers = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
+    with conn:
+        request = {
+            "module": module,
+            "args": args,
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            **_interpreter(),
+        }
+        try:
+            _send(conn, request, fds=[0, 1, 2])
+            reply, _ = _receive(conn)
+        except (OSError, ValueError):  # the server went away before it started anything
+            reply = {"refused": "no answer"}
+        if "pid" not in reply:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            for signum in came:
+                signal.raise_signal(signum)
+            log.debug(f"stage server: {reply.get('refused')}; running here")
+            return None
+        child.append(reply["pid"])
+        for signum in came:
+            _kill(reply["pid"], signum)
+        try:
+            status = int(_receive(conn)[0]["status"])
+        except (OSError, ValueError, KeyError):
+            sys.stderr.write(f"error: lost the stage process {reply['pid']} (its server died)\n")
+            return 1
+    if status < 0:  # killed by a signal: end the same way
+        signal.signal(-status, signal.SIG_DFL)
+        signal.raise_signal(-status)
+        return 128 - status
+    return status
+
+
+def _kill(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has just ended
+        os.kill(pid, signum)
+
+
+def start_server(path: Path) -> None:
+    """Start the server in the background, for the commands after this one."""
+    with open(path.with_suffix(".log"), "ab") as server_log:
+        subprocess.Popen(
+            [sys.executable, "-m", _MODULE, str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_server() -> bool:
+    """Stop this environment's server; True if one was running."""
+    path = socket_path()
+    if path is None:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        try:
+            conn.connect(str(path))
+            _send(conn, {"stop": True})
+            _receive(conn)
+        except OSError:
+            return False
+    return True
+
+
+# --- the server's side -----------------------------------------------------------------------
+
+
+@dataclass
+class _Command:
+    """A command to run in this forked child."""
+
+    request: dict[str, Any]
+    fds: list[int]
+
+
+def _packages_stamp() -> int:
+    """Changes when a `pip install` adds or removes a package in this environment."""
+    import sysconfig
+
+    return os.stat(sysconfig.get_paths()["purelib"]).st_mtime_ns
+
+
+def _read_at_import(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(READ_AT_IMPORT)}
+
+
+def _refusal(request: dict[str, Any], own_env: dict[str, str], stamp: int) -> str | None:
+    """Why this server cannot run `request` as a fresh interpreter would (None: it can)."""
+    if _packages_stamp() != stamp:
+        return "the environment's packages changed since the server started"
+    mine = _interpreter()
+    for key, value in mine.items():
+        if request.get(key) != value:
+            return f"another interpreter ({key})"
+    if _read_at_import(request["env"]) != _read_at_import(own_env):
+        return "another value of a variable read at import"
+    return None
+
+
+def serve(path: Path, idle_s: float = IDLE_S) -> _Command | None:
+    """Preload, then fork a child per command until IDLE_S seconds pass without one. Returns
+    only in a forked child (the command to run there), or None when the server ends."""
+    import fcntl
+    import importlib
+    import threading
+
+    lock = open(path.with_suffix(".lock"), "a+")  # noqa: SIM115 - held while the server lives
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # another server runs or starts
+        return None
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # a child imports it itself, and says what fails
+            print(f"stage server: not preloaded: {name}: {err}", flush=True)
+    if threading.active_count() != 1:  # a thread would be cut in half by each fork
+        print(f"stage server: threads after the preload: {threading.enumerate()}", flush=True)
+        return None
+    own_env, stamp, server = dict(os.environ), _packages_stamp(), os.getpid()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path.unlink(missing_ok=True)
+    listener.bind(str(path))
+    listener.listen(16)
+    listener.settimeout(idle_s)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # reap the supervisors
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    print(f"stage server {server} on {path}, preloaded {len(PRELOAD)} packages", flush=True)
+    try:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                return None
+            command = _answer(conn, listener, lock, own_env, stamp)
+            if command is not None:
+                return command
+    finally:
+        if os.getpid() == server:
+            path.unlink(missing_ok=True)
+
+
+def _answer(
+    conn: socket.socket, listener: socket.socket, lock: Any, own_env: dict[str, str], stamp: int
+) -> _Command | None:
+    """Serve one connection. In the server: None (or SystemExit, to stop). In the forked
+    child that runs the command: the command."""
+    conn.settimeout(10)  # a command sends its request at once
+    try:
+        request, fds = _receive(conn, max_fds=3)
+    except (OSError, ValueError):
+        conn.close()
+        return None
+    conn.settimeout(None)
+    if request.get("stop"):
+        _send(conn, {"stopped": True})
+        conn.close()
+        raise SystemExit(0)
+    reason = "three standard streams" if len(fds) != 3 else _refusal(request, own_env, stamp)
+    if reason is not None:
+        with conn:
+            _send(conn, {"refused": reason})
+        for fd in fds:
+            os.close(fd)
+        if reason.startswith("the environment's packages"):
+            raise SystemExit(0)  # stale: the next command starts a new server
+        return None
+    if os.fork():  # the server
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+        return None
+    # The supervisor: it forks the command's process, reports its pid and then its exit status,
+    # and kills it if the command goes away (SIGKILL: nothing could forward a signal).
+    listener.close()
+    lock.close()
+    for sig in (signal.SIGCHLD, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        return _Command(request, fds)
+    print(f"{time.strftime('%H:%M:%S')} {pid} in {request['cwd']}: {request['args']}", flush=True)
+    for fd in fds:
+        os.close(fd)
+    _supervise(conn, pid)
+    return None  # not reached
+
+
+def _supervise(conn: socket.socket, pid: int) -> None:
+    import select
+
+    try:
+        _send(conn, {"pid": pid})
+        done = os.pidfd_open(pid)
+        while True:
+            ready, _, _ = select.select([conn.fileno(), done], [], [])
+            if done in ready:
+                _, status = os.waitpid(pid, 0)
+                _send(conn, {"status": os.waitstatus_to_exitcode(status)})
+                break
+            if not conn.recv(1):  # the command is gone
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+    except OSError:
+        _kill(pid, signal.SIGKILL)
+    os._exit(0)
+
+
+def run_command(command: _Command) -> None:
+    """In the forked child: become the command's process, then run it as `python -m` does.
+    Its SystemExit ends this interpreter as it would have ended its own."""
+    import importlib
+    import runpy
+
+    request = command.request
+    for target, fd in enumerate(command.fds):
+        os.dup2(fd, target)
+        if fd > 2:
+            os.close(fd)
+    for name, fd in (("stdin", 0), ("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        line = fd == 2 or os.isatty(fd)
+        new = open(  # noqa: SIM115 - the process's own stream, open until it ends
+            fd,
+            "r" if fd == 0 else "w",
+            encoding=old.encoding,
+            errors=old.errors,
+            closefd=False,
+            buffering=1 if line and fd else -1,
+        )
+        if getattr(old, "write_through", False):  # python -u, PYTHONUNBUFFERED
+            new.reconfigure(write_through=True)
+        setattr(sys, name, new)
+        setattr(sys, f"__{name}__", new)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    for name in [m for m in sys.modules if m == "pipelines" or m.startswith("pipelines.")]:
+        del sys.modules[name]  # the command's own code, from its working folder
+    sys.path[0] = request["cwd"]
+    importlib.invalidate_caches()
+    importlib.import_module(_MODULE)._FORKED = True  # type: ignore[attr-defined]
+    sys.argv = ["-m", *request["args"]]
+    runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+
+
+def main() -> None:  # pragma: no cover - the server's process
+    path = Path(sys.argv[1])
+    idle_s = float(sys.argv[2]) if len(sys.argv) > 2 else IDLE_S
+    command = serve(path, idle_s)
+    if command is not None:
+        run_command(command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

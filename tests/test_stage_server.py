@@ -1,0 +1,150 @@
+"""The stage server: a command runs in a child forked from a preloaded parent exactly as
+`python -m` would run it (arguments, folder, environment, streams, exit status, its own code),
+its signals reach the child, and a command the server cannot stand in for runs by itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipelines.orchestration import stage_server
+
+PROBE = """
+import json, os, signal, sys, time
+print(json.dumps({
+    "cwd": os.getcwd(), "argv": sys.argv[1:], "x": os.environ.get("PROBE_X"),
+    "pid": os.getpid(), "preloaded": "great_expectations" in sys.modules, "version": VERSION,
+}), flush=True)
+print("on stderr", file=sys.stderr, flush=True)
+if "--sleep" in sys.argv:
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    time.sleep(120)
+sys.exit(3)
+"""
+# A command as `pipelines.cli.main` sends one: the probe module in the server, or here.
+CLIENT = """
+import sys
+from pipelines.orchestration import stage_server
+status = stage_server.run_in_server("probe", sys.argv[1:])
+if status is None:
+    print(f"ran here")
+    sys.exit(99)
+sys.exit(status)
+"""
+
+
+def _probe(folder: Path, version: int) -> None:
+    (folder / "probe.py").write_text(f"VERSION = {version}\n{PROBE}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """This environment's server with its own socket folder, and a working folder with the
+    probe and the client in it."""
+    runtime = tmp_path_factory.mktemp("run")
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    path = stage_server.socket_path()
+    assert path is not None
+    stage_server.start_server(path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_UNIX) as probe:
+            if probe.connect_ex(str(path)) == 0:
+                break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"no stage server on {path}: {path.with_suffix('.log').read_text()}")
+    work = tmp_path_factory.mktemp("work")
+    (work / "client.py").write_text(CLIENT)
+    _probe(work, 1)
+    yield work
+    assert stage_server.stop_server()
+    if old is None:
+        del os.environ["XDG_RUNTIME_DIR"]
+    else:
+        os.environ["XDG_RUNTIME_DIR"] = old
+
+
+def _client(work: Path, *args: str, python: tuple[str, ...] = ()) -> list[str]:
+    return [sys.executable, *python, str(work / "client.py"), *args]
+
+
+def _run(work: Path, *args: str, python: tuple[str, ...] = (), **env: str):
+    return subprocess.run(
+        _client(work, *args, python=python),
+        cwd=work,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_command_runs_in_a_forked_child_as_python_m_runs_it(server):
+    done = _run(server, "a", "--b", PROBE_X="seen")
+    assert done.returncode == 3, done.stdout + done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["cwd"] == str(server)
+    assert seen["argv"] == ["a", "--b"]
+    assert seen["x"] == "seen"  # the command's environment, not the server's
+    assert seen["preloaded"]  # imported before the command came: it ran in the server's child
+    assert done.stderr == "on stderr\n"
+    log = stage_server.socket_path().with_suffix(".log").read_text()
+    assert f"{seen['pid']} in {server}: ['a', '--b']" in log
+
+
+def test_each_command_imports_its_own_code(server):
+    assert json.loads(_run(server).stdout)["version"] == 1
+    _probe(server, 2)  # an edit between two commands
+    try:
+        assert json.loads(_run(server).stdout)["version"] == 2
+    finally:
+        _probe(server, 1)
+
+
+def test_a_signal_to_the_command_reaches_its_child(server):
+    proc = subprocess.Popen(
+        _client(server, "--sleep"), cwd=server, stdout=subprocess.PIPE, text=True
+    )
+    child = json.loads(proc.stdout.readline())["pid"]
+    assert child != proc.pid
+    proc.send_signal(signal.SIGTERM)  # what a stopped `dvc repro` sends
+    assert proc.wait(timeout=30) == 143  # the child's own handler chose the status
+    assert not Path(f"/proc/{child}").exists()
+
+
+def test_a_command_killed_outright_takes_its_child_with_it(server):
+    proc = subprocess.Popen(
+        _client(server, "--sleep"), cwd=server, stdout=subprocess.PIPE, text=True
+    )
+    child = json.loads(proc.stdout.readline())["pid"]
+    proc.kill()  # no chance to forward anything
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists()
+
+
+@pytest.mark.parametrize(
+    ("python", "env"),
+    [
+        (("-X", "importtime"), {}),  # other interpreter flags
+        ((), {"PYTHONHASHSEED": "12345"}),  # a variable the interpreter reads at start
+        ((), {"OMP_NUM_THREADS": "7"}),  # one a preloaded package read at import
+        ((), {"PIPELINES_STAGE_SERVER": "off"}),
+    ],
+)
+def test_a_command_the_server_cannot_stand_in_for_runs_by_itself(server, python, env):
+    done = _run(server, python=python, **env)
+    assert done.returncode == 99 and done.stdout.startswith("ran here"), done.stdout + done.stderr
