@@ -12,13 +12,13 @@ takes its child with it.
   `pipelines` afresh from its working folder, so an edit (or an experiment's copy) runs its own
   code. TensorFlow is not preloaded (its runtime's threads do not survive a fork), and Prefect
   re-reads its settings in the child (`cli._call_stage`).
+- One server per Python environment, user, version of this module and values of the
+  environment variables read at import (`PYTHON*`, thread counts, locale: READ_AT_IMPORT). It
+  exits after IDLE_S seconds without a command; `pipelines stage-server stop` stops it now.
 - The command runs in its own fresh interpreter instead (as without a server) when no server
   answers (one is then started for the commands after it), when the server's packages changed
-  since it started (a `pip install`: it exits), or when the command's interpreter, its flags
-  (`python -X importtime`) or an environment variable read at import time (`PYTHON*`, thread
-  counts, locale) differ from the server's.
-- One server per Python environment, user and version of this module. It exits after IDLE_S
-  seconds without a command; `pipelines stage-server stop` stops it now.
+  since it started (a `pip install`: it exits), or when the command is traced or profiled or
+  has interpreter flags of its own (`python -X importtime`).
 
 PIPELINES_STAGE_SERVER=off: every stage in a fresh interpreter, and no server is started.
 """
@@ -85,6 +85,10 @@ def _version() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
+def _read_at_import(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(READ_AT_IMPORT)}
+
+
 def socket_path() -> Path | None:
     """Where this environment's server listens (in a folder only this user can open), or None
     when that folder is someone else's."""
@@ -97,7 +101,10 @@ def socket_path() -> Path | None:
         return None
     if owner.st_uid != os.getuid() or owner.st_mode & 0o077:
         return None
-    key = hashlib.sha256(f"{sys.prefix}\0{_version()}".encode()).hexdigest()[:16]
+    # One server per environment, version of this module, and values of the variables read at
+    # import: a command whose values differ gets (and starts) a server of its own.
+    read = json.dumps(sorted(_read_at_import(dict(os.environ)).items()))
+    key = hashlib.sha256(f"{sys.prefix}\0{_version()}\0{read}".encode()).hexdigest()[:16]
     return folder / f"stages-{key}.sock"
 
 
@@ -156,6 +163,8 @@ def run_in_server(module: str, args: list[str]) -> int | None:
     command), or the server cannot run it as this interpreter would."""
     if _FORKED or not enabled() or sys.gettrace() or sys.getprofile():
         return None  # a traced or profiled command runs where its tracer is
+    if sys._xoptions or sys.warnoptions:  # `python -X importtime`, `-W error`: flags of its own
+        return None
     path = socket_path()
     if path is None:
         return None
@@ -258,10 +267,6 @@ def _packages_stamp() -> int:
     import sysconfig
 
     return os.stat(sysconfig.get_paths()["purelib"]).st_mtime_ns
-
-
-def _read_at_import(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k.startswith(READ_AT_IMPORT)}
 
 
 def _refusal(request: dict[str, Any], own_env: dict[str, str], stamp: int) -> str | None:
