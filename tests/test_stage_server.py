@@ -20,13 +20,14 @@ from pipelines.orchestration import stage_server
 
 PROBE = """
 import json, os, signal, sys, time
+if "--sleep" in sys.argv:  # its own SIGTERM status, set before it says it is up
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
 print(json.dumps({
     "cwd": os.getcwd(), "argv": sys.argv[1:], "x": os.environ.get("PROBE_X"),
     "pid": os.getpid(), "preloaded": "great_expectations" in sys.modules, "version": VERSION,
 }), flush=True)
 print("on stderr", file=sys.stderr, flush=True)
 if "--sleep" in sys.argv:
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     time.sleep(120)
 sys.exit(3)
 """

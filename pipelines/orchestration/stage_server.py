@@ -427,7 +427,8 @@ def run_command(command: _Command) -> None:
     os.environ.update(request["env"])
     for name in [m for m in sys.modules if m == "pipelines" or m.startswith("pipelines.")]:
         del sys.modules[name]  # the command's own code, from its working folder
-    sys.path[0] = request["cwd"]
+    if not sys.flags.safe_path:  # `python -m` puts the working folder first, unless -P
+        sys.path[0] = request["cwd"]
     importlib.invalidate_caches()
     importlib.import_module(_MODULE)._FORKED = True  # type: ignore[attr-defined]
     sys.argv = ["-m", *request["args"]]
