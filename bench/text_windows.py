@@ -23,7 +23,7 @@ import pandas as pd
 from pipelines.config import load_config
 from pipelines.data.preprocessing import Preprocessing
 from pipelines.model.builders import build_model
-from pipelines.model.evaluation import short_form
+from pipelines.model.scoring import short_form
 
 NAME = "text-transformer"
 

@@ -23,6 +23,7 @@ from typing import Annotated, Any, get_args, get_origin
 import typer
 
 from pipelines.console import show_messages
+from pipelines.orchestration.stage_table import STAGES
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Raw data to a validated, registered model."
@@ -152,11 +153,11 @@ def _already_registered(model_name: str, model_dir: Path, out: Path, **_: Any) -
     return known
 
 
-# One command per stage, in pipeline order (`dvc.yaml` calls them).
-STAGE_COMMANDS = ("ingest", "validate", "split", "tune", "train", "evaluate", "register")
-for _name in STAGE_COMMANDS[:-1]:
-    app.command(_name)(_stage_command(_name))
-app.command("register")(_stage_command("register", skip=_already_registered))
+# One command per stage of the stage table, in pipeline order (`dvc.yaml` calls them).
+STAGE_COMMANDS = tuple(stage.name for stage in STAGES)
+_SKIPS: dict[str, Callable[..., bool]] = {"register": _already_registered}
+for _name in STAGE_COMMANDS:
+    app.command(_name)(_stage_command(_name, skip=_SKIPS.get(_name)))
 
 
 @app.command("check-params")

@@ -16,11 +16,12 @@ def train_and_evaluate(
 ) -> None:
     """Train model `name` on the split in `data_dir` into `model_dir`, evaluate it into
     `eval_dir`."""
-    from pipelines.model.evaluation import evaluate_model
-    from pipelines.model.training import MODEL_FILE, train_model
+    from pipelines.model.evaluation import evaluate_saved_outputs
+    from pipelines.model.scoring import OUTPUTS_FILE
+    from pipelines.model.training import train_model
 
     train_model(cfg, cfg.model(name), data_dir, model_dir)
-    evaluate_model(name, model_dir / MODEL_FILE, data_dir, eval_dir)
+    evaluate_saved_outputs(name, model_dir / OUTPUTS_FILE, data_dir, eval_dir)
 
 
 def split_train_evaluate_register(

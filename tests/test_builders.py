@@ -302,7 +302,7 @@ def test_training_cuts_a_seeded_share_of_texts_short_and_validation_none():
 
 
 def test_a_text_model_is_scored_on_short_forms_of_each_test_document():
-    from pipelines.model.evaluation import short_form
+    from pipelines.model.scoring import short_form
 
     doc = (
         "Bank warns on profits\n\nThe bank said on Monday that profits fell.\n\nMore text "

@@ -244,7 +244,7 @@ def test_a_run_of_a_dead_container_is_closed_by_a_stage_on_another_host(store):
 
 def test_the_mirrored_strategy_trains_on_cpu(store, raw_params):
     from pipelines.config import parse_config
-    from pipelines.model.evaluation import load_keras_model
+    from pipelines.model.scoring import load_keras_model
     from pipelines.model.training import train_model
 
     params = copy.deepcopy(raw_params)

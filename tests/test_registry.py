@@ -87,6 +87,34 @@ def trained(store, raw_params):
     return params
 
 
+def test_evaluate_reads_trains_test_outputs_without_tensorflow(store, trained, tmp_path):
+    """train wrote the saved model's test outputs beside it; evaluate turns them into the same
+    metrics and predictions as scoring the model itself, in a process that never imports
+    TensorFlow, and refuses outputs scored on another split."""
+    from pipelines.model.evaluation import evaluate_model, evaluate_saved_outputs
+    from pipelines.model.scoring import OUTPUTS_FILE
+
+    outputs = store / "good" / OUTPUTS_FILE
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from pipelines.model.evaluation import evaluate_saved_outputs\n"
+        "evaluate_saved_outputs(sys.argv[1], *map(Path, sys.argv[2:]))\n"
+        "loaded = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
+        "assert not loaded, f'evaluate imported {loaded}'\n"
+    )
+    args = [NAME, str(outputs), str(store / "data"), str(tmp_path / "from-outputs")]
+    subprocess.run([sys.executable, "-c", code, *args], check=True, timeout=120)
+    evaluate_model(NAME, store / "good" / "model.keras", store / "data", tmp_path / "in-process")
+    for name in ("metrics.json", "test_predictions.npy"):
+        ours = (tmp_path / "from-outputs" / name).read_bytes()
+        assert ours == (tmp_path / "in-process" / name).read_bytes(), name
+
+    stale = tmp_path / "stale.npz"
+    np.savez(stale, test=np.load(outputs)["test"][:-3])
+    with pytest.raises(ValueError, match="do not match the test split"):
+        evaluate_saved_outputs(NAME, stale, store / "data", tmp_path / "stale-eval")
+
+
 _COPIES = itertools.count()
 
 

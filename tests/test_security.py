@@ -17,7 +17,7 @@ from pipelines.orchestration import prefect_server
 def test_a_model_with_a_lambda_layer_is_refused(tmp_path):
     import keras
 
-    from pipelines.model.evaluation import load_keras_model
+    from pipelines.model.scoring import load_keras_model
 
     inputs = keras.Input(shape=(3,))
     outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
@@ -38,7 +38,7 @@ def test_the_pipeline_never_unpickles_or_disables_safe_mode(repo_root):
         for path, text in sources.items()
         for call in re.findall(r"keras\.saving\.load_model\([^)]*\)", text)
     ]
-    assert {name for name, _ in calls} >= {"evaluation.py", "raw_model.py"}
+    assert {name for name, _ in calls} >= {"scoring.py", "raw_model.py"}
     assert all("safe_mode=True" in call for _, call in calls), calls
 
 

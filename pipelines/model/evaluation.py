@@ -1,10 +1,10 @@
-"""Score a trained model on the held-out test split, next to the trivial baseline."""
+"""Test metrics of a trained model next to the trivial baselines, with a picture, from its
+outputs on the held-out test split (`scoring.py` computes those)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from pipelines.data.preprocessing import (
     load_split,
     split_shards_of,
 )
-from pipelines.data.streaming import label_counts, predict_shards
+from pipelines.data.streaming import iter_frames, label_counts
 from pipelines.metric_names import SHORT_FORMS
 from pipelines.model.metrics import (
     classification_metrics,
@@ -27,19 +27,13 @@ from pipelines.model.metrics import (
     regression_metrics,
     seasonal_naive_forecast,
 )
+from pipelines.model.scoring import load_keras_model, read_test_outputs, score_test, short_forms
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "test_predictions.npy"
 PLOT_FILE = "test_plot.png"  # confusion matrix or forecast
-
-
-def load_keras_model(path: Path) -> Any:
-    """Load a `.keras` file in safe mode (no code from the file is ever run)."""
-    import keras
-
-    return keras.saving.load_model(path, safe_mode=True)
 
 
 def plot_confusion_matrix(
@@ -127,57 +121,30 @@ def _train_class_counts(data_dir: Path, prep: Preprocessing) -> np.ndarray:
     return np.bincount(y_train, minlength=len(prep.classes))
 
 
-def predict_inputs(model: Any, x: np.ndarray) -> np.ndarray:
-    """The model's outputs (float64) on raw inputs held in memory. Strings go in batches of
-    32, as `predict` would batch numbers (and as the served model scores a small request)."""
-    if x.dtype.kind in "USO":
-        parts = [model.predict_on_batch(x[i : i + 32]) for i in range(0, len(x), 32)]
-        return np.asarray(np.concatenate(parts), dtype="float64")
-    return np.asarray(model.predict(x, verbose=0), dtype="float64")
-
-
-def predict_test(model: Any, data_dir: Path, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    """(model outputs float64, targets) on the test split: in one call, or batch by batch
-    from the shards of a sharded dataset."""
+def _test_targets(data_dir: Path, prep: Preprocessing) -> np.ndarray:
+    """The test split's targets, in the order `scoring.predict_test` scores its rows (only the
+    label column of a sharded split is read)."""
     if prep.sharded:
         shards = split_shards_of(data_dir, "test")
-        outputs, labels = predict_shards(model.predict_on_batch, shards, prep.features, prep.label)
-        return outputs, encode_labels(labels, prep)
-    x_test, y_test = load_split(data_dir, "test", prep)
-    return predict_inputs(model, x_test), y_test
-
-
-def short_form(text: str, form: str) -> str:
-    """A short form of a document, as users send one: its `headline` (the first line), its
-    `lead` (the headline and first paragraph: up to the second blank line) or its first 50
-    words (`words50`)."""
-    if form == "headline":
-        return text.split("\n", 1)[0]
-    if form == "lead":
-        return "\n\n".join(text.split("\n\n")[:2])
-    if form == "words50":
-        return " ".join(text.split()[:50])
-    raise ValueError(f"unknown short form {form!r} (known: {', '.join(SHORT_FORMS)})")
-
-
-def _short_forms(x: np.ndarray) -> dict[str, np.ndarray]:
-    return {form: np.array([short_form(t, form) for t in x]) for form in SHORT_FORMS}
+        frames = [frame[prep.label].to_numpy() for _, frame in iter_frames(shards, [prep.label])]
+        return encode_labels(np.concatenate(frames), prep)
+    return load_split(data_dir, "test", prep)[1]
 
 
 def _at_every_length(
-    score: Callable[[np.ndarray], np.ndarray], y: np.ndarray, forms: dict[str, np.ndarray]
+    y: np.ndarray, outputs: dict[str, np.ndarray], forms: tuple[str, ...] = SHORT_FORMS
 ) -> dict[str, float]:
-    """Accuracy and F1 of `score` (texts -> probabilities) on each short form, named
-    `<metric>_<form>`."""
+    """Accuracy and F1 of the probabilities scored on each short form (`outputs[form]`),
+    named `<metric>_<form>`."""
     found = {}
-    for form, texts in forms.items():
-        scored = classification_metrics(y, score(texts))
+    for form in forms:
+        scored = classification_metrics(y, outputs[form])
         found.update({f"{metric}_{form}": scored[metric] for metric in ("accuracy", "f1")})
     return found
 
 
 def _tfidf_logreg(
-    data_dir: Path, prep: Preprocessing, y_test: np.ndarray, forms: dict[str, np.ndarray]
+    data_dir: Path, prep: Preprocessing, y_test: np.ndarray, x_test: np.ndarray
 ) -> dict[str, float]:
     """TF-IDF (words and bigrams) with logistic regression, fitted on the training split,
     scored on the full test texts and on their short forms."""
@@ -186,22 +153,27 @@ def _tfidf_logreg(
     from sklearn.pipeline import make_pipeline
 
     x_train, y_train = load_split(data_dir, "train", prep)
-    x_test, _ = load_split(data_dir, "test", prep)
     linear = make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
         LogisticRegression(max_iter=2000, C=10.0),
     )
     linear.fit(x_train, y_train)
+    scored = {form: linear.predict_proba(texts) for form, texts in short_forms(x_test).items()}
     return {
         **classification_metrics(y_test, linear.predict_proba(x_test)),
-        **_at_every_length(linear.predict_proba, y_test, forms),
+        **_at_every_length(y_test, scored),
     }
 
 
 def _evaluate_classifier(
-    model_name: str, model: Any, data_dir: Path, prep: Preprocessing, out_dir: Path
+    model_name: str,
+    outputs: dict[str, np.ndarray],
+    data_dir: Path,
+    prep: Preprocessing,
+    out_dir: Path,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    proba, y_test = predict_test(model, data_dir, prep)
+    proba, y_test = outputs["test"], _test_targets(data_dir, prep)
+    _check_rows(outputs, len(y_test))
     majority = majority_baseline(_train_class_counts(data_dir, prep), len(y_test))
     metrics: dict[str, Any] = {
         "test": classification_metrics(y_test, proba),
@@ -210,12 +182,12 @@ def _evaluate_classifier(
     }
     if prep.modality == "text":
         # The same test documents cut short (headline, lead, first 50 words): what users send.
-        forms = _short_forms(load_split(data_dir, "test", prep)[0])
-        metrics["test"].update(_at_every_length(lambda t: predict_inputs(model, t), y_test, forms))
-        majority_forms = _at_every_length(lambda t: majority[: len(t)], y_test, forms)
+        metrics["test"].update(_at_every_length(y_test, outputs))
+        majority_forms = _at_every_length(y_test, dict.fromkeys(SHORT_FORMS, majority))
         metrics["baselines"]["majority"].update(majority_forms)
         # Not a gate: the classic strong linear model on the same split, to report the gap to.
-        metrics["references"] = {"tfidf_logreg": _tfidf_logreg(data_dir, prep, y_test, forms)}
+        x_test = load_split(data_dir, "test", prep)[0]
+        metrics["references"] = {"tfidf_logreg": _tfidf_logreg(data_dir, prep, y_test, x_test)}
     plot_confusion_matrix(
         y_test,
         proba.argmax(axis=1),
@@ -227,12 +199,16 @@ def _evaluate_classifier(
 
 
 def _evaluate_forecaster(
-    model_name: str, model: Any, data_dir: Path, prep: Preprocessing, out_dir: Path
+    model_name: str,
+    outputs: dict[str, np.ndarray],
+    data_dir: Path,
+    prep: Preprocessing,
+    out_dir: Path,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    # The windows themselves feed the baselines, so the split is read here (a series is never
-    # sharded) rather than through `predict_test`.
+    # The windows themselves feed the baselines (a series is never sharded).
     x_test, y_test = load_split(data_dir, "test", prep)
-    forecast = predict_inputs(model, x_test)
+    forecast = outputs["test"]
+    _check_rows(outputs, len(y_test))
     persistence = persistence_forecast(x_test)
     metrics = {
         "test": regression_metrics(y_test, forecast),
@@ -257,18 +233,28 @@ def _evaluate_forecaster(
     return metrics, forecast
 
 
+def _check_rows(outputs: dict[str, np.ndarray], rows: int) -> None:
+    """Outputs scored on another test split (a stale file) fail here, not as wrong metrics."""
+    wrong = {name: len(values) for name, values in outputs.items() if len(values) != rows}
+    if wrong:
+        raise ValueError(
+            f"the model's test outputs do not match the test split ({rows:,} rows): {wrong}; "
+            "train again on this split (dvc repro runs train when the split changed)"
+        )
+
+
 _EVALUATORS = {"classification": _evaluate_classifier, "regression": _evaluate_forecaster}
 
 
-def evaluate_model(
-    model_name: str, model_path: Path, data_dir: Path, out_dir: Path
+def evaluate_outputs(
+    model_name: str, outputs: dict[str, np.ndarray], data_dir: Path, out_dir: Path
 ) -> dict[str, Any]:
     """Write test metrics and the trivial baselines' to `metrics.json`, the model's raw-input
-    test predictions and a picture (confusion matrix or forecast) to `out_dir`."""
+    test predictions and a picture (confusion matrix or forecast) to `out_dir`, from the
+    model's outputs on the test split (`scoring.score_test`): no TensorFlow here."""
     prep = Preprocessing.load(data_dir / SPEC_FILE)
-    model = load_keras_model(model_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics, predictions = _EVALUATORS[prep.task_type](model_name, model, data_dir, prep, out_dir)
+    metrics, predictions = _EVALUATORS[prep.task_type](model_name, outputs, data_dir, prep, out_dir)
     np.save(out_dir / PREDICTIONS_FILE, predictions)
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
@@ -276,3 +262,19 @@ def evaluate_model(
     for name, values in metrics["baselines"].items():
         log.info(f"  baseline {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     return metrics
+
+
+def evaluate_saved_outputs(
+    model_name: str, outputs_file: Path, data_dir: Path, out_dir: Path
+) -> dict[str, Any]:
+    """`evaluate_outputs` on the outputs `train` wrote beside the model (`test_outputs.npz`)."""
+    return evaluate_outputs(model_name, read_test_outputs(outputs_file), data_dir, out_dir)
+
+
+def evaluate_model(
+    model_name: str, model_path: Path, data_dir: Path, out_dir: Path
+) -> dict[str, Any]:
+    """Score the model saved at `model_path` on the test split, then `evaluate_outputs`: both
+    halves in one process (a script with the model at hand; the stages split them)."""
+    outputs = score_test(load_keras_model(model_path), data_dir)
+    return evaluate_outputs(model_name, outputs, data_dir, out_dir)

@@ -24,6 +24,7 @@ from pipelines.data.preprocessing import (
 )
 from pipelines.errors import TrainingDiverged
 from pipelines.model.builders import as_saved, build_model
+from pipelines.model.scoring import OUTPUTS_FILE, write_test_outputs
 from pipelines.model_config import ModelRef
 
 log = logging.getLogger(__name__)
@@ -264,7 +265,8 @@ def train_model(
     search: dict[str, Any] | None = None,
 ) -> TrainingSummary:
     """Build `model` from its params, fit it with early stopping on validation loss
-    (best weights restored) and save model, per-epoch history and a summary to `out_dir`.
+    (best weights restored) and save model, its outputs on the test split, per-epoch history
+    and a summary to `out_dir`.
     `callbacks`: more Keras callbacks (the orchestration wing passes one that logs each epoch);
     `search`: the search `cfg` and `model` were tuned by, kept in the summary."""
     data = TrainingData.load(data_dir)
@@ -289,6 +291,8 @@ def train_model(
     tmp = out_dir / f".{MODEL_FILE}.tmp.keras"
     net.save(tmp)
     tmp.replace(out_dir / MODEL_FILE)
+    # The saved model's test outputs, so that evaluate needs no TensorFlow of its own.
+    write_test_outputs(out_dir / MODEL_FILE, data_dir, out_dir / OUTPUTS_FILE)
     curves.to_csv(out_dir / HISTORY_FILE, index=False)
     (out_dir / TRAINING_FILE).write_text(json.dumps(asdict(summary), indent=2) + "\n")
     log.info(

@@ -269,7 +269,7 @@ def _packages_stamp() -> int:
     return os.stat(sysconfig.get_paths()["purelib"]).st_mtime_ns
 
 
-def _refusal(request: dict[str, Any], own_env: dict[str, str], stamp: int) -> str | None:
+def _refusal(request: dict[str, Any], stamp: int) -> str | None:
     """Why this server cannot run `request` as a fresh interpreter would (None: it can)."""
     if _packages_stamp() != stamp:
         return "the environment's packages changed since the server started"
@@ -277,8 +277,7 @@ def _refusal(request: dict[str, Any], own_env: dict[str, str], stamp: int) -> st
     for key, value in mine.items():
         if request.get(key) != value:
             return f"another interpreter ({key})"
-    if _read_at_import(request["env"]) != _read_at_import(own_env):
-        return "another value of a variable read at import"
+    # Another value of a variable read at import never gets here: it is in the socket's key.
     return None
 
 
@@ -302,7 +301,7 @@ def serve(path: Path, idle_s: float = IDLE_S) -> _Command | None:
     if threading.active_count() != 1:  # a thread would be cut in half by each fork
         print(f"stage server: threads after the preload: {threading.enumerate()}", flush=True)
         return None
-    own_env, stamp, server = dict(os.environ), _packages_stamp(), os.getpid()
+    stamp, server = _packages_stamp(), os.getpid()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path.unlink(missing_ok=True)
     listener.bind(str(path))
@@ -317,7 +316,7 @@ def serve(path: Path, idle_s: float = IDLE_S) -> _Command | None:
                 conn, _ = listener.accept()
             except TimeoutError:
                 return None
-            command = _answer(conn, listener, lock, own_env, stamp)
+            command = _answer(conn, listener, lock, stamp)
             if command is not None:
                 return command
     finally:
@@ -325,9 +324,7 @@ def serve(path: Path, idle_s: float = IDLE_S) -> _Command | None:
             path.unlink(missing_ok=True)
 
 
-def _answer(
-    conn: socket.socket, listener: socket.socket, lock: Any, own_env: dict[str, str], stamp: int
-) -> _Command | None:
+def _answer(conn: socket.socket, listener: socket.socket, lock: Any, stamp: int) -> _Command | None:
     """Serve one connection. In the server: None (or SystemExit, to stop). In the forked
     child that runs the command: the command."""
     conn.settimeout(10)  # a command sends its request at once
@@ -341,7 +338,7 @@ def _answer(
         _send(conn, {"stopped": True})
         conn.close()
         raise SystemExit(0)
-    reason = "three standard streams" if len(fds) != 3 else _refusal(request, own_env, stamp)
+    reason = "three standard streams" if len(fds) != 3 else _refusal(request, stamp)
     if reason is not None:
         with conn:
             _send(conn, {"refused": reason})

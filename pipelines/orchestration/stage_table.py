@@ -67,7 +67,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "evaluate",
         "models",
-        "pipelines.model.evaluation:evaluate_model",
+        "pipelines.model.evaluation:evaluate_saved_outputs",
         ("pipelines.model.evaluation", "pipelines.registry.runs"),
         {"name": "evaluate"},
     ),

@@ -191,7 +191,7 @@ def train(
 
 def evaluate(
     model_name: Annotated[str, MODEL_NAME],
-    model: str,
+    outputs: Annotated[str, "train's test_outputs.npz: the model's outputs on the test split."],
     data_dir: str,
     out_dir: str,
     run: Annotated[str | None, "train's run.json: the MLflow run to add to."] = None,
@@ -199,12 +199,13 @@ def evaluate(
     step: Step = direct,
 ) -> dict[str, Any]:
     """Test metrics beside the baselines (majority class; persistence and seasonal-naive for a
-    forecast), the test predictions, and a confusion matrix or a forecast plot."""
-    from pipelines.model.evaluation import PLOT_FILE, evaluate_model
+    forecast), the test predictions, and a confusion matrix or a forecast plot, from the
+    outputs train scored (no TensorFlow here)."""
+    from pipelines.model.evaluation import PLOT_FILE, evaluate_saved_outputs
     from pipelines.registry.runs import add_evaluation
 
-    metrics: dict[str, Any] = step(evaluate_model)(
-        model_name, Path(model), Path(data_dir), Path(out_dir)
+    metrics: dict[str, Any] = step(evaluate_saved_outputs)(
+        model_name, Path(outputs), Path(data_dir), Path(out_dir)
     )
     if run is not None:
         test = {f"test_{k}": float(v) for k, v in metrics["test"].items()}
