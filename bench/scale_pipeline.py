@@ -6,7 +6,10 @@ For each size, a fresh clone of this repository gets a params.yaml with one shar
 dataset (`shards: {rows: 1000000}`), the first N shards that `bench/scale.py` synthesizes
 (breast-cancer rows resampled with 1% noise, 1M rows each) as its source, and the tabular DNN
 of the shipped params with batch 4,096 and 3 epochs. `propose-suite` drafts its suite, then
-`dvc repro` runs ingest, validate, split, train, evaluate and register (PIPELINES_PREFECT=off).
+`dvc repro` runs ingest, validate, split, train, evaluate and register (PIPELINES_PREFECT=off),
+each stage in its own interpreter (PIPELINES_STAGE_SERVER=off): a stage forked from the stage
+server does its work outside the stage command's process tree, so the shim would see only the
+command's own few MiB.
 
 The `python` shim of `bench/overhead.py`, first on PATH, records each stage's wall time and
 peak RSS (the largest process of the stage's tree, from `getrusage(RUSAGE_CHILDREN)`).
@@ -63,7 +66,7 @@ def run_size(size: int, shards: list[Path], workdir: Path, shim_dir: Path) -> di
     (project / "params.yaml").write_text(yaml.safe_dump(params_for(project), sort_keys=False))
     log = workdir / f"stages-{size}M.jsonl"
     env = shim_env(log, None, shim_dir)
-    env.update(PIPELINES_PREFECT="off", TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(PIPELINES_PREFECT="off", PIPELINES_STAGE_SERVER="off", TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("MLFLOW_TRACKING_URI", None)
     suite = f"gx/expectations/{DATASET}.json"
     subprocess.run(  # creates the model's search folder, which its train stage depends on
