@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from quiet import settle  # bench/ is on sys.path when run as a script
+
 from pipelines.environment import env_with_venv, executable
 
 HERE = Path(__file__).resolve().parent
@@ -94,6 +96,7 @@ def main() -> None:
         where = [] if args.workspace else ["--temp"]
         # The files a workspace experiment rewrites outside DVC's cache, as they are now.
         kept = {f: f.read_bytes() for f in _workspace_files()} if args.workspace else {}
+        settle()
         experiment, _ = _timed(
             [executable("dvc"), "exp", "run", *where, "-S", f"{key}={repeat_value}"]
         )
@@ -101,6 +104,7 @@ def main() -> None:
             for path, content in kept.items():
                 path.write_bytes(content)
             _timed([executable("dvc"), "checkout", "--force"])
+        settle()
         bare, out = _timed([sys.executable, "-c", _BARE, args.model, key, repeat_value])
         epochs = next(line for line in out.splitlines() if line.startswith("EPOCHS")).split()[1]
         runs.append(

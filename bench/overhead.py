@@ -32,6 +32,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from quiet import settle  # bench/ is on sys.path when run as a script
+
 from pipelines.environment import env_with_venv
 
 BIN = Path(sys.executable).parent
@@ -213,7 +215,9 @@ def main() -> None:
     shim_dir = install_shim(Path(tempfile.mkdtemp(prefix="bench-shim-")))
     runs, plains = [], []
     for i in range(args.repeats):
+        settle()
         plains.append(plain_script(models))
+        settle()
         runs.append(full_repro(shim_dir, models=models))
         ratio = runs[-1]["wall_s"] / plains[-1]["wall_s"]
         print(

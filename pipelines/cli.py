@@ -93,7 +93,8 @@ def _stage_command(name: str, skip: Callable[..., bool] | None = None) -> Callab
     (`pipelines.orchestration.stages`): the first parameter (a dataset, or a model's NAME) is
     an argument, the others are options (`--data-dir`), paths given as paths, each with the
     help its `Annotated` text gives, and the function's docstring is the command's help.
-    `skip(**arguments)`: true when the stage has nothing to do (no flow is started)."""
+    `skip(**arguments)`: runs first; true when the stage has nothing to do (no flow is
+    started)."""
     from pipelines.orchestration import stages
 
     body = getattr(stages, name)
@@ -136,11 +137,14 @@ def _stage_command(name: str, skip: Callable[..., bool] | None = None) -> Callab
 def _already_registered(model_name: str, model_dir: Path, out: Path, **_: Any) -> bool:
     """register's quick path: the model file is already a version that needs no verdict (its
     account is written to OUT); anything amiss is left to the full stage to report. The fresh
-    process the full stage scores in is started first, so its imports overlap this look-up
-    and the flow's start (about 3 s off a registration)."""
+    process the full stage checks parity in is the stage server's spare when it has one ready
+    (taken only if there is something to register); otherwise it is started first, so that its
+    imports overlap this look-up and the flow's start (about 3 s off a registration)."""
+    from pipelines.orchestration.stage_server import scorer_ready, take_scorer
     from pipelines.registry.tracking import fresh_process
 
-    fresh_process.start_scorer_ahead()
+    if not scorer_ready(list(fresh_process.SCORER_ARGV), fresh_process.scorer_env()):
+        fresh_process.start_scorer_ahead()
     from pipelines.model.training import MODEL_FILE
     from pipelines.registry.registration import account_of_known_file
 
@@ -150,12 +154,28 @@ def _already_registered(model_name: str, model_dir: Path, out: Path, **_: Any) -
         known = False
     if known:
         fresh_process.stop_scorer_ahead()
+    else:
+        fresh_process.start_scorer_ahead(take_scorer)  # the spare, unless one started above
     return known
+
+
+def _prepare_register_scorer(**_: Any) -> bool:
+    """evaluate's first step: have the stage server start, for the register stage after it,
+    the fresh process that checks parity, so that its imports overlap this stage and DVC's
+    work between the two. Never skips evaluate."""
+    from pipelines.orchestration.stage_server import scorer_ready
+    from pipelines.registry.tracking import fresh_process
+
+    scorer_ready(list(fresh_process.SCORER_ARGV), fresh_process.scorer_env())
+    return False
 
 
 # One command per stage of the stage table, in pipeline order (`dvc.yaml` calls them).
 STAGE_COMMANDS = tuple(stage.name for stage in STAGES)
-_SKIPS: dict[str, Callable[..., bool]] = {"register": _already_registered}
+_SKIPS: dict[str, Callable[..., bool]] = {
+    "evaluate": _prepare_register_scorer,
+    "register": _already_registered,
+}
 for _name in STAGE_COMMANDS:
     app.command(_name)(_stage_command(_name, skip=_SKIPS.get(_name)))
 

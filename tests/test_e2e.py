@@ -158,6 +158,9 @@ def test_full_run_registers_a_champion_per_model(project):
             )
         )
         assert forked == set(MODELS), (stage, forked)
+    # The register stages checked parity in the spare scorer the server started ahead (a
+    # fresh interpreter with its imports paid), not only in interpreters they started.
+    assert re.search(rf" scorer \d+ to {re.escape(str(project.root.resolve()))}\n", log), log
     client = project.client()
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())
     params = yaml.safe_load((project.root / "params.yaml").read_text())["models"]

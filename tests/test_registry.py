@@ -90,7 +90,8 @@ def trained(store, raw_params):
 def test_evaluate_reads_trains_test_outputs_without_tensorflow(store, trained, tmp_path):
     """train wrote the saved model's test outputs beside it; evaluate turns them into the same
     metrics and predictions as scoring the model itself, in a process that never imports
-    TensorFlow, and refuses outputs scored on another split."""
+    TensorFlow, and refuses outputs scored on another split; scoring again writes the same
+    bytes."""
     from pipelines.model.evaluation import evaluate_model, evaluate_saved_outputs
     from pipelines.model.scoring import OUTPUTS_FILE
 
@@ -108,6 +109,13 @@ def test_evaluate_reads_trains_test_outputs_without_tensorflow(store, trained, t
     for name in ("metrics.json", "test_predictions.npy"):
         ours = (tmp_path / "from-outputs" / name).read_bytes()
         assert ours == (tmp_path / "in-process" / name).read_bytes(), name
+
+    # The same model scored again gives the same bytes (no save time in the file): DVC sees
+    # a retrain that changed nothing as no change.
+    from pipelines.model.scoring import write_test_outputs
+
+    write_test_outputs(store / "good" / "model.keras", store / "data", tmp_path / "again.npz")
+    assert (tmp_path / "again.npz").read_bytes() == outputs.read_bytes()
 
     stale = tmp_path / "stale.npz"
     np.savez(stale, test=np.load(outputs)["test"][:-3])
@@ -411,7 +419,7 @@ def test_a_scorer_started_ahead_scores_the_registration_or_is_stopped(store, tra
 
     start_scorer_ahead()
     (unused,) = _AHEAD
-    process = unused._proc
+    process = unused._process
     stop_scorer_ahead()
     assert not _AHEAD and process.poll() is not None  # stopped, not left importing
 

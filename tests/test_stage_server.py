@@ -163,3 +163,46 @@ def test_another_value_read_at_import_gets_a_server_of_its_own(server, monkeypat
         assert done.returncode == 3 and json.loads(done.stdout)["preloaded"], done.stdout
     finally:
         stage_server.stop_server()
+
+
+# A stand-in scorer: it says who it is on the socket whose descriptor is its last argument.
+SPARE = """
+import json, os, socket, sys, time
+channel = socket.socket(fileno=int(sys.argv[-1]))
+line = channel.makefile("rb").readline()
+channel.sendall((json.dumps({"pid": os.getpid(), "x": os.environ.get("PROBE_X"),
+    "asked": json.loads(line), "pipelines": "pipelines" in sys.modules}) + "\\n").encode())
+"""
+
+
+def _ask(channel: socket.socket) -> dict:
+    with channel:
+        channel.sendall(b'"jobs"\n')
+        return json.loads(channel.makefile("rb").readline())
+
+
+def test_the_server_keeps_a_spare_scorer_for_one_command_of_that_environment(server):
+    """A register command takes the scorer the server started ahead with its script and
+    environment; the server starts the next one as it hands it over; a command with another
+    environment gets none (and starts its own)."""
+    argv = [sys.executable, "-c", SPARE]
+    env = {**os.environ, "PROBE_X": "one"}
+    assert not stage_server.scorer_ready(argv, env)  # none yet: the server starts one
+    assert stage_server.scorer_ready(argv, env)
+    channel, pid, log = stage_server.take_scorer(argv, {**env, "DVC_EXP_NAME": "x"})
+    assert log.exists()
+    seen = _ask(channel)
+    assert seen == {"pid": pid, "x": "one", "asked": "jobs", "pipelines": False}
+    assert _ended(pid)  # it served one command
+    again, second, _ = stage_server.take_scorer(argv, env)  # the next one, started meanwhile
+    assert second != pid and _ask(again)["pid"] == second
+    assert stage_server.take_scorer(argv, {**env, "PROBE_X": "two"}) is None
+    channel, third, _ = stage_server.take_scorer(argv, {**env, "PROBE_X": "two"})
+    assert _ask(channel)["x"] == "two" and third not in (pid, second)
+
+
+def _ended(pid: int) -> bool:
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not Path(f"/proc/{pid}").exists()

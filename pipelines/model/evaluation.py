@@ -131,13 +131,11 @@ def _test_targets(data_dir: Path, prep: Preprocessing) -> np.ndarray:
     return load_split(data_dir, "test", prep)[1]
 
 
-def _at_every_length(
-    y: np.ndarray, outputs: dict[str, np.ndarray], forms: tuple[str, ...] = SHORT_FORMS
-) -> dict[str, float]:
+def _at_every_length(y: np.ndarray, outputs: dict[str, np.ndarray]) -> dict[str, float]:
     """Accuracy and F1 of the probabilities scored on each short form (`outputs[form]`),
     named `<metric>_<form>`."""
     found = {}
-    for form in forms:
+    for form in SHORT_FORMS:
         scored = classification_metrics(y, outputs[form])
         found.update({f"{metric}_{form}": scored[metric] for metric in ("accuracy", "f1")})
     return found

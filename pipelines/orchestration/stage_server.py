@@ -15,6 +15,12 @@ takes its child with it.
 - One server per Python environment, user, version of this module and values of the
   environment variables read at import (`PYTHON*`, thread counts, locale: READ_AT_IMPORT). It
   exits after IDLE_S seconds without a command; `pipelines stage-server stop` stops it now.
+- It keeps one spare scorer: the fresh interpreter in which a register command checks parity
+  (`pipelines.registry.tracking.fresh_process`), started with the command's own script and
+  environment, which has already imported MLflow and Keras when a register command takes it.
+  It never loads anything of this project's and serves one command only; the server starts the
+  next one as it hands it over. A command whose environment differs gets none and starts its
+  own, as without a server.
 - The command runs in its own fresh interpreter instead (as without a server) when no server
   answers (one is then started for the commands after it), when the server's packages changed
   since it started (a `pip install`: it exits), or when the command is traced or profiled or
@@ -251,6 +257,40 @@ def stop_server() -> bool:
     return True
 
 
+def take_scorer(argv: list[str], env: dict[str, str]) -> tuple[socket.socket, int, Path] | None:
+    """The spare scorer the server started with this command line (the scorer script, which
+    gets its socket's descriptor appended) and environment: its socket, pid and log file. None
+    when no server runs or it has no such spare; the server then starts one for the next
+    command."""
+    reply, fds = _ask_for_scorer(argv, env, take=True)
+    if not fds:
+        return None
+    return socket.socket(fileno=fds[0]), int(reply["pid"]), Path(reply["log"])
+
+
+def scorer_ready(argv: list[str], env: dict[str, str]) -> bool:
+    """Whether the server has a spare scorer for this command line and environment; if it has
+    none, it starts one now (for a register command to come)."""
+    return _ask_for_scorer(argv, env, take=False)[0].get("spare") == "ready"
+
+
+def _ask_for_scorer(
+    argv: list[str], env: dict[str, str], take: bool
+) -> tuple[dict[str, Any], list[int]]:
+    path = socket_path() if enabled() else None
+    if path is None:
+        return {}, []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        try:
+            conn.settimeout(10)
+            conn.connect(str(path))
+            spec = {"argv": argv, "env": env, "cwd": os.getcwd()}
+            _send(conn, {"scorer": spec, "take": take})
+            return _receive(conn, max_fds=1)
+        except (OSError, ValueError):
+            return {}, []
+
+
 # --- the server's side -----------------------------------------------------------------------
 
 
@@ -260,6 +300,73 @@ class _Command:
 
     request: dict[str, Any]
     fds: list[int]
+
+
+@dataclass
+class _Spare:
+    """A scorer started ahead, and what it was started with."""
+
+    key: str
+    process: subprocess.Popen[bytes]
+    channel: socket.socket  # the end that a command gets
+    log: Path
+
+
+# Environment variables that differ from one stage command to the next without changing what a
+# scorer imports: they do not stop a spare from being used.
+_PER_COMMAND = ("DVC_", "PWD", "OLDPWD")
+_SPARES: list[_Spare] = []  # at most one, in the server's process
+
+
+def _scorer_key(spec: dict[str, Any]) -> str:
+    env = sorted((k, v) for k, v in spec["env"].items() if not k.startswith(_PER_COMMAND))
+    return hashlib.sha256(json.dumps([spec["argv"], env]).encode()).hexdigest()
+
+
+def _start_spare(spec: dict[str, Any], folder: Path) -> _Spare:
+    fd, log = tempfile.mkstemp(prefix="scorer-", suffix=".log", dir=folder)
+    ours, theirs = socket.socketpair()
+    cwd = spec["cwd"] if os.path.isdir(spec["cwd"]) else None
+    with theirs, os.fdopen(fd, "wb") as out:
+        process = subprocess.Popen(
+            [*spec["argv"], str(theirs.fileno())],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env=spec["env"],
+            cwd=cwd,
+            pass_fds=[theirs.fileno()],
+        )
+    return _Spare(_scorer_key(spec), process, ours, Path(log))
+
+
+def _drop_spares() -> None:
+    while _SPARES:
+        spare = _SPARES.pop()
+        _kill(spare.process.pid, signal.SIGKILL)
+        spare.channel.close()
+        spare.log.unlink(missing_ok=True)
+
+
+def _hand_scorer(conn: socket.socket, request: dict[str, Any], folder: Path) -> None:
+    """Hand the spare over if it suits the command (`take_scorer`), and keep one ready."""
+    spec = request["scorer"]
+    key = _scorer_key(spec)
+    spare = _SPARES[0] if _SPARES else None
+    fits = spare is not None and spare.key == key and spare.process.poll() is None
+    if fits and request.get("take", True):
+        assert spare is not None
+        _SPARES.clear()
+        _send(conn, {"pid": spare.process.pid, "log": str(spare.log)}, fds=[spare.channel.fileno()])
+        spare.channel.close()
+        print(
+            f"{time.strftime('%H:%M:%S')} scorer {spare.process.pid} to {spec['cwd']}", flush=True
+        )
+    else:
+        _send(conn, {"spare": "ready" if fits else "starting"})
+    if not fits or not _SPARES:
+        _drop_spares()
+        _SPARES.append(_start_spare(spec, folder))
 
 
 def _packages_stamp() -> int:
@@ -321,6 +428,7 @@ def serve(path: Path, idle_s: float = IDLE_S) -> _Command | None:
                 return command
     finally:
         if os.getpid() == server:
+            _drop_spares()
             path.unlink(missing_ok=True)
 
 
@@ -338,6 +446,16 @@ def _answer(conn: socket.socket, listener: socket.socket, lock: Any, stamp: int)
         _send(conn, {"stopped": True})
         conn.close()
         raise SystemExit(0)
+    if "scorer" in request:
+        for fd in fds:
+            os.close(fd)
+        with conn:
+            if _packages_stamp() == stamp:
+                _hand_scorer(conn, request, Path(listener.getsockname()).parent)
+            else:  # a spare would have the old packages imported
+                _drop_spares()
+                _send(conn, {"spare": "none"})
+        return None
     reason = "three standard streams" if len(fds) != 3 else _refusal(request, stamp)
     if reason is not None:
         with conn:
