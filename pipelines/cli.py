@@ -143,7 +143,11 @@ def _already_registered(model_name: str, model_dir: Path, out: Path, **_: Any) -
     from pipelines.orchestration.stage_server import scorer_ready, take_scorer
     from pipelines.registry.tracking import fresh_process
 
-    if not scorer_ready(list(fresh_process.SCORER_ARGV), fresh_process.scorer_env()):
+    # The scorer's command line and environment as at the command's start (the look-up below
+    # sets MLflow's variables), for the spare and a scorer started here alike.
+    argv, env = list(fresh_process.SCORER_ARGV), fresh_process.scorer_env()
+    spare_ready = scorer_ready(argv, env)
+    if not spare_ready:
         fresh_process.start_scorer_ahead()
     from pipelines.model.training import MODEL_FILE
     from pipelines.registry.registration import account_of_known_file
@@ -154,8 +158,8 @@ def _already_registered(model_name: str, model_dir: Path, out: Path, **_: Any) -
         known = False
     if known:
         fresh_process.stop_scorer_ahead()
-    else:
-        fresh_process.start_scorer_ahead(take_scorer)  # the spare, unless one started above
+    elif spare_ready:  # taken now (else one starts now); any other command may have taken it
+        fresh_process.start_scorer_ahead(take_scorer(argv, env))
     return known
 
 

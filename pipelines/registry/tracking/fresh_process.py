@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -77,8 +77,8 @@ class FreshScorer:
     jobs only when `score` is called. Used once; `close` stops it if it never was.
 
     `FreshScorer.start()` starts one here; the stage server hands over a spare it started
-    ahead for a command with this environment (`start_scorer_ahead(stage_server.take_scorer)`
-    in a register command)."""
+    ahead for a command with this environment (`start_scorer_ahead(spare)` in a register
+    command)."""
 
     def __init__(
         self,
@@ -170,16 +170,14 @@ def scorer_env() -> dict[str, str]:
     return dict(os.environ)
 
 
-# Where a spare comes from (`stage_server.take_scorer`): given the command line that starts a
-# scorer and its environment, a started scorer's socket, pid and log file, or None.
-SpareSource = Callable[[list[str], dict[str, str]], "tuple[socket.socket, int, Path] | None"]
+# A scorer someone else started (the stage server's spare): its socket, pid and log file.
+Spare = tuple[socket.socket, int, Path]
 
 
-def _new_scorer(spares: SpareSource | None = None) -> FreshScorer:
-    """A spare from `spares` if it has one for this environment, else one started now."""
-    taken = spares(list(SCORER_ARGV), scorer_env()) if spares is not None else None
-    if taken is not None:
-        channel, pid, log = taken
+def _new_scorer(spare: Spare | None = None) -> FreshScorer:
+    """The scorer of `spare` if given, else one started now."""
+    if spare is not None:
+        channel, pid, log = spare
         return FreshScorer(channel, pid, log)
     return FreshScorer.start()
 
@@ -189,12 +187,14 @@ def _new_scorer(spares: SpareSource | None = None) -> FreshScorer:
 _AHEAD: list[FreshScorer] = []
 
 
-def start_scorer_ahead(spares: SpareSource | None = None) -> None:
-    """Start this process's scorer now (or take a spare from `spares`), so that its imports
-    overlap whatever the process does before it registers; `stop_scorer_ahead` if it turns out
-    there is nothing to register."""
-    if not _AHEAD:
-        _AHEAD.append(_new_scorer(spares))
+def start_scorer_ahead(spare: Spare | None = None) -> None:
+    """Start this process's scorer now (or take `spare`), so that its imports overlap whatever
+    the process does before it registers; `stop_scorer_ahead` if it turns out there is nothing
+    to register."""
+    if _AHEAD and spare is not None:
+        _new_scorer(spare).close()
+    elif not _AHEAD:
+        _AHEAD.append(_new_scorer(spare))
         atexit.register(stop_scorer_ahead)  # a stage that fails before it registers
 
 
