@@ -6,11 +6,13 @@ stands in only for an interpreter with the same flags as its own.)
 1. Each stage's imports, as it runs: one stage of each kind from `dvc.lock`, run as DVC runs
    it, under `python -X importtime`; the sum of its top-level imports.
 2. What a forked child still pays: a fork and exit from a parent that imported the stack, and
-   Keras with TensorFlow imported in the child (a fork server must not load TensorFlow before
-   it forks: its runtime's threads do not survive a fork).
-3. Whether forking is safe: the threads the preloaded parent has, and whether Prefect sees an
-   API URL set after its import (it reads its settings once, at import, so a stage forked
-   from the server reads them again: `cli._call_stage`).
+   what preloading TensorFlow saves: Keras with TensorFlow imported in a child of a parent
+   without them (the server loads them, but never runs them).
+3. Whether forking is safe: the threads the preloaded parent has, Python's and the native
+   ones (importing TensorFlow and Keras must start none: their thread pools start with the
+   first operation, in the child), and whether Prefect sees an API URL set after its import
+   (it reads its settings once, at import, so a stage forked from the server reads them
+   again: `cli._call_stage`).
 
 The estimate for `dvc.yaml` takes `register` and `tune` to import what `train` does (TensorFlow
 and MLflow; `evaluate` imports no TensorFlow), and leaves out `register`'s fresh scorer, which
@@ -39,7 +41,6 @@ STAGES = (
     "evaluate@tabular-dnn",
 )
 LIKE = {"register": "train", "tune": "train"}  # kinds not run here: import what these do
-TF_KINDS = {"train", "register", "tune"}
 STACK = (
     "import pipelines.cli, pandas, pyarrow.parquet, mlflow, "
     "mlflow.store.tracking.sqlalchemy_store, prefect, great_expectations"
@@ -94,14 +95,23 @@ def main(runs: int = 3) -> None:
     os.environ.pop("PREFECT_API_URL", None)
     exec(STACK)  # this process becomes the preloaded parent
     _safety()
-    fork = statistics.median(_forked(STACK) for _ in range(runs))
     fork_tf = statistics.median(_forked("import keras, tensorflow") for _ in range(runs))
-    print(f"a forked child: {fork:.3f} s to fork and exit; {fork_tf:.2f} s to import TensorFlow")
+    native = len(os.listdir("/proc/self/task"))
+    import keras  # noqa: F401 - as the server preloads them
+    import tensorflow  # noqa: F401
+
+    started = len(os.listdir("/proc/self/task")) - native
+    print(f"native threads started by importing TensorFlow and Keras: {started} (must be 0)")
+    fork = statistics.median(_forked(STACK) for _ in range(runs))
+    print(
+        f"a forked child: {fork:.3f} s to fork and exit; preloading TensorFlow saves "
+        f"{fork_tf:.2f} s a stage that imports it"
+    )
     kinds = Counter(name.split("@")[0] for name in lock)
     saved = 0.0
     for kind, count in sorted(kinds.items()):
         paid = imports[LIKE.get(kind, kind)]
-        left = fork + (fork_tf if kind in TF_KINDS else 0.0)
+        left = fork
         saved += count * (paid - left)
         print(f"  {kind:9s} x{count:2d}: {paid:5.2f} s of imports now, {left:5.2f} s forked")
     print(f"a fork server would save about {saved:.0f} s over the {sum(kinds.values())} stages")

@@ -33,13 +33,28 @@ sys.exit(3)
 """
 # A command as `pipelines.cli.main` sends one: the probe module in the server, or here.
 CLIENT = """
-import sys
+import os, sys
 from pipelines.orchestration import stage_server
-status = stage_server.run_in_server("probe", sys.argv[1:])
+status = stage_server.run_in_server(os.environ.get("PROBE_MODULE", "probe"), sys.argv[1:])
 if status is None:
     print(f"ran here")
     sys.exit(99)
 sys.exit(status)
+"""
+
+# A seeded Keras fit, and whether TensorFlow was imported before the command started.
+FIT = """
+import json, sys
+preloaded = "tensorflow" in sys.modules
+import keras, numpy as np
+keras.utils.set_random_seed(7)
+x = np.random.default_rng(7).random((256, 8), dtype="float32")
+y = (x.sum(axis=1) > 4).astype("float32")
+model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                          keras.layers.Dense(1, activation="sigmoid")])
+model.compile(optimizer="adam", loss="binary_crossentropy")
+loss = model.fit(x, y, epochs=3, batch_size=32, verbose=0).history["loss"][-1]
+print(json.dumps({"preloaded": preloaded, "loss": float(loss)}))
 """
 
 
@@ -105,6 +120,22 @@ def test_a_command_runs_in_a_forked_child_as_python_m_runs_it(server):
     assert done.stderr == "on stderr\n"
     log = stage_server.socket_path().with_suffix(".log").read_text()
     assert f"{seen['pid']} in {server}: ['a', '--b']" in log
+
+
+def test_a_child_trains_on_the_preloaded_tensorflow_as_a_fresh_interpreter_does(server):
+    """TensorFlow is imported in the server, never run there: a child starts its own runtime
+    and a seeded fit gives the same loss as in an interpreter of its own."""
+    (server / "fit.py").write_text(FIT)
+    done = _run(server, PROBE_MODULE="fit")
+    assert done.returncode == 0, done.stdout + done.stderr
+    forked = json.loads(done.stdout.splitlines()[-1])
+    alone = subprocess.run(
+        [sys.executable, "fit.py"], cwd=server, capture_output=True, text=True, timeout=120
+    )
+    assert alone.returncode == 0, alone.stderr
+    fresh = json.loads(alone.stdout.splitlines()[-1])
+    assert forked["preloaded"] and not fresh["preloaded"]
+    assert forked["loss"] == fresh["loss"]
 
 
 def test_each_command_imports_its_own_code(server):

@@ -10,11 +10,15 @@ takes its child with it.
 
 - The server imports third-party packages only, never this project's code: each child imports
   `pipelines` afresh from its working folder, so an edit (or an experiment's copy) runs its own
-  code. TensorFlow is not preloaded (its runtime's threads do not survive a fork), and Prefect
-  re-reads its settings in the child (`cli._call_stage`).
+  code. TensorFlow and Keras are preloaded too: importing them starts none of TensorFlow's
+  runtime threads (its thread pools start with the first operation, and the server never runs
+  one), so each child starts its own, as a fresh interpreter would. The server checks this
+  after the preload (`_native_threads`). Prefect re-reads its settings in the child
+  (`cli._call_stage`).
 - One server per Python environment, user, version of this module and values of the
-  environment variables read at import (`PYTHON*`, thread counts, locale: READ_AT_IMPORT). It
-  exits after IDLE_S seconds without a command; `pipelines stage-server stop` stops it now.
+  environment variables read at import (`PYTHON*`, thread counts, locale, TensorFlow's:
+  READ_AT_IMPORT). It exits after IDLE_S seconds without a command; `pipelines stage-server
+  stop` stops it now.
 - It keeps one spare scorer: the fresh interpreter in which a register command checks parity
   (`pipelines.registry.tracking.fresh_process`), started with the command's own script and
   environment, which has already imported MLflow and Keras when a register command takes it.
@@ -42,6 +46,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -69,11 +74,15 @@ PRELOAD = (
     "matplotlib.figure",  # evaluate's plots (the backend is chosen by the child, on first use)
     "matplotlib.backends.backend_agg",
 )
+# Loaded after the rest and never run here (about 2.5 s a stage for train and tune): importing
+# them must start no thread, or the server does not serve (`serve`).
+RUNTIMES = ("tensorflow", "keras")
 # Environment variables that the interpreter or a preloaded package reads once, at start or at
 # import: a command whose values differ runs in its own interpreter.
 READ_AT_IMPORT = (
     *("PYTHON", "OMP_", "OPENBLAS_", "MKL_", "LC_", "LANG"),
     *("GX_", "PREFECT_LOGGING_", "MPLBACKEND", "MPLCONFIGDIR"),
+    *("TF_", "KERAS_", "CUDA_"),
 )
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _FORKED = False  # true in a child of the server: its command runs right here
@@ -393,20 +402,25 @@ def serve(path: Path, idle_s: float = IDLE_S) -> _Command | None:
     only in a forked child (the command to run there), or None when the server ends."""
     import fcntl
     import importlib
-    import threading
 
     lock = open(path.with_suffix(".lock"), "a+")  # noqa: SIM115 - held while the server lives
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:  # another server runs or starts
         return None
-    for name in PRELOAD:
+    native = 0
+    for name in (*PRELOAD, *RUNTIMES):
+        if name == RUNTIMES[0]:
+            native = _native_threads()
         try:
             importlib.import_module(name)
         except Exception as err:  # a child imports it itself, and says what fails
             print(f"stage server: not preloaded: {name}: {err}", flush=True)
     if threading.active_count() != 1:  # a thread would be cut in half by each fork
         print(f"stage server: threads after the preload: {threading.enumerate()}", flush=True)
+        return None
+    if _native_threads() != native:  # a runtime's thread pool: each child needs its own
+        print(f"stage server: {', '.join(RUNTIMES)} started threads at import", flush=True)
         return None
     stamp, server = _packages_stamp(), os.getpid()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -416,7 +430,8 @@ def serve(path: Path, idle_s: float = IDLE_S) -> _Command | None:
     listener.settimeout(idle_s)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # reap the supervisors
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    print(f"stage server {server} on {path}, preloaded {len(PRELOAD)} packages", flush=True)
+    preloaded = len(PRELOAD) + len(RUNTIMES)
+    print(f"stage server {server} on {path}, preloaded {preloaded} packages", flush=True)
     try:
         while True:
             try:
@@ -430,6 +445,14 @@ def serve(path: Path, idle_s: float = IDLE_S) -> _Command | None:
         if os.getpid() == server:
             _drop_spares()
             path.unlink(missing_ok=True)
+
+
+def _native_threads() -> int:
+    """This process's threads, those that Python does not know of included."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # no /proc: Python's own count
+        return threading.active_count()
 
 
 def _answer(conn: socket.socket, listener: socket.socket, lock: Any, stamp: int) -> _Command | None:
