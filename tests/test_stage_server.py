@@ -19,12 +19,13 @@ import pytest
 from pipelines.orchestration import stage_server
 
 PROBE = """
-import json, os, signal, sys, time
+import gc, json, os, signal, sys, time
 if "--sleep" in sys.argv:  # its own SIGTERM status, set before it says it is up
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
 print(json.dumps({
     "cwd": os.getcwd(), "argv": sys.argv[1:], "x": os.environ.get("PROBE_X"),
     "pid": os.getpid(), "preloaded": "great_expectations" in sys.modules, "version": VERSION,
+    "frozen": gc.get_freeze_count(),
 }), flush=True)
 print("on stderr", file=sys.stderr, flush=True)
 if "--sleep" in sys.argv:
@@ -117,6 +118,7 @@ def test_a_command_runs_in_a_forked_child_as_python_m_runs_it(server):
     assert seen["argv"] == ["a", "--b"]
     assert seen["x"] == "seen"  # the command's environment, not the server's
     assert seen["preloaded"]  # imported before the command came: it ran in the server's child
+    assert seen["frozen"] > 100_000  # the preload, which the child's collections skip
     assert done.stderr == "on stderr\n"
     log = stage_server.socket_path().with_suffix(".log").read_text()
     assert f"{seen['pid']} in {server}: ['a', '--b']" in log
