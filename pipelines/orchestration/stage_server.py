@@ -75,8 +75,8 @@ PRELOAD = (
     "matplotlib.figure",  # evaluate's plots (the backend is chosen by the child, on first use)
     "matplotlib.backends.backend_agg",
 )
-# Loaded after the rest and never run here (about 2.5 s a stage for train and tune): importing
-# them must start no thread, or the server does not serve (`serve`).
+# Loaded after the rest and never run here (about 1.5 s less a stage for train and tune, side by
+# side): importing them must start no thread, or the server does not serve (`serve`).
 RUNTIMES = ("tensorflow", "keras")
 # Environment variables that the interpreter or a preloaded package reads once, at start or at
 # import: a command whose values differ runs in its own interpreter.
@@ -402,21 +402,15 @@ def serve(path: Path, idle_s: float = IDLE_S) -> _Command | None:
     """Preload, then fork a child per command until IDLE_S seconds pass without one. Returns
     only in a forked child (the command to run there), or None when the server ends."""
     import fcntl
-    import importlib
 
     lock = open(path.with_suffix(".lock"), "a+")  # noqa: SIM115 - held while the server lives
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:  # another server runs or starts
         return None
-    native = 0
-    for name in (*PRELOAD, *RUNTIMES):
-        if name == RUNTIMES[0]:
-            native = _native_threads()
-        try:
-            importlib.import_module(name)
-        except Exception as err:  # a child imports it itself, and says what fails
-            print(f"stage server: not preloaded: {name}: {err}", flush=True)
+    _preload(PRELOAD)
+    native = _native_threads()
+    _preload(RUNTIMES)
     if threading.active_count() != 1:  # a thread would be cut in half by each fork
         print(f"stage server: threads after the preload: {threading.enumerate()}", flush=True)
         return None
@@ -450,6 +444,16 @@ def serve(path: Path, idle_s: float = IDLE_S) -> _Command | None:
         if os.getpid() == server:
             _drop_spares()
             path.unlink(missing_ok=True)
+
+
+def _preload(names: tuple[str, ...]) -> None:
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # a child imports it itself, and says what fails
+            print(f"stage server: not preloaded: {name}: {err}", flush=True)
 
 
 def _native_threads() -> int:
