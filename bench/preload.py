@@ -22,6 +22,7 @@ must stay a clean interpreter. Run in a project after `make run` (it reruns the 
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import statistics
@@ -32,6 +33,8 @@ from collections import Counter
 from pathlib import Path
 
 import yaml
+
+from pipelines.orchestration.stage_server import RUNTIMES, native_threads
 
 STAGES = (
     "ingest@breast_cancer",
@@ -95,12 +98,11 @@ def main(runs: int = 3) -> None:
     os.environ.pop("PREFECT_API_URL", None)
     exec(STACK)  # this process becomes the preloaded parent
     _safety()
-    fork_tf = statistics.median(_forked("import keras, tensorflow") for _ in range(runs))
-    native = len(os.listdir("/proc/self/task"))
-    import keras  # noqa: F401 - as the server preloads them
-    import tensorflow  # noqa: F401
-
-    started = len(os.listdir("/proc/self/task")) - native
+    fork_tf = statistics.median(_forked(f"import {', '.join(RUNTIMES)}") for _ in range(runs))
+    native = native_threads()
+    for name in RUNTIMES:  # as the server preloads them
+        importlib.import_module(name)
+    started = native_threads() - native
     print(f"native threads started by importing TensorFlow and Keras: {started} (must be 0)")
     fork = statistics.median(_forked(STACK) for _ in range(runs))
     print(
@@ -111,9 +113,8 @@ def main(runs: int = 3) -> None:
     saved = 0.0
     for kind, count in sorted(kinds.items()):
         paid = imports[LIKE.get(kind, kind)]
-        left = fork
-        saved += count * (paid - left)
-        print(f"  {kind:9s} x{count:2d}: {paid:5.2f} s of imports now, {left:5.2f} s forked")
+        saved += count * (paid - fork)
+        print(f"  {kind:9s} x{count:2d}: {paid:5.2f} s of imports now, {fork:5.2f} s forked")
     print(f"a fork server would save about {saved:.0f} s over the {sum(kinds.values())} stages")
 
 

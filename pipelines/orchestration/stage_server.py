@@ -13,7 +13,7 @@ takes its child with it.
   code. TensorFlow and Keras are preloaded too: importing them starts none of TensorFlow's
   runtime threads (its thread pools start with the first operation, and the server never runs
   one), so each child starts its own, as a fresh interpreter would. The server checks this
-  after the preload (`_native_threads`). Prefect re-reads its settings in the child
+  after the preload (`native_threads`). Prefect re-reads its settings in the child
   (`cli._call_stage`).
 - One server per Python environment, user, version of this module and values of the
   environment variables read at import (`PYTHON*`, thread counts, locale, TensorFlow's:
@@ -409,12 +409,12 @@ def serve(path: Path, idle_s: float = IDLE_S) -> _Command | None:
     except BlockingIOError:  # another server runs or starts
         return None
     _preload(PRELOAD)
-    native = _native_threads()
+    native = native_threads()
     _preload(RUNTIMES)
     if threading.active_count() != 1:  # a thread would be cut in half by each fork
         print(f"stage server: threads after the preload: {threading.enumerate()}", flush=True)
         return None
-    if _native_threads() != native:  # a runtime's thread pool: each child needs its own
+    if native_threads() != native:  # a runtime's thread pool: each child needs its own
         print(f"stage server: {', '.join(RUNTIMES)} started threads at import", flush=True)
         return None
     # What the preload made is never collected here: frozen, a child's garbage collections
@@ -456,7 +456,7 @@ def _preload(names: tuple[str, ...]) -> None:
             print(f"stage server: not preloaded: {name}: {err}", flush=True)
 
 
-def _native_threads() -> int:
+def native_threads() -> int:
     """This process's threads, those that Python does not know of included."""
     try:
         return len(os.listdir("/proc/self/task"))
