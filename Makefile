@@ -15,10 +15,14 @@ help: ## List the targets
 
 install: $(VENV)/.installed ## Create .venv and install the package, its pinned deps and dev tools
 
+# uv installs the pinned set (constraints.txt) in seconds where pip takes a minute, into a venv
+# that keeps pip; where uv cannot be had or fails, pip installs the same set.
+UV ?= uv==0.13.9
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q --upgrade pip $(UV) || $(BIN)/python -m pip install -q --upgrade pip
+	[ -x $(BIN)/uv ] && $(BIN)/uv pip install --python $(BIN)/python -c constraints.txt -e ".[dev]" \
+	  || $(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
 	touch $@
 
 run: install ## Install, then run the whole pipeline (`dvc repro`) on the built-in data
