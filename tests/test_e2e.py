@@ -158,9 +158,11 @@ def test_full_run_registers_a_champion_per_model(project):
             )
         )
         assert forked == set(MODELS), (stage, forked)
-    # The register stages checked parity in the spare scorer the server started ahead (a
-    # fresh interpreter with its imports paid), not only in interpreters they started.
-    assert re.search(rf" scorer \d+ to {re.escape(str(project.root.resolve()))}\n", log), log
+    # The register stages checked parity in spares forked from the scorer the server started
+    # ahead (a fresh interpreter with its imports paid), not in interpreters they started.
+    root = re.escape(str(project.root.resolve()))
+    handed = re.findall(rf" scorer forked from (\d+) to {root}\n", log)
+    assert len(handed) == len(MODELS) and len(set(handed)) == 1, log
     client = project.client()
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())
     params = yaml.safe_load((project.root / "params.yaml").read_text())["models"]

@@ -424,6 +424,33 @@ def test_a_scorer_started_ahead_scores_the_registration_or_is_stopped(store, tra
     assert not _AHEAD and process.poll() is not None  # stopped, not left importing
 
 
+def test_spares_forked_from_the_started_scorer_each_score_a_registration(
+    store, trained, champion, tmp_path
+):
+    """The stage server's scorer (the scorer script with its zygote flag) forks a spare per
+    request once its imports are done; each says its own pid, scores in its own process (a
+    child of the scorer, which never imported this project) and ends."""
+    from pipelines.orchestration.stage_server import _fork_spare, _start_scorer
+    from pipelines.registry.tracking.fresh_process import SCORER_ARGV, FreshScorer, scorer_env
+
+    inputs = store / "forked-inputs.npy"
+    np.save(inputs, np.zeros((2, 30), dtype="float32"))
+    spec = {"argv": list(SCORER_ARGV), "env": scorer_env(), "cwd": os.getcwd()}
+    started = _start_scorer(spec, tmp_path)
+    try:
+        pids = set()
+        for _ in range(2):
+            spare = FreshScorer(*_fork_spare(started, tmp_path))
+            (got,) = spare.score([(f"models:/{NAME}/{champion}", inputs)])
+            assert got.shape == (2, 2) and np.allclose(got.sum(axis=1), 1)
+            assert spare._pid is not None and spare._pid != started.process.pid
+            pids.add(spare._pid)
+        assert len(pids) == 2 and started.process.poll() is None  # it waits for the next
+    finally:
+        started.process.kill()
+        started.process.wait()
+
+
 def _champion_files(champion: str):
     import mlflow
 

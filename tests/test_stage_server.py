@@ -198,40 +198,60 @@ def test_another_value_read_at_import_gets_a_server_of_its_own(server, monkeypat
         stage_server.stop_server()
 
 
-# A stand-in scorer: it says who it is on the socket whose descriptor is its last argument.
+# A stand-in scorer, started as the server starts one (ZYGOTE_FLAG, then its socket): it forks
+# a spare per request, which says its pid, reads one line and says who it is.
 SPARE = """
-import json, os, socket, sys, time
-channel = socket.socket(fileno=int(sys.argv[-1]))
-line = channel.makefile("rb").readline()
+import json, os, signal, socket, sys
+control = socket.socket(fileno=int(sys.argv[-1]))
+assert sys.argv[-2] == "--zygote"
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+while True:
+    got, fds, _, _ = socket.recv_fds(control, 1, 2)
+    if not got:
+        os._exit(0)
+    if os.fork() == 0:
+        channel = socket.socket(fileno=fds[0])
+        break
+    for fd in fds:
+        os.close(fd)
+channel.sendall(f"{os.getpid()}\\n".encode())
+reader = channel.makefile("rb")
+line = reader.readline()
 channel.sendall((json.dumps({"pid": os.getpid(), "x": os.environ.get("PROBE_X"),
-    "asked": json.loads(line), "pipelines": "pipelines" in sys.modules}) + "\\n").encode())
+    "asked": json.loads(line), "pipelines": "pipelines" in sys.modules,
+    "parent": os.getppid()}) + "\\n").encode())
 """
 
 
 def _ask(channel: socket.socket) -> dict:
-    with channel:
+    with channel, channel.makefile("rb") as reader:
+        pid = int(reader.readline())
         channel.sendall(b'"jobs"\n')
-        return json.loads(channel.makefile("rb").readline())
+        answer = json.loads(reader.readline())
+        assert answer["pid"] == pid
+        return answer
 
 
-def test_the_server_keeps_a_spare_scorer_for_one_command_of_that_environment(server):
-    """A register command takes the scorer the server started ahead with its script and
-    environment; the server starts the next one as it hands it over; a command with another
-    environment gets none (and starts its own)."""
+def test_the_server_forks_a_spare_scorer_for_each_command_of_that_environment(server):
+    """A register command takes a spare forked from the scorer the server started ahead with
+    its script and environment, as many as ask; a command with another environment gets none
+    (and starts its own), and the server starts a scorer for that one."""
     argv = [sys.executable, "-c", SPARE]
     env = {**os.environ, "PROBE_X": "one"}
     assert not stage_server.scorer_ready(argv, env)  # none yet: the server starts one
     assert stage_server.scorer_ready(argv, env)
-    channel, pid, log = stage_server.take_scorer(argv, {**env, "DVC_EXP_NAME": "x"})
+    channel, log = stage_server.take_scorer(argv, {**env, "DVC_EXP_NAME": "x"})
     assert log.exists()
     seen = _ask(channel)
-    assert seen == {"pid": pid, "x": "one", "asked": "jobs", "pipelines": False}
-    assert _ended(pid)  # it served one command
-    again, second, _ = stage_server.take_scorer(argv, env)  # the next one, started meanwhile
-    assert second != pid and _ask(again)["pid"] == second
+    assert seen["x"] == "one" and seen["asked"] == "jobs" and not seen["pipelines"]
+    assert _ended(seen["pid"])  # it served one command
+    again, _ = stage_server.take_scorer(argv, env)  # the next one, forked at once
+    second = _ask(again)
+    assert second["pid"] != seen["pid"] and second["parent"] == seen["parent"]
     assert stage_server.take_scorer(argv, {**env, "PROBE_X": "two"}) is None
-    channel, third, _ = stage_server.take_scorer(argv, {**env, "PROBE_X": "two"})
-    assert _ask(channel)["x"] == "two" and third not in (pid, second)
+    channel, _ = stage_server.take_scorer(argv, {**env, "PROBE_X": "two"})
+    third = _ask(channel)
+    assert third["x"] == "two" and third["parent"] != seen["parent"]
 
 
 def _ended(pid: int) -> bool:

@@ -19,12 +19,12 @@ takes its child with it.
   environment variables read at import (`PYTHON*`, thread counts, locale, TensorFlow's:
   READ_AT_IMPORT). It exits after IDLE_S seconds without a command; `pipelines stage-server
   stop` stops it now.
-- It keeps one spare scorer: the fresh interpreter in which a register command checks parity
-  (`pipelines.registry.tracking.fresh_process`), started with the command's own script and
-  environment, which has already imported MLflow and Keras when a register command takes it.
-  It never loads anything of this project's and serves one command only; the server starts the
-  next one as it hands it over. A command whose environment differs gets none and starts its
-  own, as without a server.
+- It keeps a scorer for register commands: the fresh interpreter in which a register command
+  checks parity (`pipelines.registry.tracking.fresh_process`), started with the command's own
+  script and environment and the script's ZYGOTE_FLAG. Once it has imported MLflow and Keras,
+  it forks a spare for each register command that asks, at once: each serves one command and
+  never loads anything of this project's. A command whose environment differs gets none and
+  starts its own, as without a server (and the server starts one for that environment).
 - The command runs in its own fresh interpreter instead (as without a server) when no server
   answers (one is then started for the commands after it), when the server's packages changed
   since it started (a `pip install`: it exits), or when the command is traced or profiled or
@@ -267,15 +267,15 @@ def stop_server() -> bool:
     return True
 
 
-def take_scorer(argv: list[str], env: dict[str, str]) -> tuple[socket.socket, int, Path] | None:
-    """The spare scorer the server started with this command line (the scorer script, which
-    gets its socket's descriptor appended) and environment: its socket, pid and log file. None
-    when no server runs or it has no such spare; the server then starts one for the next
-    command."""
+def take_scorer(argv: list[str], env: dict[str, str]) -> tuple[socket.socket, Path] | None:
+    """A spare scorer, forked from the one the server started with this command line (the
+    scorer script, which gets ZYGOTE_FLAG and its socket's descriptor appended) and
+    environment: its socket (it says its pid there first) and log file. None when no server
+    runs or it has no such scorer; the server then starts one for the next command."""
     reply, fds = _ask_for_scorer(argv, env, take=True)
     if not fds:
         return None
-    return socket.socket(fileno=fds[0]), int(reply["pid"]), Path(reply["log"])
+    return socket.socket(fileno=fds[0]), Path(reply["log"])
 
 
 def scorer_ready(argv: list[str], env: dict[str, str]) -> bool:
@@ -313,19 +313,20 @@ class _Command:
 
 
 @dataclass
-class _Spare:
-    """A scorer started ahead, and what it was started with."""
+class _Scorer:
+    """The scorer started ahead (which forks the spares), and what it was started with."""
 
     key: str
     process: subprocess.Popen[bytes]
-    channel: socket.socket  # the end that a command gets
+    control: socket.socket  # where the server asks it for a spare
     log: Path
 
 
 # Environment variables that differ from one stage command to the next without changing what a
 # scorer imports: they do not stop a spare from being used.
 _PER_COMMAND = ("DVC_", "PWD", "OLDPWD")
-_SPARES: list[_Spare] = []  # at most one, in the server's process
+ZYGOTE_FLAG = "--zygote"  # fresh_process.ZYGOTE_FLAG: the server imports none of the project
+_SCORERS: list[_Scorer] = []  # at most one, in the server's process
 
 
 def _scorer_key(spec: dict[str, Any]) -> str:
@@ -333,13 +334,13 @@ def _scorer_key(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps([spec["argv"], env]).encode()).hexdigest()
 
 
-def _start_spare(spec: dict[str, Any], folder: Path) -> _Spare:
+def _start_scorer(spec: dict[str, Any], folder: Path) -> _Scorer:
     fd, log = tempfile.mkstemp(prefix="scorer-", suffix=".log", dir=folder)
     ours, theirs = socket.socketpair()
     cwd = spec["cwd"] if os.path.isdir(spec["cwd"]) else None
     with theirs, os.fdopen(fd, "wb") as out:
         process = subprocess.Popen(
-            [*spec["argv"], str(theirs.fileno())],
+            [*spec["argv"], ZYGOTE_FLAG, str(theirs.fileno())],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
@@ -347,36 +348,60 @@ def _start_spare(spec: dict[str, Any], folder: Path) -> _Spare:
             cwd=cwd,
             pass_fds=[theirs.fileno()],
         )
-    return _Spare(_scorer_key(spec), process, ours, Path(log))
+    return _Scorer(_scorer_key(spec), process, ours, Path(log))
 
 
-def _drop_spares() -> None:
-    while _SPARES:
-        spare = _SPARES.pop()
-        _kill(spare.process.pid, signal.SIGKILL)
-        spare.channel.close()
-        spare.log.unlink(missing_ok=True)
+def _fork_spare(scorer: _Scorer, folder: Path) -> tuple[socket.socket, Path]:
+    """Ask the scorer for a spare: the end of its socket that a command gets, and its log. The
+    scorer forks it when its imports are done (at once, after the first); the server does not
+    wait for that."""
+    fd, log = tempfile.mkstemp(prefix="scorer-", suffix=".log", dir=folder)
+    ours, theirs = socket.socketpair()
+    try:
+        with theirs:
+            socket.send_fds(scorer.control, [b"f"], [theirs.fileno(), fd])
+    except OSError:
+        ours.close()
+        Path(log).unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    return ours, Path(log)
+
+
+def _drop_scorers() -> None:
+    while _SCORERS:
+        scorer = _SCORERS.pop()
+        _kill(scorer.process.pid, signal.SIGKILL)
+        scorer.control.close()
+        scorer.log.unlink(missing_ok=True)
 
 
 def _hand_scorer(conn: socket.socket, request: dict[str, Any], folder: Path) -> None:
-    """Hand the spare over if it suits the command (`take_scorer`), and keep one ready."""
+    """Hand a spare over if the scorer suits the command (`take_scorer`); have one for the
+    commands to come."""
     spec = request["scorer"]
-    key = _scorer_key(spec)
-    spare = _SPARES[0] if _SPARES else None
-    fits = spare is not None and spare.key == key and spare.process.poll() is None
+    scorer = _SCORERS[0] if _SCORERS else None
+    fits = scorer is not None and scorer.key == _scorer_key(spec) and scorer.process.poll() is None
+    spare = None
     if fits and request.get("take", True):
-        assert spare is not None
-        _SPARES.clear()
-        _send(conn, {"pid": spare.process.pid, "log": str(spare.log)}, fds=[spare.channel.fileno()])
-        spare.channel.close()
+        assert scorer is not None
+        with contextlib.suppress(OSError):  # it has just ended: the command starts its own
+            spare = _fork_spare(scorer, folder)
+    if spare is not None:
+        assert scorer is not None
+        channel, log = spare
+        with channel:
+            _send(conn, {"log": str(log)}, fds=[channel.fileno()])
         print(
-            f"{time.strftime('%H:%M:%S')} scorer {spare.process.pid} to {spec['cwd']}", flush=True
+            f"{time.strftime('%H:%M:%S')} scorer forked from {scorer.process.pid} to {spec['cwd']}",
+            flush=True,
         )
-    else:
-        _send(conn, {"spare": "ready" if fits else "starting"})
-    if not fits or not _SPARES:
-        _drop_spares()
-        _SPARES.append(_start_spare(spec, folder))
+        return
+    _send(conn, {"spare": "ready" if fits else "starting"})
+    if not fits or request.get("take", True):  # none suits, or the one there has just ended
+        _drop_scorers()
+        _SCORERS.append(_start_scorer(spec, folder))
 
 
 def _packages_stamp() -> int:
@@ -442,7 +467,7 @@ def serve(path: Path, idle_s: float = IDLE_S) -> _Command | None:
                 return command
     finally:
         if os.getpid() == server:
-            _drop_spares()
+            _drop_scorers()
             path.unlink(missing_ok=True)
 
 
@@ -485,7 +510,7 @@ def _answer(conn: socket.socket, listener: socket.socket, lock: Any, stamp: int)
             if _packages_stamp() == stamp:
                 _hand_scorer(conn, request, Path(listener.getsockname()).parent)
             else:  # a spare would have the old packages imported
-                _drop_spares()
+                _drop_scorers()
                 _send(conn, {"spare": "none"})
         return None
     reason = "three standard streams" if len(fds) != 3 else _refusal(request, stamp)

@@ -21,22 +21,37 @@ import numpy as np
 from pipelines.registry.tracking.connection import tracking_uri
 
 WAIT_S = 300.0  # how long a scorer waits for its jobs before it ends by itself (a spare too)
+ZYGOTE_FLAG = "--zygote"  # before the descriptor: fork a scorer per request (see below)
 # Runs in a fresh interpreter that imports only mlflow and numpy, as `mlflow models serve` does,
 # and Keras, which loading any registered model imports: it does so before it reads its jobs, so
 # a process started ahead of time (`started_scorer`, or a spare the stage server keeps) has paid
 # for its imports by the time the caller has a model to score. Its jobs come as one JSON line on
-# the socket whose descriptor is its last argument: the tracking URI, the caller's folder, and
-# (model URI, inputs, output) triples. It loads each model and scores its input file; one process
-# serves all the checks of a registration, so TensorFlow is imported once for them. It answers
-# with one JSON line (per job, None or the error that stopped it) and ends at once, without the
-# interpreter's teardown.
+# the socket whose descriptor is its last argument, after it has said its pid there: the
+# tracking URI, the caller's folder, and (model URI, inputs, output) triples. It loads each
+# model and scores its input file; one process serves all the checks of a registration, so
+# TensorFlow is imported once for them. It answers with one JSON line (per job, None or the
+# error that stopped it) and ends at once, without the interpreter's teardown.
+#
+# Started with ZYGOTE_FLAG (by the stage server), it stays as it is once imported and forks one
+# scorer per request on its socket (a byte, with the new scorer's socket and log file): each
+# fork is the interpreter above, imports paid, nothing else loaded, and serves one caller. It
+# forks only if importing TensorFlow and Keras started no thread (TensorFlow's pools start with
+# its first operation, in the fork); if one did, each request starts a fresh interpreter
+# instead. It ends after WAIT_S without a request, or when its socket closes.
 _SCORE_SCRIPT = f"""
-import json, os, signal, socket, sys
+import json, os, signal, socket, subprocess, sys, threading
 signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # as a shell would start it, whoever starts it
 channel = socket.socket(fileno=int(sys.argv[-1]))
+def native_threads():
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 0
 import numpy as np
+import scipy.linalg  # what Keras imports: its BLAS starts its (fork-safe) thread pool here
 import mlflow
 import mlflow.pyfunc
+stack = native_threads()
 import keras
 try:  # what the first load would pay for too: the SQL store's module, and the map of installed
     # packages that MLflow checks a model's requirements against (about 1.8 s)
@@ -45,8 +60,39 @@ try:  # what the first load would pay for too: the SQL store's module, and the m
     _init_packages_to_modules_map()
 except Exception:  # only ever a head start
     pass
+if sys.argv[-2:-1] == [{ZYGOTE_FLAG!r}]:
+    control, channel = channel, None
+    control.settimeout({WAIT_S})
+    # A fork copies one thread. The stack's BLAS pools and allocator thread re-start in the
+    # child (as in the stage server's children); any other would be cut in half.
+    fork = stack > 0 and native_threads() == stack and threading.active_count() == 1
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps its forks
+    while channel is None:
+        try:
+            got, fds, _, _ = socket.recv_fds(control, 1, 2)
+        except OSError:
+            got = b""
+        if not got or len(fds) != 2:
+            os._exit(0)  # idle, or the stage server is gone
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if not fork:  # the same script, in a fresh interpreter of its own
+            code = sys.orig_argv[sys.orig_argv.index("-c") + 1]
+            subprocess.Popen([sys.executable, "-c", code, str(fds[0])], pass_fds=[fds[0]],
+                             stdin=subprocess.DEVNULL, stdout=fds[1], stderr=fds[1])
+        elif os.fork() == 0:
+            control.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.dup2(fds[1], 1)
+            os.dup2(fds[1], 2)
+            os.close(fds[1])
+            channel = socket.socket(fileno=fds[0])
+            break
+        for fd in fds:
+            os.close(fd)
 channel.settimeout({WAIT_S})
 try:
+    channel.sendall(f"{{os.getpid()}}\\n".encode())
     line = channel.makefile("rb").readline()
 except OSError:
     line = b""
@@ -76,19 +122,19 @@ class FreshScorer:
     it imports MLflow, NumPy and Keras while the caller gets its models ready, and reads its
     jobs only when `score` is called. Used once; `close` stops it if it never was.
 
-    `FreshScorer.start()` starts one here; the stage server hands over a spare it started
-    ahead for a command with this environment (`start_scorer_ahead(spare)` in a register
-    command)."""
+    `FreshScorer.start()` starts one here; the stage server hands over one forked from the
+    scorer it keeps for commands with this environment (`start_scorer_ahead(spare)` in a
+    register command). Either says its pid on the socket once its imports are done."""
 
     def __init__(
         self,
         channel: socket.socket,
-        pid: int,
         log: Path,
         process: subprocess.Popen[bytes] | None = None,
     ) -> None:
         self._channel: socket.socket | None = channel
-        self._pid, self._log, self._process = pid, log, process
+        self._log, self._process = log, process
+        self._pid = process.pid if process is not None else None
 
     @classmethod
     def start(cls) -> FreshScorer:
@@ -106,7 +152,7 @@ class FreshScorer:
                 env=env,
                 pass_fds=[theirs.fileno()],
             )
-        return cls(ours, process.pid, log, process)
+        return cls(ours, log, process)
 
     def score(self, jobs: Sequence[tuple[str, Path]]) -> list[np.ndarray | str]:
         """Load each `(model_uri, inputs.npy)` and predict. Returns, per job, the predictions
@@ -114,7 +160,7 @@ class FreshScorer:
         channel, self._channel = self._channel, None
         if channel is None:
             raise RuntimeError("a FreshScorer scores once")
-        with tempfile.TemporaryDirectory() as tmp, channel:
+        with tempfile.TemporaryDirectory() as tmp, channel, channel.makefile("rb") as reader:
             outputs = [Path(tmp) / f"{i}.npy" for i in range(len(jobs))]
             request = {
                 "tracking_uri": tracking_uri(),
@@ -126,8 +172,11 @@ class FreshScorer:
             }
             channel.settimeout(600)
             try:
+                said = reader.readline()  # its pid, once it has imported
+                if said.strip().isdigit():
+                    self._pid = int(said)
                 channel.sendall((json.dumps(request) + "\n").encode())
-                answer = channel.makefile("rb").readline()
+                answer = reader.readline()
             except TimeoutError:
                 self._stop()
                 raise
@@ -146,7 +195,8 @@ class FreshScorer:
             ]
 
     def close(self) -> None:
-        """Stop the process if it was never given its jobs."""
+        """Stop the process if it was never given its jobs (one handed over ends by itself when
+        its socket closes)."""
         channel, self._channel = self._channel, None
         if channel is not None:
             channel.close()
@@ -154,12 +204,13 @@ class FreshScorer:
             self._log.unlink(missing_ok=True)
 
     def _stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self._pid, signal.SIGKILL)
+        if self._pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGKILL)
         self._reap()
 
     def _reap(self) -> None:
-        if self._process is not None:  # a spare handed over is the server's child, not ours
+        if self._process is not None:  # a scorer handed over is not this process's child
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._process.wait(timeout=30)
 
@@ -170,15 +221,15 @@ def scorer_env() -> dict[str, str]:
     return dict(os.environ)
 
 
-# A scorer someone else started (the stage server's spare): its socket, pid and log file.
-Spare = tuple[socket.socket, int, Path]
+# A scorer someone else started (the stage server's spare): its socket and log file.
+Spare = tuple[socket.socket, Path]
 
 
 def _new_scorer(spare: Spare | None = None) -> FreshScorer:
     """The scorer of `spare` if given, else one started now."""
     if spare is not None:
-        channel, pid, log = spare
-        return FreshScorer(channel, pid, log)
+        channel, log = spare
+        return FreshScorer(channel, log)
     return FreshScorer.start()
 
 
