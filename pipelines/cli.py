@@ -145,7 +145,7 @@ def _already_registered(model_name: str, model_dir: Path, out: Path, **_: Any) -
 
     # The scorer's command line and environment as at the command's start (the look-up below
     # sets MLflow's variables), for the spare and a scorer started here alike.
-    argv, env = list(fresh_process.SCORER_ARGV), fresh_process.scorer_env()
+    argv, env = list(fresh_process.FORKING_ARGV), fresh_process.scorer_env()
     spare_ready = scorer_ready(argv, env)
     if not spare_ready:
         fresh_process.start_scorer_ahead()
@@ -170,7 +170,7 @@ def _prepare_register_scorer(**_: Any) -> bool:
     from pipelines.orchestration.stage_server import scorer_ready
     from pipelines.registry.tracking import fresh_process
 
-    scorer_ready(list(fresh_process.SCORER_ARGV), fresh_process.scorer_env())
+    scorer_ready(list(fresh_process.FORKING_ARGV), fresh_process.scorer_env())
     return False
 
 

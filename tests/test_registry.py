@@ -431,11 +431,11 @@ def test_spares_forked_from_the_started_scorer_each_score_a_registration(
     request once its imports are done; each says its own pid, scores in its own process (a
     child of the scorer, which never imported this project) and ends."""
     from pipelines.orchestration.stage_server import _fork_spare, _start_scorer
-    from pipelines.registry.tracking.fresh_process import SCORER_ARGV, FreshScorer, scorer_env
+    from pipelines.registry.tracking.fresh_process import FORKING_ARGV, FreshScorer, scorer_env
 
     inputs = store / "forked-inputs.npy"
     np.save(inputs, np.zeros((2, 30), dtype="float32"))
-    spec = {"argv": list(SCORER_ARGV), "env": scorer_env(), "cwd": os.getcwd()}
+    spec = {"argv": list(FORKING_ARGV), "env": scorer_env(), "cwd": os.getcwd()}
     started = _start_scorer(spec, tmp_path)
     try:
         pids = set()

@@ -198,7 +198,7 @@ def test_another_value_read_at_import_gets_a_server_of_its_own(server, monkeypat
         stage_server.stop_server()
 
 
-# A stand-in scorer, started as the server starts one (ZYGOTE_FLAG, then its socket): it forks
+# A stand-in scorer, started as the server starts one (its flag, then its socket): it forks
 # a spare per request, which says its pid, reads one line and says who it is.
 SPARE = """
 import json, os, signal, socket, sys
@@ -236,7 +236,7 @@ def test_the_server_forks_a_spare_scorer_for_each_command_of_that_environment(se
     """A register command takes a spare forked from the scorer the server started ahead with
     its script and environment, as many as ask; a command with another environment gets none
     (and starts its own), and the server starts a scorer for that one."""
-    argv = [sys.executable, "-c", SPARE]
+    argv = [sys.executable, "-c", SPARE, "--zygote"]
     env = {**os.environ, "PROBE_X": "one"}
     assert not stage_server.scorer_ready(argv, env)  # none yet: the server starts one
     assert stage_server.scorer_ready(argv, env)

@@ -20,11 +20,12 @@ takes its child with it.
   READ_AT_IMPORT). It exits after IDLE_S seconds without a command; `pipelines stage-server
   stop` stops it now.
 - It keeps a scorer for register commands: the fresh interpreter in which a register command
-  checks parity (`pipelines.registry.tracking.fresh_process`), started with the command's own
-  script and environment and the script's ZYGOTE_FLAG. Once it has imported MLflow and Keras,
-  it forks a spare for each register command that asks, at once: each serves one command and
-  never loads anything of this project's. A command whose environment differs gets none and
-  starts its own, as without a server (and the server starts one for that environment).
+  checks parity (`pipelines.registry.tracking.fresh_process`), started with the command line
+  (the scorer script and its zygote flag) and environment the command gives. Once it has
+  imported MLflow and Keras, it forks a spare for each register command that asks, at once: each
+  serves one command and never loads anything of this project's. A command whose environment
+  differs gets none and starts its own, as without a server (and the server starts one for that
+  environment).
 - The command runs in its own fresh interpreter instead (as without a server) when no server
   answers (one is then started for the commands after it), when the server's packages changed
   since it started (a `pip install`: it exits), or when the command is traced or profiled or
@@ -269,9 +270,9 @@ def stop_server() -> bool:
 
 def take_scorer(argv: list[str], env: dict[str, str]) -> tuple[socket.socket, Path] | None:
     """A spare scorer, forked from the one the server started with this command line (the
-    scorer script, which gets ZYGOTE_FLAG and its socket's descriptor appended) and
-    environment: its socket (it says its pid there first) and log file. None when no server
-    runs or it has no such scorer; the server then starts one for the next command."""
+    forking scorer script, which gets its socket's descriptor appended) and environment: its
+    socket (it says its pid there first) and log file. None when no server runs or it has no
+    such scorer; the server then starts one for the next command."""
     reply, fds = _ask_for_scorer(argv, env, take=True)
     if not fds:
         return None
@@ -325,7 +326,6 @@ class _Scorer:
 # Environment variables that differ from one stage command to the next without changing what a
 # scorer imports: they do not stop a spare from being used.
 _PER_COMMAND = ("DVC_", "PWD", "OLDPWD")
-ZYGOTE_FLAG = "--zygote"  # fresh_process.ZYGOTE_FLAG: the server imports none of the project
 _SCORERS: list[_Scorer] = []  # at most one, in the server's process
 
 
@@ -340,7 +340,7 @@ def _start_scorer(spec: dict[str, Any], folder: Path) -> _Scorer:
     cwd = spec["cwd"] if os.path.isdir(spec["cwd"]) else None
     with theirs, os.fdopen(fd, "wb") as out:
         process = subprocess.Popen(
-            [*spec["argv"], ZYGOTE_FLAG, str(theirs.fileno())],
+            [*spec["argv"], str(theirs.fileno())],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
@@ -383,23 +383,24 @@ def _hand_scorer(conn: socket.socket, request: dict[str, Any], folder: Path) -> 
     spec = request["scorer"]
     scorer = _SCORERS[0] if _SCORERS else None
     fits = scorer is not None and scorer.key == _scorer_key(spec) and scorer.process.poll() is None
-    spare = None
-    if fits and request.get("take", True):
+    take = request.get("take", True)
+    if fits and take:
         assert scorer is not None
-        with contextlib.suppress(OSError):  # it has just ended: the command starts its own
-            spare = _fork_spare(scorer, folder)
-    if spare is not None:
-        assert scorer is not None
-        channel, log = spare
-        with channel:
-            _send(conn, {"log": str(log)}, fds=[channel.fileno()])
-        print(
-            f"{time.strftime('%H:%M:%S')} scorer forked from {scorer.process.pid} to {spec['cwd']}",
-            flush=True,
-        )
-        return
+        try:
+            channel, log = _fork_spare(scorer, folder)
+        except OSError:  # it has just ended: the command starts its own
+            pass
+        else:
+            with channel:
+                _send(conn, {"log": str(log)}, fds=[channel.fileno()])
+            print(
+                f"{time.strftime('%H:%M:%S')} scorer forked from {scorer.process.pid} to "
+                f"{spec['cwd']}",
+                flush=True,
+            )
+            return
     _send(conn, {"spare": "ready" if fits else "starting"})
-    if not fits or request.get("take", True):  # none suits, or the one there has just ended
+    if not fits or take:  # none suits, or the one there has just ended
         _drop_scorers()
         _SCORERS.append(_start_scorer(spec, folder))
 

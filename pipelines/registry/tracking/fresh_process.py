@@ -32,12 +32,12 @@ ZYGOTE_FLAG = "--zygote"  # before the descriptor: fork a scorer per request (se
 # TensorFlow is imported once for them. It answers with one JSON line (per job, None or the
 # error that stopped it) and ends at once, without the interpreter's teardown.
 #
-# Started with ZYGOTE_FLAG (by the stage server), it stays as it is once imported and forks one
-# scorer per request on its socket (a byte, with the new scorer's socket and log file): each
-# fork is the interpreter above, imports paid, nothing else loaded, and serves one caller. It
-# forks only if importing TensorFlow and Keras started no thread (TensorFlow's pools start with
-# its first operation, in the fork); if one did, each request starts a fresh interpreter
-# instead. It ends after WAIT_S without a request, or when its socket closes.
+# Started with ZYGOTE_FLAG (FORKING_ARGV, by the stage server), it stays as it is once imported
+# and forks one scorer per request on its socket (a byte, with the new scorer's socket and log
+# file): each fork is the interpreter above, imports paid, nothing else loaded, and serves one
+# caller. It forks only if importing TensorFlow and Keras started no thread (TensorFlow's pools
+# start with its first operation, in the fork); if one did, each request starts a fresh
+# interpreter instead. It ends after WAIT_S without a request, or when its socket closes.
 _SCORE_SCRIPT = f"""
 import json, os, signal, socket, subprocess, sys, threading
 signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # as a shell would start it, whoever starts it
@@ -115,6 +115,9 @@ os._exit(0)  # the answers are on disk: skip TensorFlow's teardown (1.5 to 2 s)
 """
 # What starts a scorer: the script's descriptor is appended.
 SCORER_ARGV = (sys.executable, "-c", _SCORE_SCRIPT)
+# What the stage server starts for register commands (and keys by): the scorer that forks a
+# spare per request.
+FORKING_ARGV = (*SCORER_ARGV, ZYGOTE_FLAG)
 
 
 class FreshScorer:
