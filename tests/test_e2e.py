@@ -497,8 +497,7 @@ DASK_MODELS = ("tabular-dnn", "images-cnn")
 def test_dask_runner_trains_models_in_parallel_and_registers_them(project):
     for name in DASK_MODELS:
         project.set_param(f"models.{name}.train.max_epochs", 3)
-    client = project.client()
-    before = {name: len(client.search_model_versions(f"name='{name}'")) for name in DASK_MODELS}
+    before = _version_counts(project)
     chosen = [arg for name in DASK_MODELS for arg in ("--model", name)]
     out = sh(
         [
@@ -516,6 +515,34 @@ def test_dask_runner_trains_models_in_parallel_and_registers_them(project):
     )
     text = out.stdout + out.stderr
     assert "model chain(s) on DaskTaskRunner (dask, " in text, text[-3000:]
+    _assert_trained_side_by_side(project, before, text)
+    assert "Data and pipelines are up to date" in project.repro()
+
+
+def test_make_run_runs_changed_chains_side_by_side_and_leaves_dvc_up_to_date(project):
+    """The README's `make run`, on a project whose environment is installed: the retraining
+    flow on threads runs only the two changed models' chains, at the same time."""
+    for name in DASK_MODELS:
+        project.set_param(f"models.{name}.train.max_epochs", 4)
+    before = _version_counts(project)
+    venv = Path(sys.executable).parent.parent
+    out = sh(["make", "run", f"VENV={venv}"], project.root, _prefect_env(project))
+    text = out.stdout + out.stderr
+    assert "pipelines.cli retrain --runner threads --no-push" in text, text[-3000:]
+    assert "2 model chain(s) on ThreadPoolTaskRunner (threads, 2 at once)" in text, text[-3000:]
+    _assert_trained_side_by_side(project, before, text)
+    assert "reports/tabular-dnn/metrics.json" in out.stdout  # `dvc metrics show`
+    assert "Data and pipelines are up to date" in project.repro()
+
+
+def _version_counts(project) -> dict[str, int]:
+    client = project.client()
+    return {name: len(client.search_model_versions(f"name='{name}'")) for name in DASK_MODELS}
+
+
+def _assert_trained_side_by_side(project, before: dict[str, int], text: str) -> None:
+    """Each of DASK_MODELS has one new version, and two of their trainings overlapped."""
+    client = project.client()
     windows = {}
     for name in DASK_MODELS:
         versions = client.search_model_versions(f"name='{name}'")
@@ -531,7 +558,6 @@ def test_dask_runner_trains_models_in_parallel_and_registers_them(project):
         if a < b and windows[a][0] < windows[b][1] and windows[b][0] < windows[a][1]
     ]
     assert overlapping, f"no two trainings ran at the same time: {windows}"
-    assert "Data and pipelines are up to date" in project.repro()
 
 
 def _stage_processes(project, model: str) -> list[str]:
