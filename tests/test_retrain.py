@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.orchestration.dvc_project import set_sources
-from pipelines.orchestration.retrain import longest_first, models_to_run
+from pipelines.orchestration.retrain import models_to_run
 from pipelines.orchestration.stage_process import StageFailed, _retry_stage
 
 
@@ -24,12 +24,6 @@ def test_a_searched_model_runs_from_its_search_when_the_search_changed():
         "a": ["tune@a", "train@a", "evaluate@a", "register@a"],
         "b": ["train@b", "evaluate@b", "register@b"],
     }
-
-
-def test_a_searched_chain_is_started_first_and_the_others_keep_their_order():
-    plan = models_to_run({"train@a", "train@b", "tune@c", "train@d"}, ["a", "b", "c", "d"], {"c"})
-    assert list(longest_first(plan)) == ["c", "a", "b", "d"]
-    assert longest_first(plan)["c"] == ["tune@c", "train@c", "evaluate@c", "register@c"]
 
 
 @pytest.mark.parametrize(

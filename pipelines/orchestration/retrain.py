@@ -75,13 +75,6 @@ def models_to_run(
     return plan
 
 
-def longest_first(plan: dict[str, list[str]]) -> dict[str, list[str]]:
-    """The chains with the most stages first (a search is the longest stage there is), so that
-    with two at a time a search starts at once and runs beside the other chains, rather than
-    last and alone; otherwise in params order."""
-    return dict(sorted(plan.items(), key=lambda item: -len(item[1])))
-
-
 def task_runner(kind: str, workers: int) -> Any:
     """`sequential`, `threads` (N at once) or `dask`: a local cluster of N worker processes,
     or the cluster at `PIPELINES_DASK_ADDRESS` (tcp://host:8786), whose workers must see this
@@ -182,7 +175,7 @@ def train_changed(
     """Run each model's chain from its first changed stage on the task runner, and record in
     `dvc.lock` every stage that finished. Returns the plan (model -> stages) and
     `train_models`' outcome per model."""
-    plan = longest_first(models_to_run(changed_stages(root), names, searched))
+    plan = models_to_run(changed_stages(root), names, searched)
     log.info(f"stages to run: {plan or 'none, every model is up to date'}")
     if not plan:
         return plan, {}
