@@ -181,6 +181,24 @@ def test_a_text_model_standardizes_its_own_input(family, examples, tmp_path):
     )
 
 
+@pytest.mark.parametrize("family", TEXT_FAMILIES)
+def test_a_search_adapts_each_tokenizer_once_and_later_models_map_texts_the_same(family, examples):
+    """A second model with the same tokenizer settings takes what the first one's tokenizer
+    learned (it gets no texts, so it cannot adapt) and maps every text to the same numbers;
+    other settings adapt their own."""
+    prep, x, _ = examples["text"]
+    schema = family_spec(family).params.model_fields
+    settings = {k: v for k, v in {"max_tokens": 2000, "sequence_length": 64}.items() if k in schema}
+    adapted: dict = {}
+    first = build_model(family, settings, prep, TrainConfig(), x, adapted=adapted)
+    assert len(adapted) == 1
+    again = build_model(family, settings, prep, TrainConfig(), adapted=adapted)
+    tokenize = [m.get_layer("tokenize") for m in (first, again)]
+    np.testing.assert_array_equal(*(np.asarray(t(_in(x[:32]))) for t in tokenize))
+    build_model(family, {**settings, "max_tokens": 1000}, prep, TrainConfig(), x, adapted=adapted)
+    assert len(adapted) == 2
+
+
 def test_a_text_model_needs_its_training_texts(examples):
     prep = examples["text"][0]
     with pytest.raises(ValueError, match="needs the training texts"):

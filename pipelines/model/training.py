@@ -7,7 +7,7 @@ import logging
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from pipelines.data.preprocessing import (
     split_shards_of,
 )
 from pipelines.errors import TrainingDiverged
-from pipelines.model.builders import as_saved, build_model
+from pipelines.model.builders import Vocabularies, as_saved, build_model
 from pipelines.model.scoring import OUTPUTS_FILE, write_test_outputs
 from pipelines.model_config import ModelRef
 
@@ -145,7 +145,8 @@ def _strings(
 @dataclass(frozen=True)
 class TrainingData:
     """A model's training and validation splits, read once (a search fits many models on
-    them): arrays, or `None` for a sharded dataset, which is streamed from its shards."""
+    them): arrays, or `None` for a sharded dataset, which is streamed from its shards; and
+    what text tokenizers adapted on the training texts learned, for the next model."""
 
     data_dir: Path
     prep: Preprocessing
@@ -153,6 +154,7 @@ class TrainingData:
     y_train: np.ndarray | None = None
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
+    vocabularies: Vocabularies = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, data_dir: Path) -> TrainingData:
@@ -224,7 +226,14 @@ def fit_model(
     params = model.params
     with strategy.scope():
         texts = None if data.prep.sharded or data.prep.modality != "text" else data.x_train
-        net = build_model(model.family, params.for_training(), data.prep, train_cfg, texts)
+        net = build_model(
+            model.family,
+            params.for_training(),
+            data.prep,
+            train_cfg,
+            texts,
+            adapted=data.vocabularies,
+        )
     callbacks = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=train_cfg.patience, restore_best_weights=True
