@@ -22,6 +22,19 @@ def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return proc
 
 
+def commit_stage(root: Path, stage: str) -> None:
+    """`dvc commit --force <stage>`: its outputs into the cache and `dvc.lock`, as `dvc repro`
+    records a stage that ran. One at a time across threads and processes (a file lock under
+    `.dvc/tmp`): DVC's own lock gives up after about 3 s, with "Unable to acquire lock"."""
+    import fcntl
+
+    lock = root / ".dvc" / "tmp" / "pipelines-commit.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # let go when the file closes
+        dvc(root, "commit", "--force", stage)
+
+
 def changed_stages(root: Path) -> set[str]:
     """Stages whose deps, params or outputs differ from `dvc.lock` (`dvc status`)."""
     status = json.loads(dvc(root, "status", "--json").stdout or "{}")

@@ -8,8 +8,8 @@ produce the same artifacts and both leave `dvc.lock` as the record of what was t
 2. per model, `train -> evaluate -> register`, each model's chain independent of the others, so
    a task runner can run them in parallel (`orchestration.task_runner`: sequential, threads, or
    a Dask cluster, one model per worker). Each stage is its `dvc.yaml` command, run only when
-   DVC says it (or something before it) changed; afterwards `dvc commit` records the outputs in
-   `dvc.lock` and the cache, one at a time, as `dvc repro` would have;
+   DVC says it (or something before it) changed; as it finishes, `dvc commit` records its
+   outputs in `dvc.lock` and the cache, one commit at a time, as `dvc repro` would have;
 3. `dvc push` when a DVC remote is configured (or given in `PIPELINES_DVC_REMOTE`), and a
    markdown summary of each model's test metrics and gate verdict as a Prefect artifact.
 
@@ -35,7 +35,6 @@ from pipelines.environment import executable, project_root
 from pipelines.model_config import ModelRef
 from pipelines.orchestration.dvc_project import (
     changed_stages,
-    dvc,
     push_data,
     set_sources,
     stage_commands,
@@ -134,6 +133,7 @@ def _run_chains(
                             root,
                             orch.stage_timeout_s,
                             stage_retries(orch, step),
+                            commit=True,
                             wait_for=before,
                         ),
                     )
@@ -185,11 +185,9 @@ def train_changed(
     log.info(
         f"{len(plan)} model chain(s) on {type(chosen).__name__} ({kind}, {orch.workers} at once)"
     )
+    # Each stage is committed to dvc.lock as it finishes, while other chains still run, so
+    # what finished is recorded even of a chain that failed later (no retraining next time).
     outcome = train_models.with_options(task_runner=chosen)(plan, commands, str(root), orch)
-    # Record what finished, even of a chain that failed later (no retraining next time).
-    done = [step for result in outcome.values() for step in result["done"]]
-    if done:
-        dvc(root, "commit", "--force", *done)
     return plan, outcome
 
 

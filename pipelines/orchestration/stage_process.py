@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -17,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from pipelines.config import OrchestrationConfig
 from pipelines.environment import env_with_venv
 from pipelines.orchestration import live_stages
+from pipelines.orchestration.dvc_project import commit_stage
 
 TRANSIENT = (
     "database is locked",
@@ -64,10 +66,17 @@ def _retry_stage(task: Any, task_run: Any, state: Any) -> bool:
 
 @task(name="stage", task_run_name="{stage}", cache_policy=NO_CACHE, retry_condition_fn=_retry_stage)
 def supervised_stage(
-    stage: str, command: str, root: str, timeout_s: float = 3600, retries: int = 0
+    stage: str,
+    command: str,
+    root: str,
+    timeout_s: float = 3600,
+    retries: int = 0,
+    commit: bool = False,
 ) -> str:
     """Run one stage command in the project, streaming its output to the Prefect log. The
-    command is stopped (its whole process group) on timeout or on any other way out."""
+    command is stopped (its whole process group) on timeout or on any other way out. With
+    `commit`, the stage's outputs are recorded in `dvc.lock` and the cache once it succeeds
+    (a failed commit fails the task, and is not retried: the stage would run again)."""
     logger = get_run_logger()
     logger.info("%s: %s", stage, command)
     proc = subprocess.Popen(
@@ -105,6 +114,8 @@ def supervised_stage(
         )
     if code != 0:
         raise StageFailed(stage, code, "\n".join(tail), retries)
+    if commit:
+        commit_stage(Path(root), stage)
     return stage
 
 
