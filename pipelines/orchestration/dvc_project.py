@@ -8,9 +8,10 @@ import os
 import subprocess
 from pathlib import Path
 
-from pipelines.environment import executable
+from pipelines.environment import executable, file_lock
 
 REMOTE_ENV = "PIPELINES_DVC_REMOTE"
+COMMIT_WAIT_S = 600  # for the other chains' commits: about a second each
 
 
 def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -26,12 +27,7 @@ def commit_stage(root: Path, stage: str) -> None:
     """`dvc commit --force <stage>`: its outputs into the cache and `dvc.lock`, as `dvc repro`
     records a stage that ran. One at a time across threads and processes (a file lock under
     `.dvc/tmp`): DVC's own lock gives up after about 3 s, with "Unable to acquire lock"."""
-    import fcntl
-
-    lock = root / ".dvc" / "tmp" / "pipelines-commit.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # let go when the file closes
+    with file_lock(root / ".dvc" / "tmp" / "pipelines-commit.lock", COMMIT_WAIT_S, "dvc commit"):
         dvc(root, "commit", "--force", stage)
 
 
