@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.orchestration.dvc_project import set_sources
-from pipelines.orchestration.retrain import models_to_run
+from pipelines.orchestration.retrain import data_to_run, models_to_run
 from pipelines.orchestration.stage_process import StageFailed, _retry_stage
 
 
@@ -24,6 +24,18 @@ def test_a_searched_model_runs_from_its_search_when_the_search_changed():
         "a": ["tune@a", "train@a", "evaluate@a", "register@a"],
         "b": ["train@b", "evaluate@b", "register@b"],
     }
+
+
+def test_each_dataset_runs_from_its_first_changed_data_stage_and_an_unchanged_one_not_at_all():
+    changed = {"validate@a", "ingest@c", "split@c", "train@m"}
+    assert data_to_run(changed, ["a", "b", "c"]) == [
+        "validate@a",
+        "split@a",
+        "ingest@c",
+        "validate@c",
+        "split@c",
+    ]
+    assert data_to_run({"train@m"}, ["a", "b"]) == []
 
 
 @pytest.mark.parametrize(

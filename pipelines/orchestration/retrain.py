@@ -3,8 +3,9 @@
 `retrain` runs the very stages of `dvc.yaml`, so a scheduled run and `dvc repro` at a desk
 produce the same artifacts and both leave `dvc.lock` as the record of what was trained on what:
 
-1. per dataset, `ingest -> validate -> split` through `dvc repro --single-item` (a validation
-   failure stops the flow at once, with its report; it is never retried);
+1. per dataset, `ingest -> validate -> split` from the first stage `dvc status` reports changed,
+   each through `dvc repro --single-item` (a validation failure stops the flow at once, with its
+   report; it is never retried);
 2. per model, `train -> evaluate -> register`, each model's chain independent of the others, so
    a task runner can run them in parallel (`orchestration.task_runner`: sequential, threads, or
    a Dask cluster, one model per worker). Each stage is its `dvc.yaml` command, run only when
@@ -60,18 +61,26 @@ def model_chain(name: str, searched: Collection[str] = ()) -> list[str]:
     return [f"{stage}@{name}" for stage in stages]
 
 
+def from_first_changed(chain: list[str], changed: set[str]) -> list[str]:
+    """`chain`'s stages from the first one in `changed` on (later ones read its outputs, so
+    DVC cannot know yet whether they change); none when none did."""
+    first = next((i for i, stage in enumerate(chain) if stage in changed), len(chain))
+    return chain[first:]
+
+
 def models_to_run(
     changed: set[str], names: list[str], searched: Collection[str] = ()
 ) -> dict[str, list[str]]:
-    """Per model, its stages from the first changed one on (later ones read its outputs);
-    `searched`: the models with a search, whose chain starts with tune."""
-    plan = {}
-    for name in names:
-        chain = model_chain(name, searched)
-        first = next((i for i, stage in enumerate(chain) if stage in changed), None)
-        if first is not None:
-            plan[name] = chain[first:]
-    return plan
+    """Per model, its stages from the first changed one on; `searched`: the models with a
+    search, whose chain starts with tune."""
+    plan = {name: from_first_changed(model_chain(name, searched), changed) for name in names}
+    return {name: chain for name, chain in plan.items() if chain}
+
+
+def data_to_run(changed: set[str], datasets: list[str]) -> list[str]:
+    """Each dataset's data stages from the first changed one on, dataset after dataset."""
+    chains = ([f"{step}@{dataset}" for step in DATA_STAGES] for dataset in datasets)
+    return [stage for chain in chains for stage in from_first_changed(chain, changed)]
 
 
 def task_runner(kind: str, workers: int) -> Any:
@@ -152,17 +161,21 @@ def _run_chains(
     return outcome
 
 
-def refresh_data(root: Path, cfg: PipelineConfig, models: list[ModelRef]) -> None:
-    """Ingest, validate and split each dataset the models train on (each a no-op when DVC
-    finds it up to date)."""
+def refresh_data(
+    root: Path, cfg: PipelineConfig, models: list[ModelRef], changed: set[str]
+) -> list[str]:
+    """Ingest, validate and split each dataset the models train on, from its first stage in
+    `changed` (`dvc status`) on; returns the stages that ran."""
     orch = cfg.orchestration
-    for dataset in dict.fromkeys(model.dataset for model in models):
-        for step in DATA_STAGES:
-            target = f"{step}@{dataset}"
-            command = f"{executable('dvc')} repro --single-item {target}"
-            stage_task(orch, target)(
-                target, command, str(root), orch.stage_timeout_s, stage_retries(orch, target)
-            )
+    datasets = list(dict.fromkeys(model.dataset for model in models))
+    targets = data_to_run(changed, datasets)
+    log.info(f"data stages to run: {targets or 'none, every dataset is up to date'}")
+    for target in targets:
+        command = f"{executable('dvc')} repro --single-item {target}"
+        stage_task(orch, target)(
+            target, command, str(root), orch.stage_timeout_s, stage_retries(orch, target)
+        )
+    return targets
 
 
 def train_changed(
@@ -170,12 +183,13 @@ def train_changed(
     names: list[str],
     orch: OrchestrationConfig,
     runner: str | None,
+    changed: set[str],
     searched: Collection[str] = (),
 ) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
-    """Run each model's chain from its first changed stage on the task runner, and record in
-    `dvc.lock` every stage that finished. Returns the plan (model -> stages) and
-    `train_models`' outcome per model."""
-    plan = models_to_run(changed_stages(root), names, searched)
+    """Run each model's chain from its first stage in `changed` (`dvc status`) on, on the
+    task runner, and record in `dvc.lock` every stage that finished. Returns the plan (model
+    -> stages) and `train_models`' outcome per model."""
+    plan = models_to_run(changed, names, searched)
     log.info(f"stages to run: {plan or 'none, every model is up to date'}")
     if not plan:
         return plan, {}
@@ -237,7 +251,9 @@ def _retrain(
     """The flow's work: data stages (putting refused sources back), the models' chains on
     the task runner, push, summary."""
     try:
-        refresh_data(root, cfg, models)
+        changed = changed_stages(root)
+        if refresh_data(root, cfg, models, changed):
+            changed = changed_stages(root)  # what the data stages' new outputs changed
     except Exception as err:
         if not previous:
             raise
@@ -245,14 +261,14 @@ def _retrain(
         # and the data stages run again on the old sources (DVC's run cache restores their
         # outputs and their dvc.lock entries).
         params_path.write_text(original)
-        refresh_data(root, load_config(params_path), models)
+        refresh_data(root, load_config(params_path), models, changed_stages(root))
         restored = ", ".join(f"datasets.{d}.source: {s}" for d, s in previous.items())
         raise SourceRefused(
             f"the new data was refused, so params.yaml is back to {restored} (and the data "
             f"stages to its files); nothing was trained or registered. {err}"
         ) from err
     names = [model.name for model in models]
-    plan, outcome = train_changed(root, names, cfg.orchestration, runner, set(cfg.search))
+    plan, outcome = train_changed(root, names, cfg.orchestration, runner, changed, set(cfg.search))
     chains = {stage for name in names for stage in model_chain(name, set(cfg.search))}
     left = sorted(changed_stages(root) & chains)
     pushed = push_data(root) if push else "push skipped"
