@@ -131,3 +131,33 @@ def test_stages_finishing_together_are_all_committed_to_dvc_lock(tmp_path):
         [executable("dvc"), "status"], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     assert "Data and pipelines are up to date" in status.stdout, status.stdout
+
+
+def test_a_stage_reading_dvc_lock_waits_for_a_commit_that_is_rewriting_it(tmp_path):
+    """DVC rewrites dvc.lock in place; a stage that reads it while the flow commits another
+    chain's stage waits for the commit, and reads the whole file, not half of it."""
+    import threading
+    import time
+
+    import yaml
+
+    from pipelines.registry.lineage import dvc_lock_guarded, dvc_lock_hashes
+
+    (tmp_path / ".dvc").mkdir()
+    lock = tmp_path / "dvc.lock"
+    outs = [{"path": f"data/{i}.parquet", "md5": f"{i:032d}"} for i in range(20)]
+    full = yaml.safe_dump({"schema": "2.0", "stages": {"split@d": {"outs": outs}}})
+    lock.write_text(full[: len(full) // 2])  # the commit has written half of it
+    writing = threading.Event()
+
+    def commit() -> None:
+        with dvc_lock_guarded(lock):
+            writing.set()
+            time.sleep(0.5)
+            lock.write_text(full)
+
+    writer = threading.Thread(target=commit)
+    writer.start()
+    writing.wait()
+    assert dvc_lock_hashes(lock, ["split@d"]) == {o["path"]: o["md5"] for o in outs}
+    writer.join()

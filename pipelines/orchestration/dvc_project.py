@@ -8,10 +8,10 @@ import os
 import subprocess
 from pathlib import Path
 
-from pipelines.environment import executable, file_lock
+from pipelines.environment import executable
+from pipelines.registry.lineage import dvc_lock_guarded
 
 REMOTE_ENV = "PIPELINES_DVC_REMOTE"
-COMMIT_WAIT_S = 600  # for the other chains' commits: about a second each
 
 
 def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -25,9 +25,11 @@ def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 def commit_stage(root: Path, stage: str) -> None:
     """`dvc commit --force <stage>`: its outputs into the cache and `dvc.lock`, as `dvc repro`
-    records a stage that ran. One at a time across threads and processes (a file lock under
-    `.dvc/tmp`): DVC's own lock gives up after about 3 s, with "Unable to acquire lock"."""
-    with file_lock(root / ".dvc" / "tmp" / "pipelines-commit.lock", COMMIT_WAIT_S, "dvc commit"):
+    records a stage that ran. One at a time across threads and processes, and never while a
+    stage reads `dvc.lock` (`dvc_lock_guarded`, a file lock under `.dvc/tmp`): DVC's own lock
+    gives up after about 3 s, with "Unable to acquire lock", and DVC rewrites the file in
+    place."""
+    with dvc_lock_guarded(root / "dvc.lock"):
         dvc(root, "commit", "--force", stage)
 
 

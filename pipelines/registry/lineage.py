@@ -4,7 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+
+from pipelines.environment import file_lock
+
+# Held by whoever writes a project's dvc.lock beside running stages (the retraining flow
+# commits each stage as it finishes, while other chains run) and by every reader of it here:
+# DVC rewrites the file in place, so a reader could otherwise see it half written.
+LOCK_GUARD = Path(".dvc") / "tmp" / "pipelines-dvc-lock.lock"
+LOCK_GUARD_WAIT_S = 600  # commits take about a second each
+
+
+@contextmanager
+def dvc_lock_guarded(lock_path: Path) -> Iterator[None]:
+    """Hold the guard of `lock_path` (a `dvc.lock`) for the block: one writer or reader at a
+    time. Nothing to hold outside a DVC project."""
+    project = Path(lock_path).parent
+    held = (
+        file_lock(project / LOCK_GUARD, LOCK_GUARD_WAIT_S, "a dvc commit")
+        if (project / ".dvc").is_dir()
+        else nullcontext()
+    )
+    with held:
+        yield
 
 
 def file_md5(path: Path) -> str:
@@ -51,7 +75,9 @@ def dvc_lock_hashes(lock_path: Path, stages: list[str]) -> dict[str, str]:
     # deps included) parses in 0.04 s against 0.3 s in pure Python; `train` and `tune` read it
     # once, `register` three times.
     loader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
-    lock = yaml.load(lock_path.read_text(), Loader=loader) or {}
+    with dvc_lock_guarded(lock_path):
+        text = lock_path.read_text()
+    lock = yaml.load(text, Loader=loader) or {}
     hashes = {}
     for stage in stages:
         for out in lock.get("stages", {}).get(stage, {}).get("outs", []):
