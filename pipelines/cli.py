@@ -41,10 +41,14 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-@app.callback()
-def _setup() -> None:
+def _quiet_tensorflow() -> None:
     # TensorFlow's C++ start-up chatter hides the pipeline's own output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@app.callback()
+def _setup() -> None:
+    _quiet_tensorflow()
     show_messages()
 
 
@@ -528,6 +532,9 @@ def _end_without_teardown(status: list[int]) -> None:
 
 
 def main() -> None:  # pragma: no cover
+    # Before the stage server is asked: TensorFlow reads the variable at import, so it is part
+    # of which server a command goes to, whether or not the user's shell sets it.
+    _quiet_tensorflow()
     if sys.argv[1:2] and sys.argv[1] in STAGE_COMMANDS:
         # A stage: run in a child of the preloaded stage server when one can stand in for
         # this interpreter (its imports are paid once, not by each of the 31 stages).

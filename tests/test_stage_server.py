@@ -254,6 +254,27 @@ def test_the_server_forks_a_spare_scorer_for_each_command_of_that_environment(se
     assert third["x"] == "two" and third["parent"] != seen["parent"]
 
 
+# A register command in the server's child, after the CLI has set a variable that names
+# another server's socket (TF_CPP_MIN_LOG_LEVEL): it asks twice for a spare scorer.
+ASKS = """
+import json, os, sys
+from pipelines.orchestration import stage_server
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3" if os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3" else "1"
+argv = [sys.executable, "-c", "import time; time.sleep(30)", "--zygote"]
+print(json.dumps([stage_server.scorer_ready(argv, dict(os.environ)) for _ in range(2)]))
+"""
+
+
+def test_a_command_in_the_server_asks_the_server_it_runs_in_for_its_scorer(server):
+    """The child asks the server that forked it, whatever the command has set since: the
+    first ask starts a scorer and the second finds it ready (asked on another socket, neither
+    would, and every register would import its clean interpreter's packages itself)."""
+    (server / "asks.py").write_text(ASKS)
+    done = _run(server, PROBE_MODULE="asks")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout) == [False, True]
+
+
 def _ended(pid: int) -> bool:
     deadline = time.monotonic() + 10
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:

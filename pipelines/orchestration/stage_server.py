@@ -88,6 +88,10 @@ READ_AT_IMPORT = (
 )
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _FORKED = False  # true in a child of the server: its command runs right here
+# In a child of the server: the server's socket. The child asks that server for a spare scorer,
+# whatever the command has since set in its environment (the CLI sets TF_CPP_MIN_LOG_LEVEL,
+# which would name another server's socket).
+_PARENT: Path | None = None
 _MODULE = "pipelines.orchestration.stage_server"  # this module (`__name__` is `__main__` in
 # the server's own process)
 
@@ -288,7 +292,7 @@ def scorer_ready(argv: list[str], env: dict[str, str]) -> bool:
 def _ask_for_scorer(
     argv: list[str], env: dict[str, str], take: bool
 ) -> tuple[dict[str, Any], list[int]]:
-    path = socket_path() if enabled() else None
+    path = _PARENT if _FORKED else socket_path() if enabled() else None
     if path is None:
         return {}, []
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
@@ -566,9 +570,10 @@ def _supervise(conn: socket.socket, pid: int) -> None:
     os._exit(0)
 
 
-def run_command(command: _Command) -> None:
-    """In the forked child: become the command's process, then run it as `python -m` does.
-    Its SystemExit ends this interpreter as it would have ended its own."""
+def run_command(command: _Command, server: Path) -> None:
+    """In the forked child of the server on `server`: become the command's process, then run
+    it as `python -m` does. Its SystemExit ends this interpreter as it would have ended its
+    own."""
     import importlib
     import runpy
 
@@ -603,7 +608,8 @@ def run_command(command: _Command) -> None:
     if not sys.flags.safe_path:  # `python -m` puts the working folder first, unless -P
         sys.path[0] = request["cwd"]
     importlib.invalidate_caches()
-    importlib.import_module(_MODULE)._FORKED = True  # type: ignore[attr-defined]
+    module = importlib.import_module(_MODULE)
+    module._FORKED, module._PARENT = True, server  # type: ignore[attr-defined]
     sys.argv = ["-m", *request["args"]]
     runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
 
@@ -613,7 +619,7 @@ def main() -> None:  # pragma: no cover - the server's process
     idle_s = float(sys.argv[2]) if len(sys.argv) > 2 else IDLE_S
     command = serve(path, idle_s)
     if command is not None:
-        run_command(command)
+        run_command(command, path)
 
 
 if __name__ == "__main__":  # pragma: no cover
