@@ -14,7 +14,9 @@ all six (docs/limits.md). After each repeat the workspace is put back as it was 
 rest with `dvc checkout`), so every repeat starts from the same project, committed or not.
 
 Each repeat sets a value of its own, 1% above the last (0.003, 0.00303, 0.00306), so that
-DVC's run cache never stands in for a run. Writes bench/out/experiment_overhead.json and prints
+DVC's run cache never stands in for a run within one invocation; a second invocation in the same
+project needs another `--set` value, and stops with that message if the experiment trained
+nothing. Writes bench/out/experiment_overhead.json and prints
 the ratio of the medians.
 """
 
@@ -97,13 +99,19 @@ def main() -> None:
         # The files a workspace experiment rewrites outside DVC's cache, as they are now.
         kept = {f: f.read_bytes() for f in _workspace_files()} if args.workspace else {}
         settle()
-        experiment, _ = _timed(
+        experiment, said = _timed(
             [executable("dvc"), "exp", "run", *where, "-S", f"{key}={repeat_value}"]
         )
         if kept:
             for path, content in kept.items():
                 path.write_bytes(content)
             _timed([executable("dvc"), "checkout", "--force"])
+        if f"Running stage 'train@{args.model}'" not in said:
+            # A value this project has trained before: DVC restored the stages, nothing ran.
+            raise SystemExit(
+                f"dvc exp run did not train {args.model} with {key}={repeat_value} (DVC's run "
+                f"cache had it): pass another --set value.\n{said[-1500:]}"
+            )
         settle()
         bare, out = _timed([sys.executable, "-c", _BARE, args.model, key, repeat_value])
         epochs = next(line for line in out.splitlines() if line.startswith("EPOCHS")).split()[1]
