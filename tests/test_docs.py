@@ -33,7 +33,10 @@ DVC_COMMANDS: dict[str, set[str] | None] = {
     "stage": {"list", "add"},
 }
 # Options of `dvc repro` / `dvc exp run` that take a value (the value is not a stage).
-DVC_VALUED_OPTIONS = {"-S", "--set-param", "-n", "--name", "-j", "--jobs", "-m", "--message"}
+DVC_VALUED_OPTIONS = {
+    *("-S", "--set-param", "-n", "--name", "-j", "--jobs", "-m", "--message"),
+    *("-C", "--copy-paths"),
+}
 
 
 def doc_files() -> list[Path]:
@@ -201,9 +204,15 @@ def dvc_problems(args: list[str]) -> list[str]:
         rest = rest[1:]
     elif command != "repro":
         return []
-    targets, skip = [], False
+    targets, skip, nested = [], False, 0
     for word in rest:
-        if skip:
+        if word == "(":
+            nested += 1
+        elif word == ")":
+            nested -= 1
+        elif nested or word == "$":  # a command substitution, `$(...)`: not DVC's words
+            continue
+        elif skip:
             skip = False
         elif word in DVC_VALUED_OPTIONS:
             skip = True
@@ -301,6 +310,9 @@ def test_the_checker_catches_bad_commands():
     assert command_problems(["dvc", "exp", "run", "-S", "a=1", "register@nope"])
     assert not command_problems(["dvc", "repro", "--single-item", "register@<name>"])
     assert not command_problems(["dvc", "exp", "run", "--queue", "-S", "models.x=1"])
+    (substituted,) = simple_commands("dvc exp run --temp $(printf -- '-C %s ' m/*.json) -S a=1")
+    assert not command_problems(substituted)
+    assert command_problems([*substituted, "register@nope"])
     assert simple_commands("make ui  # then open it") == [["make", "ui"]]
     assert simple_commands("A=1 dvc queue start && dvc queue status") == [
         ["dvc", "queue", "start"],

@@ -779,6 +779,32 @@ def test_an_experiment_registers_a_candidate_that_only_promote_can_make_champion
     assert client.get_model_version_by_alias(MODEL, "champion").version == champion
 
 
+# docs/limits.md: a temp experiment that copies the workspace's registration records in.
+COPY_RECORDS_IN = (
+    "dvc exp run --temp $(printf -- '-C %s ' models/*/registration.json) "
+    "-S models.tabular-dnn.train.learning_rate=0.0017"
+)
+
+
+def test_a_temp_experiment_with_the_records_copied_in_registers_only_its_model(project, repo_root):
+    """docs/limits.md, as printed: DVC's `-C` copies each model's registration.json into the
+    temp copy, which then runs register only for the model it changed (without the records,
+    for every model). The new version is a candidate, and the workspace is left as it was."""
+    assert COPY_RECORDS_IN in (repo_root / "docs" / "limits.md").read_text()
+    project.repro()  # every registration.json as dvc.lock has it
+    client = project.client()
+    champion = client.get_model_version_by_alias(MODEL, "champion").version
+    before = project.versions()
+    lock = (project.root / "dvc.lock").read_text()
+    ran = sh(["bash", "-c", COPY_RECORDS_IN], project.root, project.env)
+    out = ran.stdout + ran.stderr
+    assert _stages_run(out) == {f"train@{MODEL}", f"evaluate@{MODEL}", f"register@{MODEL}"}, out
+    (candidate,) = sorted(set(project.versions()) - set(before))
+    assert client.get_model_version(MODEL, candidate).tags["candidate"] == "true"
+    assert client.get_model_version_by_alias(MODEL, "champion").version == champion
+    assert (project.root / "dvc.lock").read_text() == lock
+
+
 def test_the_shipped_search_shows_in_mlflow_and_its_model_trains_on_the_winner(project, tmp_path):
     client = project.client()
     assert f"tune@{SEARCHED}" in _stages_run(project.first_output)
@@ -895,7 +921,9 @@ def test_the_readme_exp_apply_path_promotes_the_candidate_and_a_revert_tells_the
     assert registration["version"] in before and registration["gate"] in ("passed", "failed")
     assert project.versions() == sorted([*before, candidate])
     assert "Data and pipelines are up to date" in project.repro()
-    sh(["git", "reset", "-q", "--soft", project.initial], project.root, project.env)
+    # HEAD and the index back at the start, the workspace as the revert left it: nothing
+    # staged, or the next `dvc exp run` in this project fails to apply its stash.
+    sh(["git", "reset", "-q", project.initial], project.root, project.env)
 
 
 def test_a_text_champion_answers_a_raw_article_over_http(project):
