@@ -87,11 +87,10 @@ READ_AT_IMPORT = (
     *("TF_", "KERAS_", "CUDA_"),
 )
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-_FORKED = False  # true in a child of the server: its command runs right here
-# In a child of the server: the server's socket. The child asks that server for a spare scorer,
-# whatever the command has since set in its environment (the CLI sets TF_CPP_MIN_LOG_LEVEL,
-# which would name another server's socket).
-_PARENT: Path | None = None
+# In a child of the server (its command runs right here): that server's socket, which the child
+# asks for a spare scorer whatever the command has since set in its environment (the CLI sets
+# TF_CPP_MIN_LOG_LEVEL, which would name another server's socket). None elsewhere.
+_SERVER: Path | None = None
 _MODULE = "pipelines.orchestration.stage_server"  # this module (`__name__` is `__main__` in
 # the server's own process)
 
@@ -182,7 +181,7 @@ def run_in_server(module: str, args: list[str]) -> int | None:
     process's working folder, environment and standard streams; the child's exit status. None
     when the command must run in this process: no server answers (one is started for the next
     command), or the server cannot run it as this interpreter would."""
-    if _FORKED or not enabled() or sys.gettrace() or sys.getprofile():
+    if _SERVER is not None or not enabled() or sys.gettrace() or sys.getprofile():
         return None  # a traced or profiled command runs where its tracer is
     if sys._xoptions or sys.warnoptions:  # `python -X importtime`, `-W error`: flags of its own
         return None
@@ -292,7 +291,7 @@ def scorer_ready(argv: list[str], env: dict[str, str]) -> bool:
 def _ask_for_scorer(
     argv: list[str], env: dict[str, str], take: bool
 ) -> tuple[dict[str, Any], list[int]]:
-    path = _PARENT if _FORKED else socket_path() if enabled() else None
+    path = _SERVER or (socket_path() if enabled() else None)
     if path is None:
         return {}, []
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
@@ -608,8 +607,7 @@ def run_command(command: _Command, server: Path) -> None:
     if not sys.flags.safe_path:  # `python -m` puts the working folder first, unless -P
         sys.path[0] = request["cwd"]
     importlib.invalidate_caches()
-    module = importlib.import_module(_MODULE)
-    module._FORKED, module._PARENT = True, server  # type: ignore[attr-defined]
+    importlib.import_module(_MODULE)._SERVER = server  # type: ignore[attr-defined]
     sys.argv = ["-m", *request["args"]]
     runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
 
