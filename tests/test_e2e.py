@@ -522,9 +522,12 @@ def test_dask_runner_trains_models_in_parallel_and_registers_them(project):
 def test_make_run_runs_changed_chains_side_by_side_and_leaves_dvc_up_to_date(project):
     """The README's `make run`, on a project whose environment is installed: the retraining
     flow on threads runs only the two changed models' chains, at the same time."""
-    # A few seconds of images-cnn: its training spans the other's start, which may come
-    # seconds later when the first stage command starts the stage server.
-    project.set_param("models.tabular-dnn.train.max_epochs", 4)
+    # Seconds of training each, every epoch run (patience as long): one chain's training may
+    # open its run seconds after the other's (the stage server forking both, a data load), and
+    # a training of a second or two could end before the other starts (4 epochs of tabular-dnn
+    # took 1.2 s and ended 1.0 s before images-cnn's run opened).
+    project.set_param("models.tabular-dnn.train.max_epochs", 100)
+    project.set_param("models.tabular-dnn.train.patience", 100)
     project.set_param("models.images-cnn.train.max_epochs", 30)
     before = _version_counts(project)
     venv = Path(sys.executable).parent.parent
