@@ -207,6 +207,24 @@ def check_params(params: Params = Path("params.yaml")) -> None:
     )
 
 
+@app.command("stage-code")
+def stage_code(
+    out_dir: Annotated[Path, typer.Option(help="Where each stage's file goes.")] = Path(
+        ".stage-code"
+    ),
+) -> None:
+    """Write each stage's code file (dvc.yaml's `code` stage): the `pipelines/` files its step
+    imports, with their MD5s, in `md5sum`'s format."""
+    from pipelines.orchestration.stage_code import write_digests
+
+    counts = write_digests(Path.cwd(), out_dir)
+    typer.echo(
+        f"{out_dir}: the code of {len(counts)} stages ("
+        + ", ".join(f"{stage} {n} files" for stage, n in counts.items())
+        + ")"
+    )
+
+
 @app.command("propose-suite")
 def propose_suite(
     dataset: str,

@@ -1,5 +1,5 @@
-"""The tree keeps its architecture: the import contract holds, and each DVC stage lists exactly
-the pipeline modules it runs."""
+"""The tree keeps its architecture: the import contract holds, and each DVC stage depends on
+exactly the pipeline modules it runs (through its code file, `.stage-code/<stage>.md5`)."""
 
 from __future__ import annotations
 
@@ -52,18 +52,50 @@ def test_the_contract_fails_on_an_upward_import_or_a_cycle(repo_root, tmp_path, 
     assert "BROKEN" in proc.stdout
 
 
-def test_each_stage_lists_exactly_the_modules_it_runs(repo_root):
-    """dvc.yaml's `pipelines/` deps are the import graph's (`make deps` rewrites them)."""
+def test_each_stage_depends_on_exactly_the_modules_it_runs_through_its_code_file(repo_root):
+    """Each stage's code file lists the files the import graph (grimp's) says its step runs,
+    with their current MD5s; the stage depends on that file and on no module directly, and the
+    `code` stage that writes the files depends on every module listed (`make deps`)."""
     sys.path.insert(0, str(repo_root / "tools"))
     from stage_deps import expected_deps
 
+    from pipelines.orchestration.stage_code import digest, stage_files
+
     stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
-    for stage, expected in expected_deps().items():
-        listed = {d.split()[0] for d in stages[stage]["do"]["deps"] if d.startswith("pipelines/")}
-        assert listed == set(expected), (
-            f"{stage}: missing {sorted(set(expected) - listed)}, "
-            f"extra {sorted(listed - set(expected))}; run `make deps`"
-        )
+    expected = expected_deps()
+    assert stage_files(repo_root) == expected
+    for stage, files in expected.items():
+        deps = stages[stage]["do"]["deps"]
+        assert f".stage-code/{stage}.md5" in deps, stage
+        assert not [d for d in deps if d.startswith("pipelines/")], stage
+        written = (repo_root / ".stage-code" / f"{stage}.md5").read_text()
+        assert written == digest(repo_root, files), f"{stage}: run `dvc repro code`"
+    code = stages["code"]
+    assert set(code["deps"]) == {f for files in expected.values() for f in files}
+    assert [next(iter(out)) for out in code["outs"]] == [
+        f".stage-code/{stage}.md5" for stage in expected
+    ]
+
+
+def test_a_module_import_inside_a_function_counts_and_a_namespace_package_does_not(tmp_path):
+    """The code file reads imports from the source: a lazy import in a function is a dependency,
+    relative imports resolve, and `from pipelines.data import x` names the module x."""
+    from pipelines.orchestration.stage_code import imported_modules
+
+    package = tmp_path / "pipelines"
+    (package / "data").mkdir(parents=True)
+    for path in ("__init__.py", "data/__init__.py", "errors.py", "data/extra.py"):
+        (package / path).write_text("")
+    (package / "data" / "step.py").write_text(
+        "from pipelines.data import extra\n"
+        "def run():\n"
+        "    from ..errors import KnownFailure\n"
+        "    import numpy\n"
+    )
+    assert imported_modules(tmp_path, "pipelines.data.step") == {
+        "pipelines.data.extra",
+        "pipelines.errors",
+    }
 
 
 def test_the_stage_table_is_dvc_yamls_stages_with_their_loops_and_steps(repo_root):
@@ -73,7 +105,8 @@ def test_the_stage_table_is_dvc_yamls_stages_with_their_loops_and_steps(repo_roo
     from pipelines.orchestration.stage_table import STAGES
 
     stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
-    assert [s.name for s in STAGES] == list(stages)
+    # `code` first: it writes each stage's code file, and is not a pipeline step
+    assert ["code", *(s.name for s in STAGES)] == list(stages)
     for stage in STAGES:
         foreach = stages[stage.name]["foreach"]
         assert foreach == "${" + stage.loops_over + "}", (stage.name, foreach)
@@ -155,3 +188,52 @@ def test_inside_a_prefect_run_a_message_goes_to_the_runs_logger_once(capsys, mon
     monkeypatch.setattr(console, "_run_logger", broken)
     logging.getLogger("pipelines.data.datasets").info("ingested x: 3 rows")
     assert capsys.readouterr().out == "ingested x: 3 rows\n"
+
+
+def test_a_module_edit_reruns_the_code_stage_then_only_the_stages_whose_code_changed(
+    repo_root, tmp_path
+):
+    """With the real DVC: after an edit to a module only `evaluate` imports, `dvc status` names
+    the `code` stage, and `dvc repro` reruns it and the stage on evaluate's code file, not the
+    one on ingest's. A new module that no stage imports changes nothing."""
+    import json
+
+    from pipelines.environment import env_with_venv, executable
+
+    shutil.copytree(repo_root / "pipelines", tmp_path / "pipelines")
+    code = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]["code"]
+    stages = {
+        "code": code,
+        "on-ingest": {
+            "cmd": "date +%N > a.txt",
+            "deps": [".stage-code/ingest.md5"],
+            "outs": ["a.txt"],
+        },
+        "on-evaluate": {
+            "cmd": "date +%N > b.txt",
+            "deps": [".stage-code/evaluate.md5"],
+            "outs": ["b.txt"],
+        },
+    }
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    env = env_with_venv()
+
+    def dvc(*args: str) -> str:
+        proc = subprocess.run(
+            [executable("dvc"), *args], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    dvc("init", "-q")
+    dvc("repro")
+    assert json.loads(dvc("status", "--json")) == {}
+    evaluation = tmp_path / "pipelines" / "model" / "evaluation.py"
+    evaluation.write_text(evaluation.read_text() + "\n# an edit\n")
+    assert set(json.loads(dvc("status", "--json"))) == {"code"}
+    ran = dvc("repro")
+    assert "Running stage 'code'" in ran and "Running stage 'on-evaluate'" in ran, ran
+    assert "Stage 'on-ingest' didn't change" in ran, ran
+    (tmp_path / "pipelines" / "unused.py").write_text("")  # not a dep of `code`: no rerun
+    assert json.loads(dvc("status", "--json")) == {}

@@ -1,11 +1,14 @@
-"""The `pipelines/` files each DVC stage depends on, from the import graph: the step modules a
-stage runs and everything they import, plus files a stage uses without importing them.
+"""The `pipelines/` files each DVC stage runs, from the import graph (grimp's): the step modules
+a stage runs and everything they import, plus files a stage uses without importing them.
+dvc.yaml's `code` stage depends on all of them and writes each stage's list, with MD5s, to
+`.stage-code/<stage>.md5` (`pipelines.orchestration.stage_code`, which reads the imports from
+the source itself; tests/test_layout.py checks that both agree).
 
-    python tools/stage_deps.py           # rewrite dvc.yaml's lists (make deps)
+    python tools/stage_deps.py           # rewrite the `code` stage's deps (make deps)
     python tools/stage_deps.py --check   # exit 1 and name the differences
 
-Only the `- pipelines/...` lines of each stage's `deps` change; comments, order of the other
-deps and everything else in dvc.yaml stay as they are."""
+Only the `- pipelines/...` lines of the `code` stage's `deps` change; comments and everything
+else in dvc.yaml stay as they are."""
 
 from __future__ import annotations
 
@@ -15,14 +18,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from pipelines.orchestration.stage_code import NAMESPACES, STORED_AS_CODE  # noqa: E402
 from pipelines.orchestration.stage_table import STAGES  # noqa: E402
 
 # The modules each DVC stage runs: the stage table's.
 STAGE_ROOTS = {stage.name: list(stage.modules) for stage in STAGES}
-# Files a stage uses without importing them: the raw-input wrapper is stored as code with
-# every version.
-STORED_AS_CODE = {"register": {"pipelines/registry/raw_model.py"}}
-WINGS = ("pipelines.data", "pipelines.model", "pipelines.registry", "pipelines.orchestration")
+CODE_STAGE = "code"
 
 
 def _file(module: str) -> str:
@@ -40,13 +41,18 @@ def expected_deps() -> dict[str, list[str]]:
         modules = set(roots)
         for root in roots:
             modules |= graph.find_upstream_modules(root)
-        files = {_file(m) for m in modules if m != "pipelines" and m not in WINGS}
-        found[stage] = sorted(files | STORED_AS_CODE.get(stage, set()))
+        files = {_file(m) for m in modules if m not in NAMESPACES}
+        found[stage] = sorted(files | set(STORED_AS_CODE.get(stage, ())))
     return found
 
 
+def code_stage_deps() -> list[str]:
+    """The `code` stage's deps: every file some stage runs."""
+    return sorted({path for paths in expected_deps().values() for path in paths})
+
+
 def rewrite(text: str, deps: dict[str, list[str]]) -> str:
-    """dvc.yaml's text with each stage's `- pipelines/...` dep lines replaced by `deps`."""
+    """dvc.yaml's text with the `- pipelines/...` dep lines of each stage in `deps` replaced."""
     out, stage, lines = [], None, text.splitlines(keepends=True)
     i = 0
     while i < len(lines):
@@ -69,15 +75,15 @@ def rewrite(text: str, deps: dict[str, list[str]]) -> str:
 def main(argv: list[str]) -> int:
     dvc_yaml = ROOT / "dvc.yaml"
     text = dvc_yaml.read_text()
-    new = rewrite(text, expected_deps())
+    new = rewrite(text, {CODE_STAGE: code_stage_deps()})
     if "--check" in argv:
         if new != text:
-            print("dvc.yaml's pipelines/ deps differ from the import graph: run `make deps`")
+            print("dvc.yaml's `code` stage deps differ from the import graph: run `make deps`")
             return 1
         return 0
     if new != text:
         dvc_yaml.write_text(new)
-        print("dvc.yaml: pipelines/ deps rewritten from the import graph")
+        print("dvc.yaml: the `code` stage's deps rewritten from the import graph")
     return 0
 
 

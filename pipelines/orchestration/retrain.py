@@ -3,6 +3,8 @@
 `retrain` runs the very stages of `dvc.yaml`, so a scheduled run and `dvc repro` at a desk
 produce the same artifacts and both leave `dvc.lock` as the record of what was trained on what:
 
+0. `code`, when a module changed: it rewrites each stage's code file, so that `dvc status`
+   names the stages whose code changed;
 1. per dataset, `ingest -> validate -> split` from the first stage `dvc status` reports changed,
    each through `dvc repro --single-item` (a validation failure stops the flow at once, with its
    report; it is never retried);
@@ -41,6 +43,7 @@ from pipelines.orchestration.dvc_project import (
     stage_commands,
 )
 from pipelines.orchestration.retrain_summary import summary_markdown
+from pipelines.orchestration.stage_code import CODE_STAGE
 from pipelines.orchestration.stage_process import stage_retries, stage_task, stop_stages
 from pipelines.orchestration.stage_table import stages_over
 
@@ -161,6 +164,17 @@ def _run_chains(
     return outcome
 
 
+def refresh_code(root: Path, orch: OrchestrationConfig, changed: set[str]) -> set[str]:
+    """Run the `code` stage when `dvc status` says a module changed; returns `dvc status` after
+    it (a stage whose code changed shows only once its code file is rewritten)."""
+    if CODE_STAGE not in changed:
+        return changed
+    log.info("code changed: rewriting each stage's code file")
+    command = f"{executable('dvc')} repro --single-item {CODE_STAGE}"
+    stage_task(orch, CODE_STAGE)(CODE_STAGE, command, str(root), orch.stage_timeout_s, 0)
+    return changed_stages(root)
+
+
 def refresh_data(
     root: Path, cfg: PipelineConfig, models: list[ModelRef], changed: set[str]
 ) -> list[str]:
@@ -251,7 +265,7 @@ def _retrain(
     """The flow's work: data stages (putting refused sources back), the models' chains on
     the task runner, push, summary."""
     try:
-        changed = changed_stages(root)
+        changed = refresh_code(root, cfg.orchestration, changed_stages(root))
         if refresh_data(root, cfg, models, changed):
             changed = changed_stages(root)  # what the data stages' new outputs changed
     except Exception as err:
