@@ -66,7 +66,7 @@ bench: ## Benchmark suite (about 3 h on 2 cores) in a scratch clone of HEAD; ONL
 lint: install ## ruff lint and format check, the type check (mypy) and the import contracts (pyproject.toml)
 	ruff check . && ruff format --check pipelines tests tools && mypy && lint-imports && python tools/stage_deps.py --check
 
-deps: install ## Rewrite dvc.yaml's pipelines/ deps of each stage from the import graph
+deps: install ## Rewrite the deps of dvc.yaml's code stage from the import graph
 	python tools/stage_deps.py
 
 format: install ## Apply ruff fixes and formatting

@@ -1,8 +1,9 @@
 """Every stage of the pipeline, once: its name in `dvc.yaml`, what it loops over, the step
-function it runs, the modules that step runs (from which `tools/stage_deps.py` writes its
-`dvc.yaml` code deps), and its Prefect task options. The Prefect flows
+function it runs, the modules that step runs (from which the `code` stage writes its code file,
+`orchestration/stage_code.py`), and its Prefect task options. The Prefect flows
 (`orchestration/flows.py`), the retraining flow's plan (`orchestration/retrain.py`), `make deps`
-and the layout test read it; a test checks it against `dvc.yaml`."""
+and the layout test read it; a test checks it against `dvc.yaml` (whose `code` stage comes
+first, and is not in the table: it is bookkeeping, not a step of the pipeline)."""
 
 from __future__ import annotations
 
