@@ -215,9 +215,13 @@ def stage_code(
 ) -> None:
     """Write each stage's code file (dvc.yaml's `code` stage): the `pipelines/` files its step
     imports, with their MD5s, in `md5sum`'s format."""
+    from pipelines.errors import ConfigError
     from pipelines.orchestration.stage_code import write_digests
 
-    counts = write_digests(Path.cwd(), out_dir)
+    try:
+        counts = write_digests(Path.cwd(), out_dir)
+    except ConfigError as err:
+        _fail(str(err))
     typer.echo(
         f"{out_dir}: the code of {len(counts)} stages ("
         + ", ".join(f"{stage} {n} files" for stage, n in counts.items())

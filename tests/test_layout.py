@@ -55,7 +55,8 @@ def test_the_contract_fails_on_an_upward_import_or_a_cycle(repo_root, tmp_path, 
 def test_each_stage_depends_on_exactly_the_modules_it_runs_through_its_code_file(repo_root):
     """Each stage's code file lists the files the import graph (grimp's) says its step runs,
     with their current MD5s; the stage depends on that file and on no module directly, and the
-    `code` stage that writes the files depends on every module listed (`make deps`)."""
+    `code` stage that writes the files depends on every module listed and on its own code
+    (`make deps`)."""
     sys.path.insert(0, str(repo_root / "tools"))
     from stage_deps import expected_deps
 
@@ -71,7 +72,9 @@ def test_each_stage_depends_on_exactly_the_modules_it_runs_through_its_code_file
         written = (repo_root / ".stage-code" / f"{stage}.md5").read_text()
         assert written == digest(repo_root, files), f"{stage}: run `dvc repro code`"
     code = stages["code"]
-    assert set(code["deps"]) == {f for files in expected.values() for f in files}
+    own = expected_deps({"code": ["pipelines.orchestration.stage_code"]})["code"]
+    assert "pipelines/orchestration/stage_code.py" in own
+    assert set(code["deps"]) == {f for files in [*expected.values(), own] for f in files}
     assert [next(iter(out)) for out in code["outs"]] == [
         f".stage-code/{stage}.md5" for stage in expected
     ]
@@ -195,7 +198,8 @@ def test_a_module_edit_reruns_the_code_stage_then_only_the_stages_whose_code_cha
 ):
     """With the real DVC: after an edit to a module only `evaluate` imports, `dvc status` names
     the `code` stage, and `dvc repro` reruns it and the stage on evaluate's code file, not the
-    one on ingest's. A new module that no stage imports changes nothing."""
+    one on ingest's. A new module that no stage imports changes nothing; once a stage imports
+    it, `code` fails, naming it, until `make deps` adds it to its deps."""
     import json
 
     from pipelines.environment import env_with_venv, executable
@@ -237,3 +241,15 @@ def test_a_module_edit_reruns_the_code_stage_then_only_the_stages_whose_code_cha
     assert "Stage 'on-ingest' didn't change" in ran, ran
     (tmp_path / "pipelines" / "unused.py").write_text("")  # not a dep of `code`: no rerun
     assert json.loads(dvc("status", "--json")) == {}
+
+    # A new module a stage imports, `make deps` not run: `code` refuses, naming it, rather
+    # than write a file that an edit to the new module alone would not change.
+    (tmp_path / "pipelines" / "model" / "helper.py").write_text("")
+    evaluation.write_text("from pipelines.model import helper\n" + evaluation.read_text())
+    proc = subprocess.run(
+        [executable("dvc"), "repro"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0, said
+    assert "does not depend on pipelines/model/helper.py" in said and "make deps" in said
+    assert "Traceback" not in said, said

@@ -24,6 +24,7 @@ from pipelines.orchestration.stage_table import STAGES  # noqa: E402
 # The modules each DVC stage runs: the stage table's.
 STAGE_ROOTS = {stage.name: list(stage.modules) for stage in STAGES}
 CODE_STAGE = "code"
+CODE_STAGE_MODULE = "pipelines.orchestration.stage_code"  # the `code` stage's own step
 
 
 def _file(module: str) -> str:
@@ -31,13 +32,14 @@ def _file(module: str) -> str:
     return f"{path}/__init__.py" if (ROOT / path).is_dir() else f"{path}.py"
 
 
-def expected_deps() -> dict[str, list[str]]:
-    """Stage -> the sorted `pipelines/` files it depends on."""
+def expected_deps(stage_roots: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """Stage -> the sorted `pipelines/` files it depends on (each stage of the stage table's,
+    or of `stage_roots`: stage -> its modules)."""
     import grimp
 
     graph = grimp.build_graph("pipelines", cache_dir=None)
     found = {}
-    for stage, roots in STAGE_ROOTS.items():
+    for stage, roots in (stage_roots or STAGE_ROOTS).items():
         modules = set(roots)
         for root in roots:
             modules |= graph.find_upstream_modules(root)
@@ -47,8 +49,9 @@ def expected_deps() -> dict[str, list[str]]:
 
 
 def code_stage_deps() -> list[str]:
-    """The `code` stage's deps: every file some stage runs."""
-    return sorted({path for paths in expected_deps().values() for path in paths})
+    """The `code` stage's deps: every file some stage runs, and its own step's files."""
+    roots = {**STAGE_ROOTS, CODE_STAGE: [CODE_STAGE_MODULE]}
+    return sorted({path for paths in expected_deps(roots).values() for path in paths})
 
 
 def rewrite(text: str, deps: dict[str, list[str]]) -> str:
