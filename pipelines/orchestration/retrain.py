@@ -262,10 +262,10 @@ def _retrain(
     runner: str | None,
     push: bool,
 ) -> dict[str, Any]:
-    """The flow's work: data stages (putting refused sources back), the models' chains on
-    the task runner, push, summary."""
+    """The flow's work: the code files, data stages (putting refused sources back), the
+    models' chains on the task runner, push, summary."""
+    changed = refresh_code(root, cfg.orchestration, changed_stages(root))
     try:
-        changed = refresh_code(root, cfg.orchestration, changed_stages(root))
         if refresh_data(root, cfg, models, changed):
             changed = changed_stages(root)  # what the data stages' new outputs changed
     except Exception as err:
