@@ -180,6 +180,33 @@ def _prepare_register_scorer(**_: Any) -> bool:
 
 # One command per stage of the stage table, in pipeline order (`dvc.yaml` calls them).
 STAGE_COMMANDS = tuple(stage.name for stage in STAGES)
+_SERVER_ASKED: list[bool] = []  # whether this process has asked the stage server
+
+
+def _run_in_stage_server() -> None:
+    """A stage command: run it in a child of the preloaded stage server when one can stand in
+    for this interpreter (its imports are paid once, not by each of the 31 stages), and exit
+    with the child's status. Asks once per process."""
+    if _SERVER_ASKED:
+        return
+    _SERVER_ASKED.append(True)
+    # Before the stage server is asked: TensorFlow reads the variable at import, so it is part
+    # of which server a command goes to, whether or not the user's shell sets it.
+    _quiet_tensorflow()
+    if sys.argv[1:2] and sys.argv[1] in STAGE_COMMANDS:
+        from pipelines.orchestration.stage_server import run_in_server
+
+        done = run_in_server("pipelines.cli", sys.argv[1:])
+        if done is not None:
+            raise SystemExit(done)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    # `python -m pipelines.cli <stage>`, as dvc.yaml runs it: hand the command over before
+    # the stage commands below are built (they import the config and its schemas, 0.1 s that
+    # each stage's command would otherwise pay before it reaches the server).
+    _run_in_stage_server()
+
 _SKIPS: dict[str, Callable[..., bool]] = {
     "evaluate": _prepare_register_scorer,
     "register": _already_registered,
@@ -554,17 +581,7 @@ def _end_without_teardown(status: list[int]) -> None:
 
 
 def main() -> None:  # pragma: no cover
-    # Before the stage server is asked: TensorFlow reads the variable at import, so it is part
-    # of which server a command goes to, whether or not the user's shell sets it.
-    _quiet_tensorflow()
-    if sys.argv[1:2] and sys.argv[1] in STAGE_COMMANDS:
-        # A stage: run in a child of the preloaded stage server when one can stand in for
-        # this interpreter (its imports are paid once, not by each of the 31 stages).
-        from pipelines.orchestration.stage_server import run_in_server
-
-        done = run_in_server("pipelines.cli", sys.argv[1:])
-        if done is not None:
-            raise SystemExit(done)
+    _run_in_stage_server()  # `pipelines <stage>` (the console script) asks here
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     status = [1]  # an exception that escapes: its traceback, then status 1, as Python does
     # Registered first, so it runs last of the exit handlers registered from here on.

@@ -280,3 +280,29 @@ def _ended(pid: int) -> bool:
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     return not Path(f"/proc/{pid}").exists()
+
+
+LIGHT_CLIENT = """
+import atexit, runpy, sys
+heavy = ("pipelines.config", "pipelines.orchestration.stages")
+atexit.register(lambda: print("IMPORTED", [m for m in heavy if m in sys.modules]))
+sys.argv = ["pipelines.cli", "evaluate", "--help"]
+runpy.run_module("pipelines.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_stage_command_reaches_the_server_before_it_imports_the_config(server):
+    """`python -m pipelines.cli <stage>` hands the command to the server before the stage
+    commands are built: the command's own process never imports the config and its schemas
+    (0.1 s of every stage), and the child still runs the command."""
+    done = subprocess.run(
+        [sys.executable, "-c", LIGHT_CLIENT],
+        cwd=server,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Usage" in done.stdout and "evaluate" in done.stdout, done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "IMPORTED []", done.stdout
