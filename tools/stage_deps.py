@@ -18,18 +18,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipelines.orchestration.stage_code import NAMESPACES, STORED_AS_CODE  # noqa: E402
+from pipelines.orchestration.stage_code import (  # noqa: E402
+    CODE_STAGE,
+    NAMESPACES,
+    STORED_AS_CODE,
+    module_file,
+)
 from pipelines.orchestration.stage_table import STAGES  # noqa: E402
 
 # The modules each DVC stage runs: the stage table's.
 STAGE_ROOTS = {stage.name: list(stage.modules) for stage in STAGES}
-CODE_STAGE = "code"
 CODE_STAGE_MODULE = "pipelines.orchestration.stage_code"  # the `code` stage's own step
-
-
-def _file(module: str) -> str:
-    path = module.replace(".", "/")
-    return f"{path}/__init__.py" if (ROOT / path).is_dir() else f"{path}.py"
 
 
 def expected_deps(stage_roots: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
@@ -43,7 +42,11 @@ def expected_deps(stage_roots: dict[str, list[str]] | None = None) -> dict[str, 
         modules = set(roots)
         for root in roots:
             modules |= graph.find_upstream_modules(root)
-        files = {_file(m) for m in modules if m not in NAMESPACES}
+        files = {
+            module_file(ROOT, m).relative_to(ROOT).as_posix()
+            for m in modules
+            if m not in NAMESPACES
+        }
         found[stage] = sorted(files | set(STORED_AS_CODE.get(stage, ())))
     return found
 
