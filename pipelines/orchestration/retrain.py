@@ -171,7 +171,8 @@ def refresh_code(root: Path, orch: OrchestrationConfig, changed: set[str]) -> se
         return changed
     log.info("code changed: rewriting each stage's code file")
     command = f"{executable('dvc')} repro --single-item {CODE_STAGE}"
-    stage_task(orch, CODE_STAGE)(CODE_STAGE, command, str(root), orch.stage_timeout_s, 0)
+    retries = stage_retries(orch, CODE_STAGE)
+    stage_task(orch, CODE_STAGE)(CODE_STAGE, command, str(root), orch.stage_timeout_s, retries)
     return changed_stages(root)
 
 
