@@ -5,16 +5,14 @@ in one run: the cost a user feels around the training in the daily loop.
 Usage, in a project after `make run` (a temp experiment: the workspace is left as it is, and
 the experiment's version is registered as a candidate):
     .venv/bin/python bench/experiment_overhead.py [--model tabular-dnn] [--set
-        models.tabular-dnn.train.learning_rate=0.003] [--repeats 3] [--workspace |
-        --copy-records]
+        models.tabular-dnn.train.learning_rate=0.003] [--repeats 3] [--workspace]
 
-`--workspace` runs `dvc exp run` in the workspace instead (DVC's default): the other models'
-`registration.json` is there, so their register stages do not run, where a `--temp` copy runs
-all six (docs/limits.md). `--copy-records` copies them into the `--temp` copy (DVC's `-C`, the
-command docs/limits.md gives), which then runs `register` only for the model it changed.
-After each repeat the workspace is put back as it was before it
-(`params.yaml`, `dvc.lock`, the metrics files and each `registration.json` rewritten, the
-rest with `dvc checkout`), so every repeat starts from the same project, committed or not.
+`--workspace` runs `dvc exp run` in the workspace instead (DVC's default). Either way only the
+model's own stages run: a `--temp` copy gets the other models' `registration.json` from the
+project before DVC reaches their register stages (docs/limits.md). After each `--workspace`
+repeat the workspace is put back as it was before it (`params.yaml`, `dvc.lock`, the metrics
+files and each `registration.json` rewritten, the rest with `dvc checkout`), so every repeat
+starts from the same project, committed or not.
 
 Each repeat sets a value of its own, 1% above the last (0.003, 0.00303, 0.00306), so that
 DVC's run cache never stands in for a run within one invocation; a second invocation in the same
@@ -91,11 +89,6 @@ def main() -> None:
     parser.add_argument("--set", default="models.tabular-dnn.train.learning_rate=0.003")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--workspace", action="store_true", help="not in a --temp copy")
-    parser.add_argument(
-        "--copy-records",
-        action="store_true",
-        help="copy each registration.json into the --temp copy (DVC's -C, docs/limits.md)",
-    )
     args = parser.parse_args()
     key, _, value = args.set.partition("=")
     runs = []
@@ -104,9 +97,6 @@ def main() -> None:
         # restore train and evaluate instead of running them.
         repeat_value = f"{float(value) * (1 + 0.01 * i):.6g}"
         where = [] if args.workspace else ["--temp"]
-        if args.copy_records and not args.workspace:
-            for record in sorted(Path("models").glob("*/registration.json")):
-                where += ["-C", str(record)]
         # The files a workspace experiment rewrites outside DVC's cache, as they are now.
         kept = {f: f.read_bytes() for f in _workspace_files()} if args.workspace else {}
         settle()
@@ -144,9 +134,7 @@ def main() -> None:
     result = {
         "model": args.model,
         "set": args.set,
-        "where": "workspace"
-        if args.workspace
-        else "temp copy" + (", records copied in" if args.copy_records else ""),
+        "where": "workspace" if args.workspace else "temp copy",
         "runs": runs,
         "median_experiment_s": experiment,
         "median_bare_s": bare,

@@ -92,6 +92,25 @@ def _call_stage(name: str, **kwargs: Any) -> Any:
         _fail(str(err))
 
 
+def _copy_records_in(params: Path | None) -> None:
+    """In an experiment's `--temp` or queued copy, before DVC reaches the register stages: the
+    project's registration records (`pipelines.orchestration.experiment_copy`), so that only
+    the models the experiment changed are registered there."""
+    from pipelines.errors import KnownFailure
+    from pipelines.orchestration.experiment_copy import copy_records_in
+
+    try:
+        copied = copy_records_in(Path.cwd(), params or Path("params.yaml"))
+    except (KnownFailure, OSError):
+        return  # the stage reports a bad params file itself; without the records, register runs
+    if copied:
+        typer.echo(
+            f"copied the registration.json of {len(copied)} model{'s' * (len(copied) > 1)} from "
+            "the project into this experiment's copy: register runs only for the models the "
+            "experiment changed"
+        )
+
+
 def _stage_command(name: str, skip: Callable[..., bool] | None = None) -> Callable[..., None]:
     """The command of stage `name`, built from its plain function
     (`pipelines.orchestration.stages`): the first parameter (a dataset, or a model's NAME) is
@@ -128,6 +147,7 @@ def _stage_command(name: str, skip: Callable[..., bool] | None = None) -> Callab
     def command(**arguments: Any) -> None:
         if "name" in arguments:
             arguments["model_name"] = arguments.pop("name")
+        _copy_records_in(arguments.get("params"))
         if skip is not None and skip(**arguments):
             return
         _call_stage(name, **{k: None if v is None else str(v) for k, v in arguments.items()})

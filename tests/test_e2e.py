@@ -782,30 +782,31 @@ def test_an_experiment_registers_a_candidate_that_only_promote_can_make_champion
     assert client.get_model_version_by_alias(MODEL, "champion").version == champion
 
 
-# docs/limits.md: a temp experiment that copies the workspace's registration records in.
-COPY_RECORDS_IN = (
-    "dvc exp run --temp $(printf -- '-C %s ' models/*/registration.json) "
-    "-S models.tabular-dnn.train.learning_rate=0.0017"
-)
-
-
-def test_a_temp_experiment_with_the_records_copied_in_registers_only_its_model(project, repo_root):
-    """docs/limits.md, as printed: DVC's `-C` copies each model's registration.json into the
-    temp copy, which then runs register only for the model it changed (without the records,
-    for every model). The new version is a candidate, and the workspace is left as it was."""
-    assert COPY_RECORDS_IN in (repo_root / "docs" / "limits.md").read_text()
+def test_a_temp_experiment_registers_only_the_model_it_changed(project):
+    """`dvc exp run --temp`: the copy DVC makes lacks the git-ignored registration records; the
+    first stage command copies them in from the project, so DVC runs register only for the model
+    the experiment changed. The new version is a candidate, and the workspace is left as it
+    was."""
     project.repro()  # every registration.json as dvc.lock has it
     client = project.client()
     champion = client.get_model_version_by_alias(MODEL, "champion").version
     before = project.versions()
     lock = (project.root / "dvc.lock").read_text()
-    ran = sh(["bash", "-c", COPY_RECORDS_IN], project.root, project.env)
+    records = {p: p.read_bytes() for p in project.root.glob("models/*/registration.json")}
+    assert len(records) > 1
+    ran = sh(
+        ["dvc", "exp", "run", "--temp", "-S", f"models.{MODEL}.train.learning_rate=0.0017"],
+        project.root,
+        project.env,
+    )
     out = ran.stdout + ran.stderr
     assert _stages_run(out) == {f"train@{MODEL}", f"evaluate@{MODEL}", f"register@{MODEL}"}, out
+    assert f"copied the registration.json of {len(records)} models" in out
     (candidate,) = sorted(set(project.versions()) - set(before))
     assert client.get_model_version(MODEL, candidate).tags["candidate"] == "true"
     assert client.get_model_version_by_alias(MODEL, "champion").version == champion
     assert (project.root / "dvc.lock").read_text() == lock
+    assert {p: p.read_bytes() for p in project.root.glob("models/*/registration.json")} == records
 
 
 def test_the_shipped_search_shows_in_mlflow_and_its_model_trains_on_the_winner(project, tmp_path):

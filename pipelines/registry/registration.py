@@ -207,9 +207,9 @@ def _nothing_to_judge(
 def account_of_known_file(name: str, model_file: Path, out: Path) -> Registration | None:
     """The register stage's quick path, before any flow starts: when `model_file` is already
     a version that needs no verdict (`_nothing_to_judge`), write its account to `out` and
-    return it; otherwise None, and the stage runs in full. An experiment's temp copy runs
-    register for every model (registration.json is not copied there), so this keeps an
-    experiment's cost to the models it changed."""
+    return it; otherwise None, and the stage runs in full. A gate setting changed, or an
+    experiment's copy that reaches register before its first command has copied the records
+    in (`orchestration.experiment_copy`), costs a look-up, not a registration."""
     existing = _version_of_file(name, file_md5(model_file))
     if existing is None:
         return None
