@@ -188,9 +188,9 @@ def _already_registered(model_name: str, model_dir: Path, out: Path, **_: Any) -
 
 
 def _prepare_register_scorer(**_: Any) -> bool:
-    """evaluate's first step: have the stage server start, for the register stage after it,
-    the fresh process that checks parity, so that its imports overlap this stage and DVC's
-    work between the two. Never skips evaluate."""
+    """train's and evaluate's first step: have the stage server start, for the register stage
+    after them, the fresh process that checks parity (unless it has one), so that its imports
+    (about 4 s) overlap the training and DVC's work in between. Never skips the stage."""
     from pipelines.orchestration.stage_server import scorer_ready
     from pipelines.registry.tracking import fresh_process
 
@@ -228,6 +228,7 @@ if __name__ == "__main__":  # pragma: no cover
     _run_in_stage_server()
 
 _SKIPS: dict[str, Callable[..., bool]] = {
+    "train": _prepare_register_scorer,
     "evaluate": _prepare_register_scorer,
     "register": _already_registered,
 }
