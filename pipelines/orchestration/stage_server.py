@@ -218,6 +218,7 @@ def run_in_server(module: str, args: list[str]) -> int | None:
         }
         try:
             _send(conn, request, fds=[0, 1, 2])
+            _readable(conn)
             reply, _ = _receive(conn)
         except (OSError, ValueError):  # the server went away before it started anything
             reply = {"refused": "no answer"}
@@ -232,6 +233,7 @@ def run_in_server(module: str, args: list[str]) -> int | None:
         for signum in came:
             _kill(reply["pid"], signum)
         try:
+            _readable(conn)
             status = int(_receive(conn)[0]["status"])
         except (OSError, ValueError, KeyError):
             sys.stderr.write(f"error: lost the stage process {reply['pid']} (its server died)\n")
@@ -241,6 +243,17 @@ def run_in_server(module: str, args: list[str]) -> int | None:
         signal.raise_signal(-status)
         return 128 - status
     return status
+
+
+def _readable(conn: socket.socket) -> None:
+    """Wait until `conn` has something to read, waking every 0.1 s. Python runs a signal's
+    handler between bytecodes: a signal that came just before a blocking read would wait
+    for the read to end, and the child, which the handler forwards it to, would never get
+    it (the read ends only when the child does)."""
+    import select
+
+    while not select.select([conn], [], [], 0.1)[0]:
+        pass
 
 
 def _kill(pid: int, signum: int) -> None:
