@@ -41,8 +41,9 @@ def copy_records_in(here: Path, params: Path) -> list[Path]:
         marker.touch(exist_ok=False)
     except FileExistsError:
         return []
-    from pipelines.config import load_config  # only in a copy: the registry's record name
-    from pipelines.registry.verdicts import REGISTRATION_FILE  # imports pandas
+    # Imported only in a copy: every stage command asks, and verdicts imports pandas.
+    from pipelines.config import load_config
+    from pipelines.registry.verdicts import REGISTRATION_FILE
 
     cfg = load_config(params if params.is_absolute() else here / params)
     copied = []
