@@ -69,15 +69,27 @@ print(get_current_settings().flows.heartbeat_frequency)
 """
 
 
-def test_a_stage_flow_has_no_heartbeat_unless_the_user_sets_one() -> None:
+def test_a_stage_flow_has_no_heartbeat_unless_the_user_sets_one(tmp_path: Path) -> None:
     """The heartbeat thread sleeps in whole seconds and a flow's end waits for it; inside a
-    stage's settings it is off, and a frequency the user sets still wins."""
+    stage's settings it is off, and a frequency the user sets (in the environment or in the
+    active Prefect profile) still wins."""
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text(
+        'active = "mine"\n[profiles.mine]\nPREFECT_FLOWS_HEARTBEAT_FREQUENCY = "90"\n'
+    )
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"}
-    for wanted, expected in ((None, ["None", "180"]), ("60", ["60", "60"])):
-        if wanted:
-            env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = wanted
+    cases = (
+        ({}, ["None", "180"]),
+        ({"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "60"}, ["60", "60"]),
+        ({"PREFECT_PROFILES_PATH": str(profiles)}, ["90", "90"]),
+    )
+    for extra, expected in cases:
         proc = subprocess.run(
-            [sys.executable, "-c", _HEARTBEAT], capture_output=True, text=True, env=env, timeout=120
+            [sys.executable, "-c", _HEARTBEAT],
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            timeout=120,
         )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.split() == expected
