@@ -91,8 +91,8 @@ def stage_settings() -> Iterator[None]:
     only for an automation that marks silent runs as crashed.
 
     What `temporary_settings(set_defaults=...)` does, without its second validation of every
-    setting (0.09 s a stage): the heartbeat counts as set by the user when any of Prefect's
-    sources (environment, profile, `prefect.toml`) gave it."""
+    setting (about 0.025 s a stage): the heartbeat counts as set by the user when any of
+    Prefect's sources (environment, profile, `prefect.toml`) gave it."""
     from prefect.context import SettingsContext
 
     context = SettingsContext.get()
