@@ -429,7 +429,9 @@ def test_spares_forked_from_the_started_scorer_each_score_a_registration(
 ):
     """The stage server's scorer (the scorer script with its zygote flag) forks a spare per
     request once its imports are done; each says its own pid, scores in its own process (a
-    child of the scorer, which never imported this project) and ends."""
+    child of the scorer, which never imported this project) and ends. A keep-alive (what the
+    server sends when a train or evaluate command says a register command is to come) does not
+    end it."""
     from pipelines.orchestration.stage_server import _fork_spare, _start_scorer
     from pipelines.registry.tracking.fresh_process import FORKING_ARGV, FreshScorer, scorer_env
 
@@ -438,6 +440,7 @@ def test_spares_forked_from_the_started_scorer_each_score_a_registration(
     spec = {"argv": list(FORKING_ARGV), "env": scorer_env(), "cwd": os.getcwd()}
     started = _start_scorer(spec, tmp_path)
     try:
+        started.control.send(b"k")
         pids = set()
         for _ in range(2):
             spare = FreshScorer(*_fork_spare(started, tmp_path))

@@ -199,7 +199,8 @@ def test_another_value_read_at_import_gets_a_server_of_its_own(server, monkeypat
 
 
 # A stand-in scorer, started as the server starts one (its flag, then its socket): it forks
-# a spare per request, which says its pid, reads one line and says who it is.
+# a spare per request (and waits on after a keep-alive), which says its pid, reads one line
+# and says who it is.
 SPARE = """
 import json, os, signal, socket, sys
 control = socket.socket(fileno=int(sys.argv[-1]))
@@ -207,6 +208,8 @@ assert sys.argv[-2] == "--zygote"
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)
 while True:
     got, fds, _, _ = socket.recv_fds(control, 1, 2)
+    if got == b"k" and not fds:  # a keep-alive
+        continue
     if not got:
         os._exit(0)
     if os.fork() == 0:
@@ -235,7 +238,9 @@ def _ask(channel: socket.socket) -> dict:
 def test_the_server_forks_a_spare_scorer_for_each_command_of_that_environment(server):
     """A register command takes a spare forked from the scorer the server started ahead with
     its script and environment, as many as ask; a command with another environment gets none
-    (and starts its own), and the server starts a scorer for that one."""
+    (and starts its own), and the server starts a scorer for that one, keeping the first: two
+    projects at work side by side do not take each other's. Only the scorers of the last
+    MAX_SCORERS environments asked for are kept."""
     argv = [sys.executable, "-c", SPARE, "--zygote"]
     env = {**os.environ, "PROBE_X": "one"}
     assert not stage_server.scorer_ready(argv, env)  # none yet: the server starts one
@@ -252,6 +257,15 @@ def test_the_server_forks_a_spare_scorer_for_each_command_of_that_environment(se
     channel, _ = stage_server.take_scorer(argv, {**env, "PROBE_X": "two"})
     third = _ask(channel)
     assert third["x"] == "two" and third["parent"] != seen["parent"]
+    channel, _ = stage_server.take_scorer(argv, env)  # the first environment's is still there
+    assert _ask(channel)["parent"] == seen["parent"]
+    others = [f"other-{n}" for n in range(stage_server.MAX_SCORERS - 1)]
+    for other in others:  # "two" is now the least recently asked for, and is dropped
+        assert not stage_server.scorer_ready(argv, {**env, "PROBE_X": other})
+    assert _ended(third["parent"])
+    channel, _ = stage_server.take_scorer(argv, env)
+    assert _ask(channel)["parent"] == seen["parent"]
+    assert stage_server.take_scorer(argv, {**env, "PROBE_X": "two"}) is None
 
 
 # A register command in the server's child, after the CLI has set a variable that names

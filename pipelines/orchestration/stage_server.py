@@ -25,7 +25,8 @@ takes its child with it.
   imported MLflow and Keras, it forks a spare for each register command that asks, at once: each
   serves one command and never loads anything of this project's. A command whose environment
   differs gets none and starts its own, as without a server (and the server starts one for that
-  environment).
+  environment). It keeps one for each of the MAX_SCORERS environments asked for last (two
+  projects at work side by side do not take each other's); a scorer idle for its WAIT_S ends.
 - The command runs in its own fresh interpreter instead (as without a server) when no server
   answers (one is then started for the commands after it), when the server's packages changed
   since it started (a `pip install`: it exits), or when the command is traced or profiled or
@@ -337,7 +338,6 @@ class _Command:
 class _Scorer:
     """The scorer started ahead (which forks the spares), and what it was started with."""
 
-    key: str
     process: subprocess.Popen[bytes]
     control: socket.socket  # where the server asks it for a spare
     log: Path
@@ -346,7 +346,9 @@ class _Scorer:
 # Environment variables that differ from one stage command to the next without changing what a
 # scorer imports: they do not stop a spare from being used.
 _PER_COMMAND = ("DVC_", "PWD", "OLDPWD")
-_SCORERS: list[_Scorer] = []  # at most one, in the server's process
+# The scorers, in the server's process: one per key, least recently asked for first.
+_SCORERS: dict[str, _Scorer] = {}
+MAX_SCORERS = 3  # environments kept at once (each scorer idle for its WAIT_S ends by itself)
 
 
 def _scorer_key(spec: dict[str, Any]) -> str:
@@ -368,7 +370,7 @@ def _start_scorer(spec: dict[str, Any], folder: Path) -> _Scorer:
             cwd=cwd,
             pass_fds=[theirs.fileno()],
         )
-    return _Scorer(_scorer_key(spec), process, ours, Path(log))
+    return _Scorer(process, ours, Path(log))
 
 
 def _fork_spare(scorer: _Scorer, folder: Path) -> tuple[socket.socket, Path]:
@@ -389,20 +391,28 @@ def _fork_spare(scorer: _Scorer, folder: Path) -> tuple[socket.socket, Path]:
     return ours, Path(log)
 
 
-def _drop_scorers() -> None:
-    while _SCORERS:
-        scorer = _SCORERS.pop()
+def _drop_scorer(key: str) -> None:
+    scorer = _SCORERS.pop(key, None)
+    if scorer is not None:
         _kill(scorer.process.pid, signal.SIGKILL)
         scorer.control.close()
         scorer.log.unlink(missing_ok=True)
 
 
+def _drop_scorers() -> None:
+    for key in list(_SCORERS):
+        _drop_scorer(key)
+
+
 def _hand_scorer(conn: socket.socket, request: dict[str, Any], folder: Path) -> None:
-    """Hand a spare over if the scorer suits the command (`take_scorer`); have one for the
-    commands to come."""
+    """Hand a spare over if the server has a scorer for the command's line and environment
+    (`take_scorer`); have one for the commands to come."""
     spec = request["scorer"]
-    scorer = _SCORERS[0] if _SCORERS else None
-    fits = scorer is not None and scorer.key == _scorer_key(spec) and scorer.process.poll() is None
+    key = _scorer_key(spec)
+    scorer = _SCORERS.pop(key, None)
+    if scorer is not None:  # the last one asked for from now on
+        _SCORERS[key] = scorer
+    fits = scorer is not None and scorer.process.poll() is None
     take = request.get("take", True)
     if fits and take:
         assert scorer is not None
@@ -420,9 +430,15 @@ def _hand_scorer(conn: socket.socket, request: dict[str, Any], folder: Path) -> 
             )
             return
     _send(conn, {"spare": "ready" if fits else "starting"})
-    if not fits or take:  # none suits, or the one there has just ended
-        _drop_scorers()
-        _SCORERS.append(_start_scorer(spec, folder))
+    if fits and not take:  # a register command is to come: the scorer waits another WAIT_S
+        assert scorer is not None
+        with contextlib.suppress(OSError):
+            scorer.control.send(b"k")
+    if not fits or take:  # none for this key, or the one there has just ended
+        _drop_scorer(key)
+        _SCORERS[key] = _start_scorer(spec, folder)
+        while len(_SCORERS) > MAX_SCORERS:
+            _drop_scorer(next(iter(_SCORERS)))
 
 
 def _packages_stamp() -> int:

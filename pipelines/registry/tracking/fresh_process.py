@@ -37,7 +37,9 @@ ZYGOTE_FLAG = "--zygote"  # before the descriptor: fork a scorer per request (se
 # file): each fork is the interpreter above, imports paid, nothing else loaded, and serves one
 # caller. It forks only if importing TensorFlow and Keras started no thread (TensorFlow's pools
 # start with its first operation, in the fork); if one did, each request starts a fresh
-# interpreter instead. It ends after WAIT_S without a request, or when its socket closes.
+# interpreter instead. It ends after WAIT_S without a request or a keep-alive (the byte "k"
+# alone, sent when a train or evaluate command says a register command is to come), or when its
+# socket closes.
 _SCORE_SCRIPT = f"""
 import json, os, signal, socket, subprocess, sys, threading
 signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # as a shell would start it, whoever starts it
@@ -72,6 +74,8 @@ if sys.argv[-2:-1] == [{ZYGOTE_FLAG!r}]:
             got, fds, _, _ = socket.recv_fds(control, 1, 2)
         except OSError:
             got = b""
+        if got == b"k" and not fds:  # the stage server still wants it: wait on
+            continue
         if not got or len(fds) != 2:
             os._exit(0)  # idle, or the stage server is gone
         sys.stdout.flush()
