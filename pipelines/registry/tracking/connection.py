@@ -40,6 +40,10 @@ def use_experiment(name: str) -> str:
     its id."""
     mlflow = connect()
     experiment = mlflow.set_experiment(name)
+    # When another process creates the experiment between MLflow's look-up and its own create
+    # (two stages of a first run, started together), `set_experiment` returns the experiment
+    # without making it the active one, and the next run would land in "Default". By id, it does.
+    mlflow.set_experiment(experiment_id=experiment.experiment_id)
     key, value = EXPERIMENT_KIND
     if experiment.tags.get(key) != value:
         mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
