@@ -4,6 +4,7 @@ its signals reach the child, and a command the server cannot stand in for runs b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,8 +21,14 @@ from pipelines.orchestration import stage_server
 
 PROBE = """
 import gc, json, os, signal, sys, time
-if "--sleep" in sys.argv:  # its own SIGTERM status, set before it says it is up
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+if "--sleep" in sys.argv:  # its own SIGTERM status, set before it says it is up: 143 for one
+    got = []  # SIGTERM, 144 if a second one follows within half a second
+    def stop(signum, frame):
+        got.append(signum)
+        if len(got) == 1:
+            time.sleep(0.5)
+            sys.exit(142 + len(got))
+    signal.signal(signal.SIGTERM, stop)
 print(json.dumps({
     "cwd": os.getcwd(), "argv": sys.argv[1:], "x": os.environ.get("PROBE_X"),
     "pid": os.getpid(), "preloaded": "great_expectations" in sys.modules, "version": VERSION,
@@ -156,8 +163,28 @@ def test_a_signal_to_the_command_reaches_its_child(server):
     child = json.loads(proc.stdout.readline())["pid"]
     assert child != proc.pid
     proc.send_signal(signal.SIGTERM)  # what a stopped `dvc repro` sends
-    assert proc.wait(timeout=30) == 143  # the child's own handler chose the status
+    try:
+        status = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(_stuck(proc.pid, child))
+    assert status == 143  # the child's own handler chose it: one SIGTERM reached the child
     assert not Path(f"/proc/{child}").exists()
+
+
+def _stuck(*pids: int) -> str:
+    """What the command and its child are doing, for a test that waited in vain."""
+    states = []
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()[:3]
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+        except OSError:
+            status, wchan = ["gone"], ""
+        states.append(f"{pid}: {' '.join(status)} in {wchan}")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    log = stage_server.socket_path().with_suffix(".log").read_text()[-3000:]
+    return "\n".join([*states, log])
 
 
 def test_a_command_killed_outright_takes_its_child_with_it(server):

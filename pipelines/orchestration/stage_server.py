@@ -204,9 +204,13 @@ def run_in_server(module: str, args: list[str]) -> int | None:
     child: list[int] = []
 
     def forward(signum: int, frame: Any) -> None:
-        came.append(signum)
-        for pid in child:
-            _kill(pid, signum)
+        # Handlers run in this (the main) thread between bytecodes: a signal is either kept
+        # until the child is known, or sent to it now, never both (a second SIGINT could read
+        # as "stop now" to the command).
+        if child:
+            _kill(child[0], signum)
+        else:
+            came.append(signum)
 
     handlers = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
     with conn:
@@ -231,8 +235,8 @@ def run_in_server(module: str, args: list[str]) -> int | None:
             log.debug(f"stage server: {reply.get('refused')}; running here")
             return None
         child.append(reply["pid"])
-        for signum in came:
-            _kill(reply["pid"], signum)
+        while came:  # those that came before the child was known
+            _kill(reply["pid"], came.pop(0))
         try:
             _readable(conn)
             status = int(_receive(conn)[0]["status"])
