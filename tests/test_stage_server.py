@@ -267,7 +267,7 @@ def test_the_server_forks_a_spare_scorer_for_each_command_of_that_environment(se
     its script and environment, as many as ask; a command with another environment gets none
     (and starts its own), and the server starts a scorer for that one, keeping the first: two
     projects at work side by side do not take each other's. Only the scorers of the last
-    MAX_SCORERS environments asked for are kept."""
+    MAX_SCORERS environments asked for are kept, those still running first."""
     argv = [sys.executable, "-c", SPARE, "--zygote"]
     env = {**os.environ, "PROBE_X": "one"}
     assert not stage_server.scorer_ready(argv, env)  # none yet: the server starts one
@@ -293,6 +293,16 @@ def test_the_server_forks_a_spare_scorer_for_each_command_of_that_environment(se
     channel, _ = stage_server.take_scorer(argv, env)
     assert _ask(channel)["parent"] == seen["parent"]
     assert stage_server.take_scorer(argv, {**env, "PROBE_X": "two"}) is None
+    # A scorer that has ended (idle for its wait) is dropped before a live one is.
+    channel, _ = stage_server.take_scorer(argv, {**env, "PROBE_X": "two"})
+    ended = _ask(channel)["parent"]
+    os.kill(ended, signal.SIGKILL)
+    assert _ended(ended)
+    channel, _ = stage_server.take_scorer(argv, {**env, "PROBE_X": others[-1]})
+    _ask(channel)  # "one" is now the least recently asked for, "two" has ended
+    assert not stage_server.scorer_ready(argv, {**env, "PROBE_X": "three"})
+    channel, _ = stage_server.take_scorer(argv, env)
+    assert _ask(channel)["parent"] == seen["parent"]
 
 
 # A register command in the server's child, after the CLI has set a variable that names

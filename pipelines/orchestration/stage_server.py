@@ -340,7 +340,7 @@ class _Command:
 
 @dataclass
 class _Scorer:
-    """The scorer started ahead (which forks the spares), and what it was started with."""
+    """A scorer started ahead (which forks the spares)."""
 
     process: subprocess.Popen[bytes]
     control: socket.socket  # where the server asks it for a spare
@@ -436,10 +436,12 @@ def _hand_scorer(conn: socket.socket, request: dict[str, Any], folder: Path) -> 
     _send(conn, {"spare": "ready" if fits else "starting"})
     if fits and not take:  # a register command is to come: the scorer waits another WAIT_S
         assert scorer is not None
-        with contextlib.suppress(OSError):
-            scorer.control.send(b"k")
+        with contextlib.suppress(OSError):  # never waits: a scorer not reading stays as it is
+            scorer.control.send(b"k", socket.MSG_DONTWAIT)
     if not fits or take:  # none for this key, or the one there has just ended
         _drop_scorer(key)
+        for ended in [k for k, s in _SCORERS.items() if s.process.poll() is not None]:
+            _drop_scorer(ended)  # idle for its WAIT_S: it does not count against the live ones
         _SCORERS[key] = _start_scorer(spec, folder)
         while len(_SCORERS) > MAX_SCORERS:
             _drop_scorer(next(iter(_SCORERS)))
@@ -572,6 +574,8 @@ def _answer(conn: socket.socket, listener: socket.socket, lock: Any, stamp: int)
     # and kills it if the command goes away (SIGKILL: nothing could forward a signal).
     listener.close()
     lock.close()
+    while _SCORERS:  # the server's: a scorer sees its socket close when the server ends
+        _SCORERS.popitem()[1].control.close()
     for sig in (signal.SIGCHLD, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     pid = os.fork()

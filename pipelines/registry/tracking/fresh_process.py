@@ -38,8 +38,8 @@ ZYGOTE_FLAG = "--zygote"  # before the descriptor: fork a scorer per request (se
 # caller. It forks only if importing TensorFlow and Keras started no thread (TensorFlow's pools
 # start with its first operation, in the fork); if one did, each request starts a fresh
 # interpreter instead. It ends after WAIT_S without a request or a keep-alive (the byte "k"
-# alone, sent when a train or evaluate command says a register command is to come), or when its
-# socket closes.
+# alone, sent when a command asks whether it is ready: train and evaluate, for the register
+# command to come, and register's own look-up), or when its socket closes.
 _SCORE_SCRIPT = f"""
 import json, os, signal, socket, subprocess, sys, threading
 signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # as a shell would start it, whoever starts it
