@@ -161,3 +161,45 @@ def test_a_stage_reading_dvc_lock_waits_for_a_commit_that_is_rewriting_it(tmp_pa
     writing.wait()
     assert dvc_lock_hashes(lock, ["split@d"]) == {o["path"]: o["md5"] for o in outs}
     writer.join()
+
+
+def test_the_commit_a_run_records_is_read_while_no_commit_rewrites_dvc_lock(tmp_path):
+    """`git status` hashes a changed tracked file through a memory map; DVC rewrites dvc.lock
+    in place, so a status that reads it while another chain's stage is committed dies with
+    SIGBUS (seen once in the Dask runner's parallel registrations). It waits for the commit."""
+    import subprocess
+    import sys
+    import time
+
+    from pipelines.registry.lineage import git_state
+
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "PATH": "/usr/bin:/bin",
+    }
+    (tmp_path / ".dvc").mkdir()
+    lock = tmp_path / "dvc.lock"
+    lock.write_bytes(b"x" * (8 << 20))
+    for args in (["git", "init", "-q"], ["git", "add", "dvc.lock"], ["git", "commit", "-qm", "l"]):
+        subprocess.run(args, cwd=tmp_path, check=True, capture_output=True, env=env)
+    rewrite = (  # what `dvc commit` does to dvc.lock, under the guard the flow holds for it
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from pipelines.registry.lineage import dvc_lock_guarded\n"
+        "lock, end = Path(sys.argv[1]), time.monotonic() + 6\n"
+        "while time.monotonic() < end:\n"
+        "    with dvc_lock_guarded(lock), open(lock, 'r+b') as fh:\n"
+        "        fh.truncate(0); fh.flush(); fh.write(b'y' * (8 << 20))\n"
+        "    time.sleep(0.001)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", rewrite, str(lock)])
+    try:
+        time.sleep(0.5)
+        states = [git_state(tmp_path) for _ in range(40)]
+    finally:
+        writer.kill()
+        writer.wait()
+    assert {s["git_dirty"] for s in states} == {"true"}

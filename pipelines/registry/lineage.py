@@ -50,7 +50,8 @@ def file_md5(path: Path) -> str:
 
 
 def git_state(cwd: Path | None = None) -> dict[str, str]:
-    """The current commit and whether the working tree has uncommitted changes."""
+    """The current commit and whether the working tree has uncommitted changes (read while no
+    commit rewrites `dvc.lock`)."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -61,7 +62,12 @@ def git_state(cwd: Path | None = None) -> dict[str, str]:
         commit = git("rev-parse", "HEAD")
     except (OSError, subprocess.CalledProcessError):
         return {"git_commit": "unknown", "git_dirty": "unknown"}
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    # `git status` hashes a changed tracked file through a memory map, and DVC rewrites
+    # dvc.lock in place: read while another chain's stage is committed, it dies with SIGBUS.
+    # Without optional locks it leaves the index alone, so the user's own git commands never
+    # meet a stage's index.lock.
+    with dvc_lock_guarded(Path(cwd or Path.cwd()) / "dvc.lock"):
+        dirty = bool(git("--no-optional-locks", "status", "--porcelain", "--untracked-files=no"))
     return {"git_commit": commit, "git_dirty": str(dirty).lower()}
 
 
