@@ -635,7 +635,10 @@ def test_the_parity_command_checks_a_version_on_raw_rows(store, trained, champio
         app, [*args, "--expected", str(store / "good-eval/test_predictions.npy")]
     )
     assert ok.exit_code == 0, ok.output
-    assert "fresh process max |difference| 0 on 123 raw rows" in ok.output
+    # Evaluated here, after training in this process, the predictions can differ from a fresh
+    # process's in the last bit (1.46e-10 on an AMD EPYC); the check's tolerance is 1e-6.
+    found = re.search(r"fresh process max \|difference\| (\S+) on 123 raw rows", ok.output)
+    assert found and float(found.group(1)) <= 1e-6, ok.output
     bad = CliRunner().invoke(
         app, [*args, "--expected", str(store / "bad-eval/test_predictions.npy")]
     )

@@ -166,6 +166,9 @@ def test_a_signal_to_the_command_reaches_its_child(server):
     try:
         status = proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):  # the child's parent, the server's supervisor
+            stat = Path(f"/proc/{child}/stat").read_text()
+            pytest.fail(_stuck(proc.pid, int(stat.rsplit(")", 1)[1].split()[1]), child))
         pytest.fail(_stuck(proc.pid, child))
     assert status == 143  # the child's own handler chose it: one SIGTERM reached the child
     assert not Path(f"/proc/{child}").exists()
@@ -174,13 +177,23 @@ def test_a_signal_to_the_command_reaches_its_child(server):
 def _stuck(*pids: int) -> str:
     """What the command and its child are doing, for a test that waited in vain."""
     states = []
+    shown = ("Name", "State", "PPid", "Threads", "SigQ", "SigPnd", "ShdPnd", "SigBlk", "SigCgt")
     for pid in pids:
         try:
-            status = Path(f"/proc/{pid}/status").read_text().splitlines()[:3]
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            status = [line for line in lines if line.split(":")[0] in shown]
             wchan = Path(f"/proc/{pid}/wchan").read_text()
         except OSError:
             status, wchan = ["gone"], ""
-        states.append(f"{pid}: {' '.join(status)} in {wchan}")
+        stack = ""
+        with contextlib.suppress(OSError):  # the Python stack, where py-spy is installed
+            stack = subprocess.run(
+                [Path(sys.executable).with_name("py-spy"), "dump", "--pid", str(pid)],
+                capture_output=True,
+                text=True,
+            ).stdout
+        states.append(f"{pid}: {' '.join(status)} in {wchan}\n{stack}")
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     log = stage_server.socket_path().with_suffix(".log").read_text()[-3000:]
