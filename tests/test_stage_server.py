@@ -186,11 +186,12 @@ def _stuck(*pids: int) -> str:
         except OSError:
             status, wchan = ["gone"], ""
         stack = ""
-        with contextlib.suppress(OSError):  # the Python stack, where py-spy is installed
-            stack = subprocess.run(
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):  # where py-spy runs
+            stack = subprocess.run(  # the Python stack
                 [Path(sys.executable).with_name("py-spy"), "dump", "--pid", str(pid)],
                 capture_output=True,
                 text=True,
+                timeout=30,
             ).stdout
         states.append(f"{pid}: {' '.join(status)} in {wchan}\n{stack}")
     for pid in pids:
