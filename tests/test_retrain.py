@@ -167,24 +167,26 @@ def test_the_commit_a_run_records_is_read_while_no_commit_rewrites_dvc_lock(tmp_
     """`git status` hashes a changed tracked file through a memory map; DVC rewrites dvc.lock
     in place, so a status that reads it while another chain's stage is committed dies with
     SIGBUS (seen once in the Dask runner's parallel registrations). It waits for the commit."""
+    import os
     import subprocess
     import sys
     import time
 
     from pipelines.registry.lineage import git_state
+    from tests.projects import commit_all, sh
 
     env = {
+        **os.environ,
         "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
         "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-        "PATH": "/usr/bin:/bin",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
     }
     (tmp_path / ".dvc").mkdir()
     lock = tmp_path / "dvc.lock"
     lock.write_bytes(b"x" * (8 << 20))
-    for args in (["git", "init", "-q"], ["git", "add", "dvc.lock"], ["git", "commit", "-qm", "l"]):
-        subprocess.run(args, cwd=tmp_path, check=True, capture_output=True, env=env)
+    sh(["git", "init", "-q"], tmp_path, env)
+    commit_all(tmp_path, env)
     rewrite = (  # what `dvc commit` does to dvc.lock, under the guard the flow holds for it
         "import sys, time\n"
         "from pathlib import Path\n"

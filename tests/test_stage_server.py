@@ -166,12 +166,16 @@ def test_a_signal_to_the_command_reaches_its_child(server):
     try:
         status = proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(OSError):  # the child's parent, the server's supervisor
-            stat = Path(f"/proc/{child}/stat").read_text()
-            pytest.fail(_stuck(proc.pid, int(stat.rsplit(")", 1)[1].split()[1]), child))
-        pytest.fail(_stuck(proc.pid, child))
+        pytest.fail(_stuck(proc.pid, *_parent(child), child))  # the server's supervisor
     assert status == 143  # the child's own handler chose it: one SIGTERM reached the child
     assert not Path(f"/proc/{child}").exists()
+
+
+def _parent(pid: int) -> list[int]:
+    """The process's parent, none if the process is gone."""
+    with contextlib.suppress(OSError):
+        return [int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])]
+    return []
 
 
 def _stuck(*pids: int) -> str:
